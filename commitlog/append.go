@@ -1,0 +1,450 @@
+package commitlog
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/runnel-io/runnel/internal/recordbatch"
+)
+
+// Append validates the batches, assigns their base offsets (writing each into the first 8 bytes
+// of the caller's batch: Append owns the slices until it returns), writes them as entries with
+// the next Raft indexes and the log's last term, and returns their base offsets once they are as
+// durable as the sync policy promises. If any batch is malformed, Append returns an error that
+// wraps ErrInvalidBatch and names the batch, and nothing of the call reaches the disk.
+func (l *Log) Append(batches ...[]byte) ([]int64, error) {
+	if len(batches) == 0 {
+		return nil, nil
+	}
+	for i, b := range batches {
+		if _, err := recordbatch.Validate(b, l.opts.MaxBatchBytes); err != nil {
+			return nil, fmt.Errorf("%w: batch %d of %d: %w", ErrInvalidBatch, i, len(batches), err)
+		}
+	}
+	l.mu.Lock()
+	entries := l.entries[:0]
+	next := l.lastIdx.Load() + 1
+	at := l.now()
+	for i, b := range batches {
+		entries = append(entries, Entry{Index: next + uint64(i), Term: l.lastTermW, Type: EntryBatch, Data: b, AppendedAt: at})
+	}
+	l.entries = entries[:0]
+	last, err := l.appendLocked(entries)
+	for i := range entries {
+		entries[i] = Entry{} // drop references to the caller's buffers
+	}
+	l.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	offsets := make([]int64, len(batches))
+	for i, b := range batches {
+		offsets[i] = batchBaseOffset(b)
+	}
+	return offsets, l.waitPolicy(last)
+}
+
+// AppendEntries appends Raft entries. The first must have index LastIndex()+1 and the rest must
+// follow contiguously, with terms that never decrease. EntryBatch entries are validated as
+// Append's batches are, and their base offsets are assigned (written into Data). It returns once
+// the entries are as durable as the sync policy promises.
+func (l *Log) AppendEntries(entries []Entry) error {
+	for i := range entries {
+		e := &entries[i]
+		if len(e.Extensions) > maxExtensions {
+			return fmt.Errorf("%w: entry %d: %d bytes of extensions, at most %d", ErrInvalidEntry, e.Index, len(e.Extensions), maxExtensions)
+		}
+		if len(e.Data) > l.opts.MaxBatchBytes {
+			return fmt.Errorf("%w: entry %d: %d bytes of data, at most %d", ErrInvalidEntry, e.Index, len(e.Data), l.opts.MaxBatchBytes)
+		}
+		if e.Type == EntryBatch {
+			if _, err := recordbatch.Validate(e.Data, l.opts.MaxBatchBytes); err != nil {
+				return fmt.Errorf("%w: entry %d: %w", ErrInvalidBatch, e.Index, err)
+			}
+		}
+	}
+	if len(entries) == 0 {
+		return nil
+	}
+	l.mu.Lock()
+	want, term := l.lastIdx.Load()+1, l.lastTermW
+	for i := range entries {
+		e := &entries[i]
+		if e.Index != want+uint64(i) {
+			l.mu.Unlock()
+			return fmt.Errorf("%w: entry %d of the call has index %d, want %d", ErrInvalidEntry, i, e.Index, want+uint64(i))
+		}
+		if e.Term < term {
+			l.mu.Unlock()
+			return fmt.Errorf("%w: entry %d has term %d below the previous term %d", ErrInvalidEntry, e.Index, e.Term, term)
+		}
+		term = e.Term
+	}
+	last, err := l.appendLocked(entries)
+	l.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return l.waitPolicy(last)
+}
+
+// appendLocked writes validated entries, rolling segments as needed, and publishes them. It
+// returns the last index written. If the first write fails, the segment is cut back and the log
+// stays usable; a failure after some entries were published fails the log.
+func (l *Log) appendLocked(entries []Entry) (uint64, error) {
+	if err := l.failure(); err != nil {
+		return 0, err
+	}
+	if l.closed.Load() {
+		return 0, ErrClosed
+	}
+	published := false
+	for i := 0; i < len(entries); {
+		seg := l.active()
+		if l.shouldRoll(seg, frameSize(&entries[i])) {
+			var err error
+			if seg, err = l.rollLocked(); err != nil {
+				return 0, l.fail(err)
+			}
+		}
+		n, err := l.writeChunkLocked(seg, entries[i:])
+		if err != nil {
+			if published {
+				return 0, l.fail(err)
+			}
+			return 0, err
+		}
+		published = true
+		i += n
+	}
+	return l.lastIdx.Load(), nil
+}
+
+// shouldRoll: a segment that holds at least one batch rolls when the next frame would take it
+// past SegmentBytes, or once it is older than SegmentAge. (A segment without a batch never rolls,
+// so no two segments share a base offset.)
+func (l *Log) shouldRoll(seg *segment, next int) bool {
+	if seg.nextOff.Load() == seg.baseOffset() {
+		return false
+	}
+	if seg.size.Load()+int64(next) > l.opts.SegmentBytes {
+		return true
+	}
+	return l.now().Sub(time.UnixMilli(seg.hdr.createdAt)) >= l.opts.SegmentAge
+}
+
+// writeChunkLocked writes as many entries as fit in seg with one write, then their index
+// entries, and publishes them. It returns how many entries it wrote.
+func (l *Log) writeChunkLocked(seg *segment, entries []Entry) (int, error) {
+	start := seg.size.Load()
+	pos := start
+	nextOff := seg.nextOff.Load()
+	hasBatch := nextOff > seg.baseOffset()
+	buf := l.wbuf[:0]
+	w := &seg.w
+	w.beginAppend()
+	n := 0
+	for n < len(entries) {
+		e := &entries[n]
+		fs := int64(frameSize(e))
+		if n > 0 && hasBatch && pos+fs > l.opts.SegmentBytes {
+			break
+		}
+		first, after, maxTs := nextOff, nextOff, noTimestamp
+		if e.Type == EntryBatch {
+			recordbatch.SetBaseOffset(e.Data, nextOff)
+			after = batchNextOffset(e.Data)
+			maxTs = batchMaxTimestamp(e.Data)
+			hasBatch = true
+		}
+		buf = appendFrame(buf, e)
+		w.track(seg, l.opts.IndexIntervalBytes, pos, e.Index, first, maxTs)
+		w.lastTerm = e.Term
+		pos += fs
+		nextOff = after
+		n++
+	}
+	l.wbuf = buf
+	if _, err := seg.log.WriteAt(buf, start); err != nil {
+		return 0, l.undoChunk(seg, start, fmt.Errorf("write %s at %d: %w", seg.path, start, err))
+	}
+	if err := w.writeIndexes(seg); err != nil {
+		return 0, l.undoChunk(seg, start, fmt.Errorf("write index of %s: %w", seg.path, err))
+	}
+	if cap(l.wbuf) > 16<<20 {
+		l.wbuf = nil // do not pin a huge buffer after one large append
+	}
+	last := entries[n-1].Index
+	seg.unsynced.Store(true)
+	seg.size.Store(pos)
+	w.publish(seg)
+	seg.nextOff.Store(nextOff)
+	seg.lastIdx.Store(last)
+	l.lastTermW = w.lastTerm
+	l.lastTerm.Store(w.lastTerm)
+	l.end.Store(nextOff)
+	l.lastIdx.Store(last)
+	l.unsynced += pos - start
+	return n, nil
+}
+
+// undoChunk cuts a failed chunk's bytes back off the segment. If that fails too, the log fails.
+func (l *Log) undoChunk(seg *segment, start int64, cause error) error {
+	seg.w.abortAppend()
+	if err := seg.log.Truncate(start); err != nil {
+		return l.fail(fmt.Errorf("%w; and cutting it back failed: %w", cause, err))
+	}
+	if err := seg.idx.f.Truncate(int64(seg.idx.len() * offsetEntrySize)); err != nil {
+		return l.fail(fmt.Errorf("%w; and cutting the index back failed: %w", cause, err))
+	}
+	if err := seg.tidx.f.Truncate(int64(seg.tidx.len() * timeEntrySize)); err != nil {
+		return l.fail(fmt.Errorf("%w; and cutting the time index back failed: %w", cause, err))
+	}
+	return cause
+}
+
+// beginAppend starts collecting index entries for one chunk.
+func (w *segmentWriter) beginAppend() {
+	w.idxBuf, w.tidxBuf = w.idxBuf[:0], w.tidxBuf[:0]
+	w.pendingIdx, w.pendingTidx = 0, 0
+	w.saved = w.writerState
+}
+
+func (w *segmentWriter) abortAppend() {
+	w.idxBuf, w.tidxBuf = w.idxBuf[:0], w.tidxBuf[:0]
+	w.pendingIdx, w.pendingTidx = 0, 0
+	w.writerState = w.saved
+}
+
+// track notes a frame written at pos: it adds an offset index entry once IndexIntervalBytes were
+// written since the previous one, and a time index entry there when the segment's largest
+// timestamp grew. offset is the batch's base offset (or the next offset for other entries).
+func (w *segmentWriter) track(seg *segment, interval int, pos int64, index uint64, offset int64, maxTs int64) {
+	if maxTs > w.maxTs {
+		w.maxTs = maxTs
+		w.maxTsRelOff = uint32(offset - seg.baseOffset())
+	}
+	if pos-w.lastIdxPos < int64(interval) {
+		return
+	}
+	w.idxBuf = appendOffsetEntry(w.idxBuf, offsetEntry{
+		relIndex:  uint32(index - seg.baseIndex()),
+		relOffset: uint32(offset - seg.baseOffset()),
+		pos:       uint32(pos),
+	})
+	w.pendingIdx++
+	w.lastIdxPos = pos
+	if w.maxTs > w.lastTimeTs {
+		w.addTimeEntry()
+	}
+}
+
+func (w *segmentWriter) addTimeEntry() {
+	w.tidxBuf = appendTimeEntry(w.tidxBuf, timeEntry{ts: w.maxTs, relOffset: w.maxTsRelOff})
+	w.pendingTidx++
+	w.lastTimeTs = w.maxTs
+}
+
+func (w *segmentWriter) writeIndexes(seg *segment) error {
+	if err := seg.idx.write(w.idxBuf); err != nil {
+		return err
+	}
+	return seg.tidx.write(w.tidxBuf)
+}
+
+// publish makes the chunk's index entries and timestamp visible (after the segment size).
+func (w *segmentWriter) publish(seg *segment) {
+	seg.idx.publish(w.pendingIdx)
+	seg.tidx.publish(w.pendingTidx)
+	seg.maxTs.Store(w.maxTs)
+	w.idxBuf, w.tidxBuf = w.idxBuf[:0], w.tidxBuf[:0]
+	w.pendingIdx, w.pendingTidx = 0, 0
+}
+
+// rollLocked seals the active segment and starts a new one at the log end. Under SyncGroup and
+// SyncAlways the sealed segment is synced here (group-commit waiters rely on every sealed
+// segment being durable); otherwise the background flusher syncs it.
+func (l *Log) rollLocked() (*segment, error) {
+	old := l.active()
+	if err := l.sealLocked(old); err != nil {
+		return nil, err
+	}
+	durablePolicy := l.opts.Sync == SyncGroup || l.opts.Sync == SyncAlways
+	if durablePolicy {
+		if err := old.syncAll(); err != nil {
+			return nil, fmt.Errorf("sync sealed segment %s: %w", old.path, err)
+		}
+	}
+	seg, err := createSegment(&l.opts, l.dir, segmentHeader{
+		baseIndex:  l.lastIdx.Load() + 1,
+		baseOffset: l.end.Load(),
+		createdAt:  l.nowMs(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create segment: %w", err)
+	}
+	seg.w.lastTerm = old.w.lastTerm
+	segs := append(append([]*segment(nil), l.segments()...), seg)
+	l.publishSegments(segs)
+	if durablePolicy {
+		if err := l.writeRecoveryPoint(seg.baseOffset()); err != nil {
+			return nil, err
+		}
+	} else {
+		l.sealed = append(l.sealed, old)
+		l.kickFlusher()
+	}
+	l.logger.Debug().Int64("base_offset", seg.baseOffset()).Uint64("base_index", seg.baseIndex()).Msg("rolled segment")
+	return seg, nil
+}
+
+// sealLocked adds the final time index entry, so a sealed segment's largest timestamp is in its
+// time index.
+func (l *Log) sealLocked(seg *segment) error {
+	w := &seg.w
+	if w.maxTs <= w.lastTimeTs {
+		return nil
+	}
+	w.beginAppend()
+	w.addTimeEntry()
+	if err := seg.tidx.write(w.tidxBuf); err != nil {
+		w.abortAppend()
+		return fmt.Errorf("seal %s: %w", seg.path, err)
+	}
+	w.publish(seg)
+	return nil
+}
+
+// waitPolicy waits as the sync policy says after an append that ended at index last.
+func (l *Log) waitPolicy(last uint64) error {
+	switch l.opts.Sync {
+	case SyncGroup:
+		return l.waitDurable(last)
+	case SyncAlways:
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if err := l.failure(); err != nil {
+			return err
+		}
+		if l.DurableIndex() >= last {
+			return nil
+		}
+		target := l.lastIdx.Load()
+		if err := l.active().sync(); err != nil {
+			return l.fail(err)
+		}
+		l.markDurable(target)
+		return nil
+	case SyncInterval:
+		l.mu.Lock()
+		big := l.unsynced >= l.opts.SyncEveryBytes
+		l.mu.Unlock()
+		if big {
+			l.kickFlusher()
+		}
+	}
+	return nil
+}
+
+func (l *Log) markDurable(index uint64) {
+	l.gc.mu.Lock()
+	if index > l.gc.durable {
+		l.gc.durable = index
+	}
+	l.gc.cond.Broadcast()
+	l.gc.mu.Unlock()
+}
+
+// waitDurable returns once every entry up to index is on stable storage, performing the fsync
+// itself if no other waiter is (group commit).
+func (l *Log) waitDurable(index uint64) error {
+	g := &l.gc
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for g.durable < index {
+		if g.err != nil {
+			return g.err
+		}
+		if g.syncing {
+			g.cond.Wait()
+			continue
+		}
+		g.syncing = true
+		g.mu.Unlock()
+		// Load the target before the segment: entries up to target are in this segment or in a
+		// sealed one, and sealed segments were synced when they were sealed.
+		target := l.lastIdx.Load()
+		seg := l.active()
+		err := seg.sync()
+		if err != nil {
+			err = l.fail(fmt.Errorf("fsync %s: %w", seg.path, err))
+		}
+		g.mu.Lock()
+		g.syncing = false
+		if err == nil && target > g.durable {
+			g.durable = target
+		}
+		g.cond.Broadcast()
+	}
+	return nil
+}
+
+// syncSealed syncs the segments sealed under SyncInterval/SyncNone that the flusher has not yet
+// synced, and advances the recovery point.
+func (l *Log) syncSealed() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.failure(); err != nil {
+		return err
+	}
+	if len(l.sealed) == 0 {
+		return nil
+	}
+	for _, s := range l.sealed {
+		if err := s.syncAll(); err != nil {
+			return l.fail(fmt.Errorf("fsync %s: %w", s.path, err))
+		}
+	}
+	l.sealed = nil
+	return l.writeRecoveryPoint(l.active().baseOffset())
+}
+
+func (l *Log) kickFlusher() {
+	select {
+	case l.flushKick <- struct{}{}:
+	default:
+	}
+}
+
+// flushLoop is the background flusher of SyncInterval and SyncNone: it syncs sealed segments and,
+// under SyncInterval, the active one every SyncEvery or when SyncEveryBytes are unsynced.
+func (l *Log) flushLoop() {
+	var tick <-chan time.Time
+	if l.opts.Sync == SyncInterval {
+		t := time.NewTicker(l.opts.SyncEvery)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-l.done:
+			return
+		case <-tick:
+		case <-l.flushKick:
+		}
+		if err := l.syncSealed(); err != nil {
+			continue // the log has failed; appends report it
+		}
+		if l.opts.Sync == SyncInterval {
+			l.mu.Lock()
+			pending := l.unsynced
+			l.unsynced = 0
+			l.mu.Unlock()
+			if pending > 0 {
+				if err := l.waitDurable(l.lastIdx.Load()); err != nil {
+					continue
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,125 @@
+package commitlog
+
+import (
+	"math/rand/v2"
+	"path/filepath"
+	"testing"
+
+	"github.com/runnel-io/runnel/internal/vfs"
+)
+
+// The index search against a linear scan, over random monotone entries with ties.
+func TestIndexSearchMatchesLinearScan(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for round := 0; round < 50; round++ {
+		dir := t.TempDir()
+		n := rng.IntN(300)
+		x, err := openIndex(vfs.OS, filepath.Join(dir, "x.index"), offsetEntrySize, n+1, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var entries []offsetEntry
+		var buf []byte
+		var e offsetEntry
+		for i := 0; i < n; i++ {
+			e.relIndex += 1 + uint32(rng.IntN(3))
+			e.relOffset += uint32(rng.IntN(3)) // ties allowed (entries without offsets)
+			e.pos += 1 + uint32(rng.IntN(100))
+			entries = append(entries, e)
+			buf = appendOffsetEntry(buf, e)
+		}
+		if err := x.write(buf); err != nil {
+			t.Fatal(err)
+		}
+		x.publish(n)
+		for q := 0; q < 200; q++ {
+			target := uint64(rng.IntN(int(e.relOffset) + 10))
+			got, err := x.searchLast(x.len(), target, keyRelOffset)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := -1
+			for i, en := range entries {
+				if uint64(en.relOffset) <= target {
+					want = i
+				}
+			}
+			if got != want {
+				t.Fatalf("round %d: search(%d) = %d, linear scan %d", round, target, got, want)
+			}
+			ti := uint64(rng.IntN(int(e.relIndex) + 10))
+			got, _ = x.searchLast(x.len(), ti, keyRelIndex)
+			want = -1
+			for i, en := range entries {
+				if uint64(en.relIndex) <= ti {
+					want = i
+				}
+			}
+			if got != want {
+				t.Fatalf("round %d: index search(%d) = %d, linear scan %d", round, ti, got, want)
+			}
+		}
+		x.close()
+	}
+}
+
+// Reads by offset and by Raft index against a model of the log, across interval sizes.
+func TestReadMatchesModel(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, interval := range []int{1, 100, 4096} {
+		dir := t.TempDir()
+		o := testOptions(dir)
+		o.IndexIntervalBytes = interval
+		l := openLog(t, dir, o)
+		type batchAt struct {
+			first, after int64
+			data         []byte
+			index        uint64
+		}
+		var model []batchAt
+		index := uint64(0)
+		for i := 0; i < 400; i++ {
+			index++
+			if rng.IntN(5) == 0 {
+				if err := l.AppendEntries([]Entry{{Index: index, Term: 1, Type: EntryNoop}}); err != nil {
+					t.Fatal(err)
+				}
+				continue
+			}
+			b := makeBatch(t, 1+rng.IntN(20), rng.IntN(300), "m", int64(i))
+			if err := l.AppendEntries([]Entry{{Index: index, Term: 1, Type: EntryBatch, Data: b}}); err != nil {
+				t.Fatal(err)
+			}
+			model = append(model, batchAt{batchBaseOffset(b), batchNextOffset(b), b, index})
+		}
+		check := func() {
+			for q := 0; q < 300; q++ {
+				off := rng.Int64N(l.EndOffset())
+				res, err := l.Read(off, ReadOptions{MaxBytes: 1})
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := splitBatches(t, res.Batches)
+				var want batchAt
+				for _, m := range model {
+					if m.first <= off && off < m.after {
+						want = m
+					}
+				}
+				if len(got) != 1 || string(got[0]) != string(want.data) || res.NextOffset != want.after {
+					t.Fatalf("interval %d: read(%d) got %d batches next %d, want batch [%d,%d)", interval, off, len(got), res.NextOffset, want.first, want.after)
+				}
+				m := model[rng.IntN(len(model))]
+				e, err := l.Entry(m.index)
+				if err != nil || string(e.Data) != string(m.data) {
+					t.Fatalf("entry %d: %v", m.index, err)
+				}
+			}
+		}
+		check()
+		l.Close()
+		l = openLog(t, dir, o)
+		check()
+		l.Close()
+	}
+}

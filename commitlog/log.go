@@ -1,0 +1,278 @@
+package commitlog
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Log is a partition's segmented commit log. See the package doc for the layout and rules.
+//
+// Locking: mu is the writer lock; it serialises appends, rolls, truncation and segment deletion.
+// Readers never take it: they load the published segment list and end offsets with atomics and
+// hold only the lifecycle lock of the one segment they read. Lock order: Log.mu, then a
+// segment's mu, then groupCommit.mu.
+type Log struct {
+	dir    string
+	opts   Options
+	logger zerolog.Logger
+
+	mu        sync.Mutex
+	wbuf      []byte     // frame buffer of the current append; under mu
+	entries   []Entry    // scratch for Append; under mu
+	sealed    []*segment // sealed segments awaiting a background fsync (SyncInterval, SyncNone); under mu
+	recPoint  int64      // base offset of the first segment not known to be fully synced; under mu
+	unsynced  int64      // bytes appended since the last sync (SyncInterval); under mu
+	lastTermW uint64     // term of the last entry; under mu
+
+	segs     atomic.Pointer[[]*segment]
+	start    atomic.Int64 // log start offset: the first segment's base offset
+	end      atomic.Int64 // next offset to assign (the log end offset)
+	firstIdx atomic.Uint64
+	lastIdx  atomic.Uint64
+	lastTerm atomic.Uint64
+	closed   atomic.Bool
+	failErr  atomic.Pointer[error] // sticky write/sync failure (mirrored in gc.err)
+
+	gc groupCommit
+
+	done      chan struct{}
+	wg        sync.WaitGroup
+	flushKick chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// groupCommit lets concurrent appenders share one fsync: the first waiter that finds no sync in
+// flight performs one covering everything written so far; the others wait for it.
+type groupCommit struct {
+	mu      sync.Mutex
+	cond    *sync.Cond
+	durable uint64 // every entry with an index at or below is on stable storage
+	syncing bool
+	err     error
+}
+
+// Open opens (creating if needed) the log in dir and recovers it (see the package doc).
+func Open(dir string, opts Options) (*Log, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	opts = opts.withDefaults()
+	l := &Log{
+		dir:       dir,
+		opts:      opts,
+		logger:    opts.Logger.With().Str("log", dir).Logger(),
+		done:      make(chan struct{}),
+		flushKick: make(chan struct{}, 1),
+	}
+	l.gc.cond = sync.NewCond(&l.gc.mu)
+	if err := opts.FS.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("commitlog: create %s: %w", dir, err)
+	}
+	if err := l.recover(); err != nil {
+		return nil, err
+	}
+	l.gc.durable = l.lastIdx.Load()
+	if opts.Sync == SyncInterval || opts.Sync == SyncNone {
+		l.goFunc(l.flushLoop)
+	}
+	if opts.RetentionBytes >= 0 || opts.RetentionAge >= 0 {
+		l.goFunc(l.retentionLoop)
+	}
+	return l, nil
+}
+
+func (l *Log) goFunc(f func()) {
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		f()
+	}()
+}
+
+// Dir returns the log's directory.
+func (l *Log) Dir() string { return l.dir }
+
+// StartOffset returns the first offset the log holds (the first segment's base offset).
+func (l *Log) StartOffset() int64 { return l.start.Load() }
+
+// EndOffset returns the offset the next record will get (the log end offset).
+func (l *Log) EndOffset() int64 { return l.end.Load() }
+
+// FirstIndex returns the first Raft index held (1 for a new log).
+func (l *Log) FirstIndex() uint64 { return l.firstIdx.Load() }
+
+// LastIndex returns the last Raft index held (FirstIndex-1 when the log is empty).
+func (l *Log) LastIndex() uint64 { return l.lastIdx.Load() }
+
+// LastTerm returns the term of the last entry (0 when empty).
+func (l *Log) LastTerm() uint64 { return l.lastTerm.Load() }
+
+// DurableIndex returns the last Raft index known to be on stable storage.
+func (l *Log) DurableIndex() uint64 {
+	l.gc.mu.Lock()
+	defer l.gc.mu.Unlock()
+	return l.gc.durable
+}
+
+// SegmentInfo describes one segment, for operators and snapshots.
+type SegmentInfo struct {
+	Path         string
+	BaseOffset   int64
+	NextOffset   int64
+	BaseIndex    uint64
+	LastIndex    uint64
+	Bytes        int64
+	MaxTimestamp int64 // unix ms; math.MinInt64 when the segment holds no batch
+	Active       bool
+}
+
+// Segments describes the segments, oldest first.
+func (l *Log) Segments() []SegmentInfo {
+	segs := l.segments()
+	out := make([]SegmentInfo, len(segs))
+	for i, s := range segs {
+		out[i] = SegmentInfo{
+			Path: s.path, BaseOffset: s.baseOffset(), NextOffset: s.nextOff.Load(),
+			BaseIndex: s.baseIndex(), LastIndex: s.lastIdx.Load(), Bytes: s.size.Load(),
+			MaxTimestamp: s.maxTs.Load(), Active: i == len(segs)-1,
+		}
+	}
+	return out
+}
+
+// Size returns the bytes held in all segments.
+func (l *Log) Size() int64 {
+	var n int64
+	for _, s := range l.segments() {
+		n += s.size.Load()
+	}
+	return n
+}
+
+func (l *Log) segments() []*segment { return *l.segs.Load() }
+
+func (l *Log) active() *segment {
+	segs := l.segments()
+	return segs[len(segs)-1]
+}
+
+// publishSegments installs a new segment list and the start offset and first index.
+func (l *Log) publishSegments(segs []*segment) {
+	l.segs.Store(&segs)
+	l.start.Store(segs[0].baseOffset())
+	l.firstIdx.Store(segs[0].baseIndex())
+}
+
+// segmentForOffset returns the last segment whose base offset is at or below offset.
+func segmentForOffset(segs []*segment, offset int64) *segment {
+	i := sort.Search(len(segs), func(i int) bool { return segs[i].baseOffset() > offset })
+	if i == 0 {
+		return segs[0]
+	}
+	return segs[i-1]
+}
+
+// segmentForIndex returns the last segment whose base index is at or below index.
+func segmentForIndex(segs []*segment, index uint64) *segment {
+	i := sort.Search(len(segs), func(i int) bool { return segs[i].baseIndex() > index })
+	if i == 0 {
+		return segs[0]
+	}
+	return segs[i-1]
+}
+
+// fail makes a write or sync failure sticky and returns the ErrFailed error that every later
+// write will get. Safe with or without mu held.
+func (l *Log) fail(err error) error {
+	wrapped := fmt.Errorf("%w: %w", ErrFailed, err)
+	if !l.failErr.CompareAndSwap(nil, &wrapped) {
+		return *l.failErr.Load()
+	}
+	l.logger.Error().Err(err).Msg("commitlog failed; reopen to recover")
+	l.gc.mu.Lock()
+	l.gc.err = wrapped
+	l.gc.cond.Broadcast()
+	l.gc.mu.Unlock()
+	return wrapped
+}
+
+// failure returns the sticky failure, or nil.
+func (l *Log) failure() error {
+	if p := l.failErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Sync makes every entry appended so far durable, whatever the policy.
+func (l *Log) Sync() error {
+	if l.closed.Load() {
+		return ErrClosed
+	}
+	if err := l.syncSealed(); err != nil {
+		return err
+	}
+	return l.waitDurable(l.lastIdx.Load())
+}
+
+// Close syncs everything, records a clean shutdown, and releases the files. It waits for the
+// background goroutines; readers in flight finish first. Close is idempotent.
+func (l *Log) Close() error {
+	l.closeOnce.Do(func() {
+		l.closed.Store(true)
+		close(l.done)
+		l.wg.Wait()
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		var errs []error
+		if l.failure() == nil {
+			if err := l.shutdownSyncLocked(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		for _, s := range l.segments() {
+			errs = append(errs, s.close())
+		}
+		l.gc.mu.Lock()
+		if l.gc.err == nil {
+			l.gc.err = ErrClosed
+		}
+		l.gc.cond.Broadcast()
+		l.gc.mu.Unlock()
+		l.closeErr = errors.Join(errs...)
+	})
+	return l.closeErr
+}
+
+// shutdownSyncLocked syncs every segment and writes the clean-shutdown marker.
+func (l *Log) shutdownSyncLocked() error {
+	for _, s := range l.sealed {
+		if err := s.syncAll(); err != nil {
+			return err
+		}
+	}
+	l.sealed = nil
+	act := l.active()
+	if err := act.syncAll(); err != nil {
+		return err
+	}
+	if err := l.writeRecoveryPoint(act.baseOffset()); err != nil {
+		return err
+	}
+	return l.writeCleanMarker()
+}
+
+// now returns the clock in unix milliseconds.
+func (l *Log) nowMs() int64 { return l.opts.Now().UnixMilli() }
+
+func (l *Log) now() time.Time { return l.opts.Now() }
+
+var noTimestamp int64 = math.MinInt64
