@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/runnel-io/runnel/internal/recordbatch"
+	"github.com/runnel-io/runnel/internal/vfs"
 )
 
 // makeBatch builds a batch of n records of size bytes each; record i's value starts with tag and
@@ -30,7 +31,10 @@ func testOptions(dir string) Options {
 	o := DefaultOptions()
 	o.SegmentBytes = 16 << 10
 	o.IndexIntervalBytes = 512
-	o.Sync = SyncNone // durability is tested where it is the point; fsyncs make the rest slow
+	// Durability is tested where it is the point (with the real OS, or a CrashFS that models
+	// it); elsewhere real fsyncs only make the suite slow.
+	o.Sync = SyncNone
+	o.FS = vfs.NoSync(vfs.OS)
 	return o
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/runnel-io/runnel/internal/recordbatch"
+	"github.com/runnel-io/runnel/internal/vfs"
 )
 
 func TestAppendReadReopen(t *testing.T) {
@@ -17,6 +18,7 @@ func TestAppendReadReopen(t *testing.T) {
 			o := testOptions(dir)
 			o.Sync = policy
 			o.SegmentBytes = 16 << 10
+			o.FS = vfs.OS // the real fsyncs, under every policy
 			l := openLog(t, dir, o)
 			var want [][]byte
 			var next int64

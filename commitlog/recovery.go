@@ -112,9 +112,22 @@ func (l *Log) recover() error {
 			prev := segs[n-1]
 			if s.baseIndex() != prev.lastIdx.Load()+1 || s.baseOffset() != prev.nextOff.Load() {
 				s.close()
-				closeAll()
-				return fmt.Errorf("%w: segment %s starts at index %d offset %d, but the previous ends at index %d offset %d",
-					ErrCorrupt, s.path, s.baseIndex(), s.baseOffset(), prev.lastIdx.Load(), prev.nextOff.Load())
+				gap := fmt.Sprintf("segment %s starts at index %d offset %d, but the previous ends at index %d offset %d",
+					s.path, s.baseIndex(), s.baseOffset(), prev.lastIdx.Load(), prev.nextOff.Load())
+				if trusted {
+					closeAll()
+					return fmt.Errorf("%w: %s", ErrCorrupt, gap)
+				}
+				// The previous segment lost unsynced bytes (a policy that does not sync on every
+				// append): this and every later segment follow a gap, so they go.
+				l.logger.Warn().Str("reason", gap).Msg("dropping segments after a lost tail")
+				for _, later := range bases[i:] {
+					if err := removeSegmentFiles(&l.opts, l.dir, later); err != nil {
+						closeAll()
+						return err
+					}
+				}
+				break
 			}
 			s.w.lastTerm = prev.w.lastTerm
 		}

@@ -81,10 +81,17 @@ func createSegment(o *Options, dir string, hdr segmentHeader) (*segment, error) 
 	if err != nil {
 		return nil, err
 	}
+	// The header is made durable before anything can be appended behind it, so recovery never
+	// meets a torn header in front of frames (only a file cut short during its creation).
 	if _, err := f.WriteAt(hdr.encode(), 0); err != nil {
 		f.Close()
 		o.FS.Remove(logPath)
 		return nil, fmt.Errorf("write segment header %s: %w", logPath, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		o.FS.Remove(logPath)
+		return nil, fmt.Errorf("sync segment header %s: %w", logPath, err)
 	}
 	s, err := newSegment(o, logPath, f, hdr, true, idxPath, tidxPath)
 	if err != nil {
@@ -99,7 +106,6 @@ func createSegment(o *Options, dir string, hdr segmentHeader) (*segment, error) 
 		s.close()
 		return nil, fmt.Errorf("sync dir %s: %w", dir, err)
 	}
-	s.unsynced.Store(true) // the header itself is not yet durable
 	return s, nil
 }
 
