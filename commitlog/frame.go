@@ -23,8 +23,8 @@ const (
 // Frame header.
 const (
 	frameHeaderSize = 36
-	frameLenSize    = 4                // the length field itself
-	maxExtensions   = 1<<16 - 1        // extLen is a u16
+	frameLenSize    = 4         // the length field itself
+	maxExtensions   = 1<<16 - 1 // extLen is a u16
 	frameFixed      = frameHeaderSize - frameLenSize
 	batchCRCPrefix  = recordbatch.OffAttributes // batch bytes outside the batch's own CRC, covered by the frame CRC
 )
