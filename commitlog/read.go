@@ -2,7 +2,6 @@ package commitlog
 
 import (
 	"fmt"
-	"sync"
 
 	"github.com/runnel-io/runnel/internal/recordbatch"
 )
@@ -29,8 +28,6 @@ type ReadResult struct {
 }
 
 const defaultReadBytes = 1 << 20
-
-var scanBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 1<<20); return &b }}
 
 // Read returns whole batches starting with the one that holds offset. Reading at the log end
 // returns nothing; before the log start or past the end it is an *OffsetRangeError
@@ -79,10 +76,8 @@ func (l *Log) readSegment(seg *segment, offset, limit int64, maxBytes int, out [
 		return ReadResult{}, false, err
 	}
 	size := seg.size.Load()
-	bp := scanBufPool.Get().(*[]byte)
-	defer scanBufPool.Put(bp)
-	sc := newFrameScanner(seg, pos, size, false, *bp)
-	sc.chunk = maxBytes + 64<<10
+	sc := newFrameScanner(seg, pos, size, false, maxBytes+2*l.opts.IndexIntervalBytes)
+	defer sc.release()
 	out = out[:0]
 	next := offset
 	verify := !l.opts.SkipReadVerification
@@ -108,9 +103,6 @@ func (l *Log) readSegment(seg *segment, offset, limit int64, maxBytes int, out [
 		if len(out) >= maxBytes {
 			break
 		}
-	}
-	if cap(sc.buf) <= 8<<20 {
-		*bp = sc.buf[:0]
 	}
 	if sc.err != nil {
 		return ReadResult{}, false, fmt.Errorf("commitlog: read %s: %w", seg.path, sc.err)
@@ -151,7 +143,8 @@ func (l *Log) entryFrom(seg *segment, index uint64) (Entry, bool, error) {
 	if err != nil {
 		return Entry{}, false, err
 	}
-	sc := newFrameScanner(seg, pos, seg.size.Load(), false, nil)
+	sc := newFrameScanner(seg, pos, seg.size.Load(), false, 2*l.opts.IndexIntervalBytes+4096)
+	defer sc.release()
 	for sc.next() {
 		if sc.h.index < index {
 			continue
@@ -236,7 +229,8 @@ func (l *Log) offsetForTimeIn(seg *segment, ts int64) (int64, bool, bool, error)
 	if err != nil {
 		return 0, false, false, err
 	}
-	sc := newFrameScanner(seg, pos, seg.size.Load(), false, nil)
+	sc := newFrameScanner(seg, pos, seg.size.Load(), false, 64<<10)
+	defer sc.release()
 	for sc.next() {
 		if sc.h.typ != EntryBatch {
 			continue

@@ -239,7 +239,8 @@ func (l *Log) loadSegment(s *segment, size int64, trusted bool) (truncated bool,
 	}
 	w := &s.w
 	w.beginAppend()
-	sc := newFrameScanner(s, from, size, true, nil)
+	sc := newFrameScanner(s, from, size, true, 1<<20)
+	defer sc.release()
 	next, want := offset, index
 	for sc.next() {
 		h := &sc.h

@@ -241,15 +241,26 @@ type frameScanner struct {
 	bad     string // why the walk stopped at an invalid frame ("" at a clean end)
 	err     error  // an I/O error
 	chunk   int
-	scratch []byte
+	pooled  *[]byte
 }
 
-func newFrameScanner(s *segment, pos, end int64, full bool, buf []byte) *frameScanner {
-	if cap(buf) < 64<<10 {
-		buf = make([]byte, 0, 64<<10)
-	}
-	return &frameScanner{s: s, pos: pos, end: end, full: full, buf: buf[:0], chunk: cap(buf)}
+// newFrameScanner starts a walk at pos, reading up to chunk bytes at a time into a pooled
+// buffer. The caller must call release when done with the frames.
+func newFrameScanner(s *segment, pos, end int64, full bool, chunk int) *frameScanner {
+	bp := scanBufPool.Get().(*[]byte)
+	return &frameScanner{s: s, pos: pos, end: end, full: full, buf: (*bp)[:0], chunk: chunk, pooled: bp}
 }
+
+// release returns the buffer to the pool (unless it grew huge).
+func (sc *frameScanner) release() {
+	if sc.pooled != nil && cap(sc.buf) <= 8<<20 {
+		*sc.pooled = sc.buf[:0]
+		scanBufPool.Put(sc.pooled)
+	}
+	sc.pooled, sc.buf = nil, nil
+}
+
+var scanBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
 
 // next advances to the next valid frame, or returns false at the end, at an invalid frame (bad)
 // or on an I/O error (err).

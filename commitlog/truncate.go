@@ -77,7 +77,8 @@ func (l *Log) writable() error {
 func (l *Log) truncateLocked(seg *segment, pos int64, cut func(h *frameHeader, first, after int64) (bool, error)) error {
 	// Find the cut. Frames are read without the segment lock: mu (held) excludes every writer.
 	cutPos := int64(-1)
-	sc := newFrameScanner(seg, pos, seg.size.Load(), false, nil)
+	sc := newFrameScanner(seg, pos, seg.size.Load(), false, 64<<10)
+	defer sc.release()
 	for sc.next() {
 		var first, after int64
 		if sc.h.typ == EntryBatch {
@@ -193,7 +194,8 @@ func (l *Log) cutSegment(seg *segment, pos int64) error {
 	seg.maxTs.Store(noTimestamp)
 	w := &seg.w
 	w.beginAppend()
-	sc := newFrameScanner(seg, segmentHeaderSize, pos, false, nil)
+	sc := newFrameScanner(seg, segmentHeaderSize, pos, false, 1<<20)
+	defer sc.release()
 	next, last := seg.baseOffset(), seg.baseIndex()-1
 	for sc.next() {
 		first, after := sc.frameOffsets(next)
