@@ -30,16 +30,6 @@ func abandon(t *testing.T, l *Log) {
 	abandonLog(l)
 }
 
-func abandonOld(t *testing.T, l *Log) {
-	t.Helper()
-	l.closed.Store(true)
-	close(l.done)
-	l.wg.Wait()
-	for _, s := range l.segments() {
-		s.close()
-	}
-}
-
 func lastSegmentPath(t *testing.T, l *Log) string {
 	segs := l.Segments()
 	return segs[len(segs)-1].Path

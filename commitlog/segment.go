@@ -183,7 +183,6 @@ func openSegmentFiles(o *Options, dir string, baseOffset int64) (*segment, int64
 
 func (s *segment) baseOffset() int64 { return s.hdr.baseOffset }
 func (s *segment) baseIndex() uint64 { return s.hdr.baseIndex }
-func (s *segment) empty() bool       { return s.lastIdx.Load() < s.hdr.baseIndex }
 
 // close releases the files. It waits for readers.
 func (s *segment) close() error {
@@ -228,20 +227,20 @@ func (s *segment) syncAll() error {
 
 // frameScanner walks frames from a position to an end, reading in large chunks.
 type frameScanner struct {
-	s       *segment
-	pos     int64 // position of the next frame
-	end     int64
-	full    bool // verify batch CRC and structure, not just the frame CRC
-	buf     []byte
-	bufPos  int64 // file position of buf[0]
-	bufLen  int
-	h       frameHeader
-	frame   []byte // the current frame; valid until the next call to next
-	at      int64  // the current frame's position
-	bad     string // why the walk stopped at an invalid frame ("" at a clean end)
-	err     error  // an I/O error
-	chunk   int
-	pooled  *[]byte
+	s      *segment
+	pos    int64 // position of the next frame
+	end    int64
+	full   bool // verify batch CRC and structure, not just the frame CRC
+	buf    []byte
+	bufPos int64 // file position of buf[0]
+	bufLen int
+	h      frameHeader
+	frame  []byte // the current frame; valid until the next call to next
+	at     int64  // the current frame's position
+	bad    string // why the walk stopped at an invalid frame ("" at a clean end)
+	err    error  // an I/O error
+	chunk  int
+	pooled *[]byte
 }
 
 // newFrameScanner starts a walk at pos, reading up to chunk bytes at a time into a pooled
