@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/runnel-io/runnel/internal/recordbatch"
+	"github.com/runnel-io/runnel/internal/vfs"
 )
 
 // Append validates the batches, assigns their base offsets (writing each into the first 8 bytes
@@ -140,7 +141,10 @@ func (l *Log) writeChunkLocked(seg *segment, entries []Entry) (int, error) {
 	pos := start
 	nextOff := seg.nextOff.Load()
 	hasBatch := nextOff > seg.baseOffset()
+	// Small frames are copied into one buffer; a large batch is written from the caller's slice
+	// (pwritev), sparing a copy of the bulk of the data. cuts marks where each goes.
 	buf := l.wbuf[:0]
+	cuts := l.cuts[:0]
 	w := &seg.w
 	w.beginAppend()
 	n := 0
@@ -157,15 +161,20 @@ func (l *Log) writeChunkLocked(seg *segment, entries []Entry) (int, error) {
 			maxTs = batchMaxTimestamp(e.Data)
 			hasBatch = true
 		}
-		buf = appendFrame(buf, e)
+		if len(e.Data) >= vectorWriteMin {
+			buf = appendFrameHeader(buf, e)
+			cuts = append(cuts, writeCut{at: len(buf), data: e.Data})
+		} else {
+			buf = appendFrame(buf, e)
+		}
 		w.track(seg, l.opts.IndexIntervalBytes, pos, e.Index, first, maxTs)
 		w.lastTerm = e.Term
 		pos += fs
 		nextOff = after
 		n++
 	}
-	l.wbuf = buf
-	if _, err := seg.log.WriteAt(buf, start); err != nil {
+	l.wbuf, l.cuts = buf, cuts
+	if err := l.writeFrames(seg, buf, cuts, start); err != nil {
 		return 0, l.undoChunk(seg, start, fmt.Errorf("write %s at %d: %w", seg.path, start, err))
 	}
 	if err := w.writeIndexes(seg); err != nil {
@@ -186,6 +195,45 @@ func (l *Log) writeChunkLocked(seg *segment, entries []Entry) (int, error) {
 	l.lastIdx.Store(last)
 	l.unsynced += pos - start
 	return n, nil
+}
+
+// vectorWriteMin is the data size from which a frame's data is written from the caller's
+// slice instead of being copied into the frame buffer.
+const vectorWriteMin = 4096
+
+// writeCut is a large frame's data, to be written after buf[:at].
+type writeCut struct {
+	at   int
+	data []byte
+}
+
+// writeFrames writes buf with the large data slices spliced in at their cuts, in one call.
+func (l *Log) writeFrames(seg *segment, buf []byte, cuts []writeCut, off int64) error {
+	if len(cuts) == 0 {
+		_, err := seg.log.WriteAt(buf, off)
+		return err
+	}
+	iov := l.iov[:0]
+	prev := 0
+	for _, c := range cuts {
+		if c.at > prev {
+			iov = append(iov, buf[prev:c.at])
+		}
+		iov = append(iov, c.data)
+		prev = c.at
+	}
+	if prev < len(buf) {
+		iov = append(iov, buf[prev:])
+	}
+	_, err := vfs.WriteAtv(seg.log, iov, off)
+	for i := range iov {
+		iov[i] = nil // drop references to the caller's batches
+	}
+	l.iov = iov[:0]
+	for i := range l.cuts {
+		l.cuts[i].data = nil
+	}
+	return err
 }
 
 // undoChunk cuts a failed chunk's bytes back off the segment. If that fails too, the log fails.

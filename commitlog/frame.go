@@ -68,8 +68,14 @@ func (h *frameHeader) dataStart() int { return frameHeaderSize + int(h.extLen) }
 
 func frameSize(e *Entry) int { return frameHeaderSize + len(e.Extensions) + len(e.Data) }
 
-// appendFrame appends e's frame to dst.
+// appendFrame appends e's whole frame to dst.
 func appendFrame(dst []byte, e *Entry) []byte {
+	return append(appendFrameHeader(dst, e), e.Data...)
+}
+
+// appendFrameHeader appends e's frame header and extensions (the data follows them on disk,
+// written from e.Data directly when it is large), with the frame CRC computed as frameCRC does.
+func appendFrameHeader(dst []byte, e *Entry) []byte {
 	start := len(dst)
 	var hdr [frameHeaderSize]byte
 	binary.BigEndian.PutUint32(hdr[0:], uint32(frameFixed+len(e.Extensions)+len(e.Data)))
@@ -85,8 +91,13 @@ func appendFrame(dst []byte, e *Entry) []byte {
 	binary.BigEndian.PutUint64(hdr[28:], uint64(at))
 	dst = append(dst, hdr[:]...)
 	dst = append(dst, e.Extensions...)
-	dst = append(dst, e.Data...)
-	binary.BigEndian.PutUint32(dst[start+4:], frameCRC(dst[start:]))
+	crc := crc32.Update(0, castagnoli, dst[start+8:])
+	if e.Type == EntryBatch {
+		crc = crc32.Update(crc, castagnoli, e.Data[:batchCRCPrefix])
+	} else {
+		crc = crc32.Update(crc, castagnoli, e.Data)
+	}
+	binary.BigEndian.PutUint32(dst[start+4:], crc)
 	return dst
 }
 

@@ -25,6 +25,8 @@ type Log struct {
 
 	mu        sync.Mutex
 	wbuf      []byte     // frame buffer of the current append; under mu
+	cuts      []writeCut // large data written beside wbuf; under mu
+	iov       [][]byte   // scratch for vectored writes; under mu
 	entries   []Entry    // scratch for Append; under mu
 	sealed    []*segment // sealed segments awaiting a background fsync (SyncInterval, SyncNone); under mu
 	recPoint  int64      // base offset of the first segment not known to be fully synced; under mu

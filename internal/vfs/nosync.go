@@ -14,6 +14,10 @@ type noSyncFile struct{ File }
 
 func (noSyncFile) Sync() error { return nil }
 
+func (f noSyncFile) WriteAtv(bufs [][]byte, off int64) (int, error) {
+	return WriteAtv(f.File, bufs, off)
+}
+
 func (n noSyncFS) OpenFile(name string, flag int, perm os.FileMode) (File, error) {
 	f, err := n.FS.OpenFile(name, flag, perm)
 	if err != nil {

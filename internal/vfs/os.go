@@ -71,10 +71,13 @@ type osFile struct {
 
 func (f *osFile) ReadAt(p []byte, off int64) (int, error)  { return f.f.ReadAt(p, off) }
 func (f *osFile) WriteAt(p []byte, off int64) (int, error) { return f.f.WriteAt(p, off) }
-func (f *osFile) Close() error                             { return f.f.Close() }
-func (f *osFile) Truncate(size int64) error                { return f.f.Truncate(size) }
-func (f *osFile) Fd() uintptr                              { return f.f.Fd() }
-func (f *osFile) Name() string                             { return f.f.Name() }
+
+// WriteAtv writes bufs back to back at off with pwritev(2) (VectorWriterAt).
+func (f *osFile) WriteAtv(bufs [][]byte, off int64) (int, error) { return pwritev(f.f, bufs, off) }
+func (f *osFile) Close() error                                   { return f.f.Close() }
+func (f *osFile) Truncate(size int64) error                      { return f.f.Truncate(size) }
+func (f *osFile) Fd() uintptr                                    { return f.f.Fd() }
+func (f *osFile) Name() string                                   { return f.f.Name() }
 
 // Sync makes the file's data durable: fdatasync on Linux (the size is part of what fdatasync
 // flushes; timestamps are not), fsync elsewhere.

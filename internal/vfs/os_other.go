@@ -17,3 +17,17 @@ func datasync(f *os.File) error {
 	}
 	return err
 }
+
+// pwritev writes bufs one after another (no pwritev outside Linux here).
+func pwritev(f *os.File, bufs [][]byte, off int64) (int, error) {
+	total := 0
+	for _, b := range bufs {
+		n, err := f.WriteAt(b, off)
+		total += n
+		off += int64(n)
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}

@@ -1,7 +1,9 @@
 package vfs
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -147,5 +149,38 @@ func TestOSErrorsKeepTheirTypes(t *testing.T) {
 	}
 	if _, err := OS.OpenFile(missing, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644); !errors.Is(err, fs.ErrExist) {
 		t.Fatalf("O_EXCL: %v", err)
+	}
+}
+
+func TestWriteAtv(t *testing.T) {
+	dir := t.TempDir()
+	for _, fs := range []FS{OS, NoSync(OS), NewCrashFS(OS)} {
+		f, err := fs.OpenFile(filepath.Join(dir, fmt.Sprintf("v%T", fs)), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// More buffers than IOV_MAX, of uneven sizes, written after a prefix.
+		var bufs [][]byte
+		var want []byte
+		for i := 0; i < 2500; i++ {
+			b := bytes.Repeat([]byte{byte(i)}, 1+i%7)
+			bufs = append(bufs, b)
+			want = append(want, b...)
+		}
+		if _, err := f.WriteAt([]byte("head"), 0); err != nil {
+			t.Fatal(err)
+		}
+		n, err := WriteAtv(f, bufs, 4)
+		if err != nil || n != len(want) {
+			t.Fatalf("%T: WriteAtv = %d, %v; want %d", fs, n, err, len(want))
+		}
+		got := make([]byte, 4+len(want))
+		if _, err := f.ReadAt(got, 0); err != nil {
+			t.Fatal(err)
+		}
+		if string(got[:4]) != "head" || !bytes.Equal(got[4:], want) {
+			t.Fatalf("%T: content differs", fs)
+		}
+		f.Close()
 	}
 }

@@ -53,3 +53,29 @@ type FS interface {
 	// SyncDir makes the directory's entries (creations, removals, renames) durable.
 	SyncDir(name string) error
 }
+
+// VectorWriterAt is implemented by Files that can write several buffers at an offset in one
+// system call (pwritev), sparing the caller a copy into one buffer.
+type VectorWriterAt interface {
+	WriteAtv(bufs [][]byte, off int64) (int, error)
+}
+
+// WriteAtv writes bufs back to back at off: in one call when f is a VectorWriterAt, else
+// through one contiguous copy and WriteAt. It may modify bufs.
+func WriteAtv(f File, bufs [][]byte, off int64) (int, error) {
+	if v, ok := f.(VectorWriterAt); ok {
+		return v.WriteAtv(bufs, off)
+	}
+	if len(bufs) == 1 {
+		return f.WriteAt(bufs[0], off)
+	}
+	n := 0
+	for _, b := range bufs {
+		n += len(b)
+	}
+	buf := make([]byte, 0, n)
+	for _, b := range bufs {
+		buf = append(buf, b...)
+	}
+	return f.WriteAt(buf, off)
+}
