@@ -2,6 +2,7 @@ package commitlog
 
 import (
 	"fmt"
+	"runtime"
 	"time"
 
 	"github.com/runnel-io/runnel/internal/recordbatch"
@@ -419,23 +420,54 @@ func (l *Log) waitDurable(index uint64) error {
 		}
 		g.syncing = true
 		g.mu.Unlock()
+		l.gatherAppends()
 		// Load the target before the segment: entries up to target are in this segment or in a
 		// sealed one, and sealed segments were synced when they were sealed.
 		target := l.lastIdx.Load()
 		seg := l.active()
+		began := time.Now()
 		err := seg.sync()
+		took := time.Since(began)
 		if err != nil {
 			err = l.fail(fmt.Errorf("fsync %s: %w", seg.path, err))
 		}
 		g.mu.Lock()
 		g.syncing = false
 		if err == nil && target > g.durable {
+			g.lastCovered, g.lastSyncTook = target-g.durable, took
 			g.durable = target
 		}
 		g.cond.Broadcast()
 	}
 	return nil
 }
+
+// gatherAppends lets appends that are on their way join the fsync about to start. Without it,
+// appenders woken by one fsync append again while the next is already running, and concurrent
+// appenders settle into two groups that take turns, each fsync covering half of them. So when
+// the previous fsync covered several entries, the next waits (yielding the processor) until as
+// many have been written since it ended, or for at most a quarter of its duration: a bounded
+// latency cost that only concurrency pays. A lone appender never waits.
+func (l *Log) gatherAppends() {
+	g := &l.gc
+	g.mu.Lock()
+	covered, mark, took := g.lastCovered, g.durable, g.lastSyncTook
+	g.mu.Unlock()
+	if covered <= 1 {
+		return
+	}
+	wait := took / 4
+	if wait > groupCommitMaxDelay {
+		wait = groupCommitMaxDelay
+	}
+	deadline := time.Now().Add(wait)
+	for l.lastIdx.Load()-mark < covered && time.Now().Before(deadline) {
+		runtime.Gosched()
+	}
+}
+
+// groupCommitMaxDelay bounds how long an fsync waits for appends to join it.
+const groupCommitMaxDelay = 500 * time.Microsecond
 
 // syncSealed syncs the segments sealed under SyncInterval/SyncNone that the flusher has not yet
 // synced, and advances the recovery point.

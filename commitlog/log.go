@@ -58,6 +58,10 @@ type groupCommit struct {
 	cond    *sync.Cond
 	durable uint64 // every entry with an index at or below is on stable storage
 	syncing bool
+	// lastCovered is how many entries the last fsync made durable, and lastSyncTook how long
+	// it took; see gatherAppends.
+	lastCovered  uint64
+	lastSyncTook time.Duration
 	err     error
 }
 
