@@ -276,6 +276,11 @@ func (w *segmentWriter) track(seg *segment, interval int, pos int64, index uint6
 	if pos-w.lastIdxPos < int64(interval) {
 		return
 	}
+	if seg.idx.len()+w.pendingIdx >= seg.idx.capacity-1 {
+		// Only a segment of nothing but non-batch entries (which never rolls) can get here: a
+		// sparser index is still a correct one.
+		return
+	}
 	w.idxBuf = appendOffsetEntry(w.idxBuf, offsetEntry{
 		relIndex:  uint32(index - seg.baseIndex()),
 		relOffset: uint32(offset - seg.baseOffset()),

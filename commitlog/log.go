@@ -238,10 +238,19 @@ func (l *Log) Close() error {
 		l.wg.Wait()
 		l.mu.Lock()
 		defer l.mu.Unlock()
+		// Take the group-commit token, so no fsync runs on a file being closed.
+		l.gc.mu.Lock()
+		for l.gc.syncing {
+			l.gc.cond.Wait()
+		}
+		l.gc.syncing = true
+		l.gc.mu.Unlock()
 		var errs []error
 		if l.failure() == nil {
 			if err := l.shutdownSyncLocked(); err != nil {
 				errs = append(errs, err)
+			} else {
+				l.markDurable(l.lastIdx.Load()) // waiters get their acknowledgement
 			}
 		}
 		for _, s := range l.segments() {
@@ -251,6 +260,7 @@ func (l *Log) Close() error {
 		if l.gc.err == nil {
 			l.gc.err = ErrClosed
 		}
+		l.gc.syncing = false
 		l.gc.cond.Broadcast()
 		l.gc.mu.Unlock()
 		l.closeErr = errors.Join(errs...)

@@ -459,3 +459,36 @@ func TestBadOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestClosedLog(t *testing.T) {
+	dir := t.TempDir()
+	l := openLog(t, dir, testOptions(dir))
+	fillLogN(t, l, 3)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatalf("second close: %v", err)
+	}
+	if _, err := l.Read(0, ReadOptions{}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("read: %v", err)
+	}
+	if _, err := l.Entry(1); !errors.Is(err, ErrClosed) {
+		t.Fatalf("entry: %v", err)
+	}
+	if _, err := l.Append(makeBatch(t, 1, 1, "x", 0)); !errors.Is(err, ErrClosed) {
+		t.Fatalf("append: %v", err)
+	}
+	if err := l.Sync(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("sync: %v", err)
+	}
+}
+
+func fillLogN(t *testing.T, l *Log, n int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		if _, err := l.Append(makeBatch(t, 2, 10, "n", 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

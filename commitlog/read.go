@@ -59,6 +59,9 @@ func (l *Log) Read(offset int64, opts ReadOptions) (ReadResult, error) {
 		seg := segmentForOffset(segs, offset)
 		res, retry, err := l.readSegment(seg, offset, limit, maxBytes, opts.Buf)
 		if retry {
+			if l.closed.Load() {
+				return ReadResult{}, ErrClosed
+			}
 			continue // the segment was removed under us (retention, truncation): look again
 		}
 		return res, err
@@ -127,6 +130,9 @@ func (l *Log) Entry(index uint64) (Entry, error) {
 		seg := segmentForIndex(segs, index)
 		e, retry, err := l.entryFrom(seg, index)
 		if retry {
+			if l.closed.Load() {
+				return Entry{}, ErrClosed
+			}
 			continue
 		}
 		return e, err
@@ -193,6 +199,9 @@ func (l *Log) OffsetForTime(ts int64) (offset int64, found bool, err error) {
 		}
 		off, ok, retry, err := l.offsetForTimeIn(seg, ts)
 		if retry {
+			if l.closed.Load() {
+				return 0, false, ErrClosed
+			}
 			continue
 		}
 		if err != nil || ok {

@@ -91,6 +91,12 @@ func TestSyncIntervalFlushes(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		if byBytes {
+			// Cross the byte threshold with the last append: below it, nothing is due yet.
+			if _, err := l.Append(makeBatch(t, 10, 200, "big", 0)); err != nil {
+				t.Fatal(err)
+			}
+		}
 		deadline := time.Now().Add(10 * time.Second)
 		for l.DurableIndex() < l.LastIndex() {
 			if time.Now().After(deadline) {
