@@ -461,15 +461,31 @@ func (l *Log) gatherAppends() {
 	if covered <= 1 {
 		return
 	}
-	wait := took / 4
-	if wait > groupCommitMaxDelay {
-		wait = groupCommitMaxDelay
+	limit := took / 2
+	if limit > groupCommitMaxDelay {
+		limit = groupCommitMaxDelay
 	}
-	deadline := time.Now().Add(wait)
-	for l.lastIdx.Load()-mark < covered && time.Now().Before(deadline) {
+	// Wait while entries keep arriving: each arrival buys another short step, up to the limit.
+	start := time.Now()
+	last, lastAt := l.lastIdx.Load(), start
+	for {
+		cur := l.lastIdx.Load()
+		if cur-mark >= covered {
+			return
+		}
+		now := time.Now()
+		if cur != last {
+			last, lastAt = cur, now
+		}
+		if now.Sub(start) >= limit || now.Sub(lastAt) >= groupCommitStep {
+			return
+		}
 		runtime.Gosched()
 	}
 }
+
+// groupCommitStep is how long gathering waits for the next append before giving up.
+const groupCommitStep = 50 * time.Microsecond
 
 // groupCommitMaxDelay bounds how long an fsync waits for appends to join it.
 const groupCommitMaxDelay = 500 * time.Microsecond

@@ -8,13 +8,15 @@
 # the package's testdata/fuzz/FuzzXxx/ directory: commit it with the fix, and it becomes a
 # regression test.
 #
-#   FUZZTIME   how long each target runs (default 5s; any -fuzztime value, e.g. 30s or 10000x)
+#   FUZZTIME   how much each target runs (default 3000x, a count of inputs; any -fuzztime value).
+#              Prefer counts: a duration can fail a target with a bare "context deadline exceeded"
+#              and no crasher under go1.26 (golang/go#75804, a race in the fuzz coordinator).
 #   FUZZ       only targets whose name matches this regexp, unanchored (default: all)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 GO=${GO:-go}
-FUZZTIME=${FUZZTIME:-5s}
+FUZZTIME=${FUZZTIME:-3000x}
 FUZZ=${FUZZ:-.}
 
 # Directories the go tool ignores (testdata, vendor, names starting with . or _) are skipped too.
