@@ -35,6 +35,12 @@ func crashWorkload(t *testing.T, l *Log) (attempted [][]byte, acked int) {
 			attempted = attempted[:len(attempted)-2]
 			acked = len(attempted)
 		}
+		if i == 32 {
+			// Retention: drop the oldest whole segments below a third of the log.
+			if _, err := l.DeleteSegmentsBefore(l.EndOffset() / 3); err != nil {
+				return attempted, acked
+			}
+		}
 	}
 	return attempted, acked
 }
@@ -64,6 +70,9 @@ func TestCrashAtEveryWritePoint(t *testing.T) {
 			cfs := vfs.NewCrashFS(vfs.NoSync(vfs.OS))
 			l := openLog(t, dir, crashOptions(dir, cfs, policy))
 			crashWorkload(t, l)
+			if l.StartOffset() == 0 || len(l.Segments()) < 3 {
+				t.Fatalf("the workload should roll segments and delete some: start %d, %d segments", l.StartOffset(), len(l.Segments()))
+			}
 			l.Close()
 			total := int(cfs.Ops())
 			rng := rand.New(rand.NewPCG(9, uint64(policy)))
@@ -121,16 +130,24 @@ func crashAt(t *testing.T, policy SyncPolicy, k int, keep bool, fill vfs.Fill, s
 	}
 	defer l.Close()
 	got := readAll(t, l)
-	if len(got) > len(attempted) {
-		t.Fatalf("crash at op %d: %d batches, only %d attempted", k, len(got), len(attempted))
+	// Retention may have removed a prefix: the survivors start at the log start offset.
+	first := 0
+	for first < len(attempted) && batchBaseOffset(attempted[first]) < l.StartOffset() {
+		first++
+	}
+	if len(got) > 0 && (first == len(attempted) || batchBaseOffset(attempted[first]) != l.StartOffset()) {
+		t.Fatalf("crash at op %d: the log starts at %d, not at a batch that was appended", k, l.StartOffset())
+	}
+	if first+len(got) > len(attempted) {
+		t.Fatalf("crash at op %d: %d batches from %d, only %d attempted", k, len(got), first, len(attempted))
 	}
 	for i := range got {
-		if string(got[i]) != string(attempted[i]) {
-			t.Fatalf("crash at op %d: batch %d is not what was appended there", k, i)
+		if string(got[i]) != string(attempted[first+i]) {
+			t.Fatalf("crash at op %d: batch %d is not what was appended there", k, first+i)
 		}
 	}
-	if policy != SyncNone && len(got) < acked {
-		t.Fatalf("crash at op %d (keep %v fill %d): %d batches survive, %d were acknowledged", k, keep, fill, len(got), acked)
+	if policy != SyncNone && first+len(got) < acked {
+		t.Fatalf("crash at op %d (keep %v fill %d): batches up to %d survive, %d were acknowledged", k, keep, fill, first+len(got), acked)
 	}
 	next := l.EndOffset()
 	offs, err := l.Append(makeBatch(t, 1, 1, "after", 0))
