@@ -2,7 +2,6 @@ package commitlog
 
 import (
 	"fmt"
-	"runtime"
 	"time"
 
 	"github.com/runnel-io/runnel/internal/recordbatch"
@@ -36,6 +35,7 @@ func (l *Log) Append(batches ...[]byte) ([]int64, error) {
 		entries[i] = Entry{} // drop references to the caller's buffers
 	}
 	l.mu.Unlock()
+	l.kickGatherer()
 	if err != nil {
 		return nil, err
 	}
@@ -84,6 +84,7 @@ func (l *Log) AppendEntries(entries []Entry) error {
 	}
 	last, err := l.appendLocked(entries)
 	l.mu.Unlock()
+	l.kickGatherer()
 	if err != nil {
 		return err
 	}
@@ -450,9 +451,11 @@ func (l *Log) waitDurable(index uint64) error {
 // gatherAppends lets appends that are on their way join the fsync about to start. Without it,
 // appenders woken by one fsync append again while the next is already running, and concurrent
 // appenders settle into two groups that take turns, each fsync covering half of them. So when
-// the previous fsync covered several entries, the next waits (yielding the processor) until as
-// many have been written since it ended, or for at most a quarter of its duration: a bounded
-// latency cost that only concurrency pays. A lone appender never waits.
+// the previous fsync covered several entries, the next waits until as many have been written
+// since it ended, sleeping (appends wake it as they land, so no processor is spun) as long as
+// entries keep arriving within groupCommitStep of each other, and at most half the previous
+// fsync's duration: a bounded latency cost that only concurrency pays. A lone appender never
+// waits.
 func (l *Log) gatherAppends() {
 	g := &l.gc
 	g.mu.Lock()
@@ -465,30 +468,45 @@ func (l *Log) gatherAppends() {
 	if limit > groupCommitMaxDelay {
 		limit = groupCommitMaxDelay
 	}
-	// Wait while entries keep arriving: each arrival buys another short step, up to the limit.
+	l.gathering.Store(true)
+	defer l.gathering.Store(false)
 	start := time.Now()
-	last, lastAt := l.lastIdx.Load(), start
-	for {
-		cur := l.lastIdx.Load()
-		if cur-mark >= covered {
+	last := l.lastIdx.Load()
+	timer := time.NewTimer(groupCommitStep)
+	defer timer.Stop()
+	for last-mark < covered {
+		wait := limit - time.Since(start)
+		if wait <= 0 {
 			return
 		}
-		now := time.Now()
-		if cur != last {
-			last, lastAt = cur, now
+		timer.Reset(min(wait, groupCommitStep))
+		select {
+		case <-l.gatherKick:
+		case <-timer.C:
+			if l.lastIdx.Load() == last {
+				return // nothing arrived for a whole step
+			}
 		}
-		if now.Sub(start) >= limit || now.Sub(lastAt) >= groupCommitStep {
-			return
-		}
-		runtime.Gosched()
+		last = l.lastIdx.Load()
 	}
 }
 
-// groupCommitStep is how long gathering waits for the next append before giving up.
-const groupCommitStep = 50 * time.Microsecond
+// kickGatherer wakes a gathering fsync leader after an append landed.
+func (l *Log) kickGatherer() {
+	if l.gathering.Load() {
+		select {
+		case l.gatherKick <- struct{}{}:
+		default:
+		}
+	}
+}
 
-// groupCommitMaxDelay bounds how long an fsync waits for appends to join it.
-const groupCommitMaxDelay = 500 * time.Microsecond
+// groupCommitMaxDelay bounds how long an fsync waits for appends to join it, and
+// groupCommitStep how long it waits for the next one.
+const (
+	groupCommitMaxDelay = 500 * time.Microsecond
+	groupCommitStep     = 100 * time.Microsecond
+)
 
 // syncSealed syncs the segments sealed under SyncInterval/SyncNone that the flusher has not yet
 // synced, and advances the recovery point.

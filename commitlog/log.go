@@ -42,7 +42,9 @@ type Log struct {
 	closed   atomic.Bool
 	failErr  atomic.Pointer[error] // sticky write/sync failure (mirrored in gc.err)
 
-	gc groupCommit
+	gc         groupCommit
+	gathering  atomic.Bool   // an fsync leader is waiting for appends (gatherAppends)
+	gatherKick chan struct{} // appends wake it
 
 	done      chan struct{}
 	wg        sync.WaitGroup
@@ -62,7 +64,7 @@ type groupCommit struct {
 	// it took; see gatherAppends.
 	lastCovered  uint64
 	lastSyncTook time.Duration
-	err     error
+	err          error
 }
 
 // Open opens (creating if needed) the log in dir and recovers it (see the package doc).
@@ -72,11 +74,12 @@ func Open(dir string, opts Options) (*Log, error) {
 	}
 	opts = opts.withDefaults()
 	l := &Log{
-		dir:       dir,
-		opts:      opts,
-		logger:    opts.Logger.With().Str("log", dir).Logger(),
-		done:      make(chan struct{}),
-		flushKick: make(chan struct{}, 1),
+		dir:        dir,
+		opts:       opts,
+		logger:     opts.Logger.With().Str("log", dir).Logger(),
+		done:       make(chan struct{}),
+		flushKick:  make(chan struct{}, 1),
+		gatherKick: make(chan struct{}, 1),
 	}
 	l.gc.cond = sync.NewCond(&l.gc.mu)
 	if err := opts.FS.MkdirAll(dir, 0o755); err != nil {
