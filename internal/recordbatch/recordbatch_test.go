@@ -705,6 +705,10 @@ func TestNoAllocs(t *testing.T) {
 	}
 	var sum int
 	fn := func(r *Record) error { sum += len(r.Value) + len(r.Headers); return nil }
+	if raceEnabled {
+		t.Log("ForEachRecord allocations not asserted under -race (sync.Pool drops items); make test runs this without -race too")
+		return
+	}
 	if a := testing.AllocsPerRun(100, func() {
 		if err := ForEachRecord(plain, fn); err != nil {
 			t.Fatal(err)
