@@ -434,6 +434,7 @@ func (l *Log) waitDurable(index uint64) error {
 		began := time.Now()
 		err := seg.sync()
 		took := time.Since(began)
+		l.groupSyncs.Add(1)
 		if err != nil {
 			err = l.fail(fmt.Errorf("fsync %s: %w", seg.path, err))
 		}

@@ -44,6 +44,7 @@ type Log struct {
 
 	gc         groupCommit
 	gathering  atomic.Bool   // an fsync leader is waiting for appends (gatherAppends)
+	groupSyncs atomic.Int64  // fsyncs performed by group commit (for benchmarks and metrics)
 	gatherKick chan struct{} // appends wake it
 
 	done      chan struct{}
