@@ -29,6 +29,10 @@ type ReadResult struct {
 
 const defaultReadBytes = 1 << 20
 
+// testHookReadChoseSegment, set by tests only, runs between a read choosing its segment and
+// locking it: the window in which retention or truncation may remove the segment.
+var testHookReadChoseSegment func()
+
 // Read returns whole batches starting with the one that holds offset. Reading at the log end
 // returns nothing; before the log start or past the end it is an *OffsetRangeError
 // (ErrOffsetOutOfRange). Reads run concurrently with appends and each other; they never take the
@@ -57,6 +61,9 @@ func (l *Log) Read(offset int64, opts ReadOptions) (ReadResult, error) {
 			return ReadResult{Batches: opts.Buf[:0], NextOffset: offset}, nil
 		}
 		seg := segmentForOffset(segs, offset)
+		if testHookReadChoseSegment != nil {
+			testHookReadChoseSegment()
+		}
 		res, retry, err := l.readSegment(seg, offset, limit, maxBytes, opts.Buf)
 		if retry {
 			if l.closed.Load() {
