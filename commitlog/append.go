@@ -3,6 +3,7 @@ package commitlog
 import (
 	"fmt"
 	"time"
+	"unsafe"
 
 	"github.com/runnel-io/runnel/internal/recordbatch"
 	"github.com/runnel-io/runnel/internal/vfs"
@@ -22,12 +23,18 @@ func (l *Log) Append(batches ...[]byte) ([]int64, error) {
 			return nil, fmt.Errorf("%w: batch %d of %d: %w", ErrInvalidBatch, i, len(batches), err)
 		}
 	}
+	batches = unalias(batches)
+	offsets := make([]int64, len(batches))
 	l.mu.Lock()
 	entries := l.entries[:0]
 	next := l.lastIdx.Load() + 1
 	at := l.now()
+	off := l.end.Load()
 	for i, b := range batches {
 		entries = append(entries, Entry{Index: next + uint64(i), Term: l.lastTermW, Type: EntryBatch, Data: b, AppendedAt: at})
+		// Offsets are assigned contiguously from the end.
+		offsets[i] = off
+		off += int64(batchRecordSpan(b))
 	}
 	l.entries = entries[:0]
 	last, err := l.appendLocked(entries)
@@ -39,17 +46,14 @@ func (l *Log) Append(batches ...[]byte) ([]int64, error) {
 	if err != nil {
 		return nil, err
 	}
-	offsets := make([]int64, len(batches))
-	for i, b := range batches {
-		offsets[i] = batchBaseOffset(b)
-	}
 	return offsets, l.waitPolicy(last)
 }
 
 // AppendEntries appends Raft entries. The first must have index LastIndex()+1 and the rest must
 // follow contiguously, with terms that never decrease. EntryBatch entries are validated as
-// Append's batches are, and their base offsets are assigned (written into Data). It returns once
-// the entries are as durable as the sync policy promises.
+// Append's batches are, and their base offsets are assigned (written into Data, so no two
+// entries of a call may share Data memory). It returns once the entries are as durable as the
+// sync policy promises.
 func (l *Log) AppendEntries(entries []Entry) error {
 	for i := range entries {
 		e := &entries[i]
@@ -89,6 +93,26 @@ func (l *Log) AppendEntries(entries []Entry) error {
 		return err
 	}
 	return l.waitPolicy(last)
+}
+
+// unalias copies any batch that is the same memory as an earlier one in the call (a caller
+// passing one slice twice): each gets its own base offset written into it, and a large batch is
+// written from the caller's memory after all of them are assigned.
+func unalias(batches [][]byte) [][]byte {
+	copied := false
+	for i := 1; i < len(batches); i++ {
+		for j := 0; j < i; j++ {
+			if unsafe.SliceData(batches[i]) == unsafe.SliceData(batches[j]) {
+				if !copied {
+					batches = append([][]byte(nil), batches...)
+					copied = true
+				}
+				batches[i] = append([]byte(nil), batches[i]...)
+				break
+			}
+		}
+	}
+	return batches
 }
 
 // appendLocked writes validated entries, rolling segments as needed, and publishes them. It

@@ -170,6 +170,11 @@ func batchNextOffset(data []byte) int64 {
 	return base + int64(delta) + 1
 }
 
+// batchRecordSpan returns how many offsets the batch takes (lastOffsetDelta+1).
+func batchRecordSpan(data []byte) int32 {
+	return int32(binary.BigEndian.Uint32(data[recordbatch.OffLastOffsetDelta:])) + 1
+}
+
 func batchBaseOffset(data []byte) int64 {
 	return int64(binary.BigEndian.Uint64(data[recordbatch.OffBaseOffset:]))
 }
