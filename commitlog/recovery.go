@@ -275,12 +275,9 @@ func (l *Log) loadSegment(s *segment, size int64, trusted bool) (truncated bool,
 	}
 	end := size
 	if sc.bad != "" {
-		if trusted && !rebuild {
-			w.abortAppend()
-			return false, corruptf(s.path, sc.pos, "%s", sc.bad)
-		}
 		if trusted {
-			// A trusted segment whose index was bad is still a synced log: a bad frame is corruption.
+			// A trusted segment was fully synced (even if its index needed a rebuild): a bad
+			// frame in it is corruption, never a torn tail.
 			w.abortAppend()
 			return false, corruptf(s.path, sc.pos, "%s", sc.bad)
 		}
