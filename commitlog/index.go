@@ -3,6 +3,7 @@ package commitlog
 import (
 	"encoding/binary"
 	"fmt"
+	"os"
 	"sort"
 	"sync/atomic"
 
@@ -31,9 +32,9 @@ const (
 )
 
 func openIndex(fs vfs.FS, path string, entrySize, capacity int, create bool) (*index, error) {
-	flag := osRDWR
+	flag := os.O_RDWR
 	if create {
-		flag |= osCREATE | osTRUNC
+		flag |= os.O_CREATE | os.O_TRUNC
 	}
 	f, err := fs.OpenFile(path, flag, 0o644)
 	if err != nil {
@@ -47,7 +48,7 @@ func openIndex(fs vfs.FS, path string, entrySize, capacity int, create bool) (*i
 	}
 	if fd := f.Fd(); fd != ^uintptr(0) {
 		length := int64(capacity * entrySize)
-		if pg := int64(pageSize); length%pg != 0 {
+		if pg := int64(os.Getpagesize()); length%pg != 0 {
 			length += pg - length%pg
 		}
 		mm, err := gommap.MapRegion(fd, 0, length, gommap.PROT_READ, gommap.MAP_SHARED)

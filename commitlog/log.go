@@ -295,4 +295,5 @@ func (l *Log) nowMs() int64 { return l.opts.Now().UnixMilli() }
 
 func (l *Log) now() time.Time { return l.opts.Now() }
 
-var noTimestamp int64 = math.MinInt64
+// noTimestamp is the largest timestamp of a segment that holds no batch.
+const noTimestamp int64 = math.MinInt64

@@ -2,6 +2,7 @@ package commitlog
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/runnel-io/runnel/internal/recordbatch"
 )
@@ -168,7 +169,7 @@ func (l *Log) entryFrom(seg *segment, index uint64) (Entry, bool, error) {
 		h := &sc.h
 		e := Entry{Index: h.index, Term: h.term, Type: h.typ}
 		if h.appendedAt != 0 {
-			e.AppendedAt = unixNano(h.appendedAt)
+			e.AppendedAt = time.Unix(0, h.appendedAt)
 		}
 		if h.extLen > 0 {
 			e.Extensions = append([]byte(nil), sc.frame[frameHeaderSize:h.dataStart()]...)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -194,7 +195,7 @@ func (l *Log) recover() error {
 func removeSegmentFiles(o *Options, dir string, base int64) error {
 	logPath, idxPath, tidxPath := segmentPaths(dir, base)
 	for _, p := range []string{idxPath, tidxPath, logPath} {
-		if err := o.FS.Remove(p); err != nil && !errors.Is(err, errNotExist) {
+		if err := o.FS.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("commitlog: remove %s: %w", p, err)
 		}
 	}
@@ -368,8 +369,8 @@ func (l *Log) writeRecoveryPoint(base int64) error {
 }
 
 func (l *Log) readRecoveryPoint() (int64, error) {
-	f, err := l.opts.FS.OpenFile(filepath.Join(l.dir, recoveryPointName), osRDONLY, 0)
-	if errors.Is(err, errNotExist) {
+	f, err := l.opts.FS.OpenFile(filepath.Join(l.dir, recoveryPointName), os.O_RDONLY, 0)
+	if errors.Is(err, os.ErrNotExist) {
 		return 0, nil // no checkpoint: scan everything
 	}
 	if err != nil {
@@ -395,7 +396,7 @@ func (l *Log) writeFileAtomic(name string, data []byte) error {
 	fs := l.opts.FS
 	path := filepath.Join(l.dir, name)
 	tmp := path + tmpSuffix
-	f, err := fs.OpenFile(tmp, osRDWR|osCREATE|osTRUNC, 0o644)
+	f, err := fs.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -77,7 +78,7 @@ func indexCapacity(o *Options) int {
 // createSegment creates a new, empty segment and fsyncs its directory.
 func createSegment(o *Options, dir string, hdr segmentHeader) (*segment, error) {
 	logPath, idxPath, tidxPath := segmentPaths(dir, hdr.baseOffset)
-	f, err := o.FS.OpenFile(logPath, osRDWR|osCREATE|osTRUNC, 0o644)
+	f, err := o.FS.OpenFile(logPath, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return nil, err
 	}
@@ -134,7 +135,7 @@ func newSegment(o *Options, logPath string, f vfs.File, hdr segmentHeader, creat
 // or validates the indexes and sets the published state.
 func openSegmentFiles(o *Options, dir string, baseOffset int64) (*segment, int64, error) {
 	logPath, idxPath, tidxPath := segmentPaths(dir, baseOffset)
-	f, err := o.FS.OpenFile(logPath, osRDWR, 0)
+	f, err := o.FS.OpenFile(logPath, os.O_RDWR, 0)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -164,9 +165,9 @@ func openSegmentFiles(o *Options, dir string, baseOffset int64) (*segment, int64
 		return nil, size, corruptf(logPath, 0, "%s", reason)
 	}
 	for _, p := range []string{idxPath, tidxPath} {
-		if _, err := o.FS.Stat(p); errors.Is(err, errNotExist) {
+		if _, err := o.FS.Stat(p); errors.Is(err, os.ErrNotExist) {
 			// A lost index is rebuilt; create it empty.
-			nf, err := o.FS.OpenFile(p, osRDWR|osCREATE, 0o644)
+			nf, err := o.FS.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
 			if err != nil {
 				f.Close()
 				return nil, size, err
@@ -200,7 +201,7 @@ func (s *segment) remove() error {
 	err := s.close()
 	logPath, idxPath, tidxPath := segmentPaths(filepath.Dir(s.path), s.hdr.baseOffset)
 	for _, p := range []string{idxPath, tidxPath, logPath} {
-		if rerr := s.fs.Remove(p); rerr != nil && !errors.Is(rerr, errNotExist) {
+		if rerr := s.fs.Remove(p); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
 			err = errors.Join(err, rerr)
 		}
 	}
