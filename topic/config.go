@@ -45,9 +45,10 @@ const (
 	// MinMaxMessageBytes is the smallest max.message.bytes: the commitlog's smallest batch
 	// cap (64). Kafka accepts 0, but a RecordBatch header alone is 61 bytes.
 	MinMaxMessageBytes = 64
-	// MaxMaxMessageBytes is the largest max.message.bytes: the commitlog's largest batch cap
-	// (1 GiB), which keeps a segment's positions within 32 bits. Kafka allows 2^31-1.
-	MaxMaxMessageBytes = 1 << 30
+	// MaxMaxMessageBytes is the largest max.message.bytes: 16 MiB, the limit the gRPC API
+	// documents (proto/runnel/v1/admin.proto), well under its 64 MiB request cap. Kafka allows
+	// 2^31-1; the commitlog itself takes batches up to 1 GiB.
+	MaxMaxMessageBytes = 16 << 20
 )
 
 // CleanupPolicy is the value of cleanup.policy.
@@ -211,7 +212,7 @@ var configKeys = []configKey{
 		format: func(c *Config) string { return string(c.CleanupPolicy) },
 	},
 	intKey(KeyMaxMessageBytes, MinMaxMessageBytes, MaxMaxMessageBytes,
-		fmt.Sprintf("%d to %d bytes, the commitlog's limits", MinMaxMessageBytes, MaxMaxMessageBytes),
+		fmt.Sprintf("%d to %d bytes", MinMaxMessageBytes, MaxMaxMessageBytes),
 		func(c *Config) int64 { return int64(c.MaxMessageBytes) },
 		func(c *Config, n int64) { c.MaxMessageBytes = int(n) }),
 	intKey(KeyMinInsyncReplicas, 1, math.MaxInt32, "1 to the replication factor",

@@ -92,11 +92,11 @@ func TestParseConfigKeys(t *testing.T) {
 
 		{"max.message.bytes", "64", func(c Config) bool { return c.MaxMessageBytes == 64 }, ""},
 		{"max.message.bytes", "1048588", func(c Config) bool { return c.MaxMessageBytes == 1048588 }, ""},
-		{"max.message.bytes", "1073741824", func(c Config) bool { return c.MaxMessageBytes == 1<<30 }, ""},
+		{"max.message.bytes", "16777216", func(c Config) bool { return c.MaxMessageBytes == 16<<20 }, ""},
 		{"max.message.bytes", "63", nil, "below the minimum 64"},
 		{"max.message.bytes", "0", nil, "below the minimum 64"},
-		{"max.message.bytes", "1073741825", nil, "above the maximum 1073741824"},
-		{"max.message.bytes", "2147483647", nil, "above the maximum 1073741824"},
+		{"max.message.bytes", "16777217", nil, "above the maximum 16777216"},
+		{"max.message.bytes", "2147483647", nil, "above the maximum 16777216"},
 		{"max.message.bytes", "big", nil, "not an integer"},
 
 		{"cleanup.policy", "delete", func(c Config) bool { return c.CleanupPolicy == CleanupDelete }, ""},
@@ -482,7 +482,7 @@ func TestLogOptions(t *testing.T) {
 		}},
 		{"small max.message.bytes keeps base's cap", map[string]string{"max.message.bytes": "1000"}, 4096, func(o commitlog.Options) bool { return o.MaxBatchBytes == 4096 }},
 		{"large max.message.bytes raises the cap", map[string]string{"max.message.bytes": "16777216"}, 0, func(o commitlog.Options) bool { return o.MaxBatchBytes == 16<<20 }},
-		{"largest max.message.bytes", map[string]string{"max.message.bytes": "1073741824"}, 4096, func(o commitlog.Options) bool { return o.MaxBatchBytes == 1<<30 }},
+		{"largest max.message.bytes", map[string]string{"max.message.bytes": "16777216"}, 4096, func(o commitlog.Options) bool { return o.MaxBatchBytes == 16<<20 }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := ParseConfig(tc.cfg)
@@ -509,7 +509,7 @@ func TestLogOptions(t *testing.T) {
 func TestLogOptionsExtremesAreValid(t *testing.T) {
 	for _, m := range []map[string]string{
 		{"retention.ms": "-1", "retention.bytes": "-1", "segment.bytes": "4096", "segment.ms": "1", "max.message.bytes": "64"},
-		{"retention.ms": "0", "retention.bytes": "0", "segment.bytes": "2147483647", "segment.ms": "9223372036854775807", "max.message.bytes": "1073741824"},
+		{"retention.ms": "0", "retention.bytes": "0", "segment.bytes": "2147483647", "segment.ms": "9223372036854775807", "max.message.bytes": "16777216"},
 		{"retention.ms": "9223372036854775807", "retention.bytes": "9223372036854775807"},
 	} {
 		c, err := ParseConfig(m)
@@ -528,7 +528,7 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add("retention.bytes", " -1 ", "retention.bytes", "0")
 	f.Add("min.insync.replicas", "99999999999999999999", "", "")
 	f.Add("segment.ms", "+1", "cleanup.policy", ", delete,")
-	f.Add("log.retention.ms", "x", "max.message.bytes", "1073741824")
+	f.Add("log.retention.ms", "x", "max.message.bytes", "16777216")
 	f.Fuzz(func(t *testing.T, k1, v1, k2, v2 string) {
 		m := map[string]string{k1: v1, k2: v2}
 		c, err := ParseConfig(m)

@@ -161,10 +161,15 @@ type CreateTopicRequest struct {
 	//	segment.ms          age at which a partition starts a new segment file, in
 	//	                    milliseconds; at least 1; default 604800000 (7 days)
 	//	max.message.bytes   largest record batch a producer may send, in bytes (the batch as
-	//	                    sent, after compression); 1024..16777216; default 1048576 (1 MiB)
+	//	                    sent, after compression); 64..16777216; default 1048576 (1 MiB)
+	//	cleanup.policy      "delete" (the default and, for now, the only policy; "compact" is
+	//	                    refused as not supported yet)
+	//	min.insync.replicas with ACKS_ALL, a write succeeds only while at least this many
+	//	                    replicas are in sync; 1..replication_factor; default 1
 	//
 	// Any other key is INVALID_ARGUMENT (INVALID_CONFIG), including Kafka configs Runnel does not
-	// implement yet, so that nothing is silently ignored.
+	// implement yet, so that nothing is silently ignored. The keys, ranges and defaults are
+	// package topic's (topic.Keys, topic.ParseConfig).
 	Configs map[string]string `protobuf:"bytes,4,rep,name=configs,proto3" json:"configs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Check everything (name, counts, configs, existence, brokers) and answer as if created,
 	// without creating anything. The response's topic_id is then empty.
