@@ -1,0 +1,190 @@
+// Command runneld is the Runnel broker. With no flags it is a working single-node broker:
+// data under ./data, the gRPC API and HTTP (/healthz, /metrics) on 127.0.0.1:9420.
+//
+// Flags may also be given as RUNNEL_* environment variables or in a YAML file (--config); see
+// internal/config. Clustering flags (--serf-addr, --join) are accepted so that scripts need
+// not change later, but nothing uses them until clustering exists.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/spf13/pflag"
+
+	"github.com/runnel-io/runnel/broker"
+	"github.com/runnel-io/runnel/internal/config"
+)
+
+// shutdownTimeout bounds the graceful stop; what remains after it is cut off.
+const shutdownTimeout = 10 * time.Second
+
+type options struct {
+	dataDir       string
+	addr          string
+	nodeID        int32
+	serfAddr      string
+	join          []string
+	advertiseAddr string
+	logFormat     string
+	logLevel      string
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+func run(args []string, stderr io.Writer) int {
+	var o options
+	fs := pflag.NewFlagSet("runneld", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.dataDir, "data-dir", "./data", "directory holding the broker's topics and logs")
+	fs.StringVar(&o.addr, "addr", broker.DefaultAddr, "host:port for the gRPC API and HTTP (/healthz, /metrics); port 0 picks a free port")
+	fs.Int32Var(&o.nodeID, "node-id", 1, "this broker's id, unique in the cluster")
+	fs.StringVar(&o.serfAddr, "serf-addr", "127.0.0.1:9421", "host:port for cluster membership (not used until clustering exists)")
+	fs.StringSliceVar(&o.join, "join", nil, "serf addresses of brokers to join (not used until clustering exists)")
+	fs.StringVar(&o.advertiseAddr, "advertise-addr", "", "host:port clients reach this broker at, reported in metadata (default: the listening address)")
+	fs.String(config.DefaultConfigFlag, "", "YAML file with flag values (keys are flag names); flags and RUNNEL_* variables override it")
+	fs.StringVar(&o.logFormat, "log-format", "auto", "log format: auto (console on a terminal, else json), console or json")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "runneld: unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
+		return 2
+	}
+	res, err := config.Load(fs, "RUNNEL")
+	if err != nil {
+		fmt.Fprintf(stderr, "runneld: %v\n", err)
+		return 2
+	}
+	logger, err := newLogger(o.logFormat, o.logLevel, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "runneld: %v\n", err)
+		return 2
+	}
+	for _, name := range res.Ignored {
+		logger.Warn().Str("variable", name).Msg("ignoring environment variable that matches no flag")
+	}
+	if err := serve(o, logger); err != nil {
+		logger.Error().Err(err).Msg("runneld failed")
+		return 1
+	}
+	return 0
+}
+
+func newLogger(format, level string, w io.Writer) (zerolog.Logger, error) {
+	lvl, err := zerolog.ParseLevel(strings.ToLower(level))
+	if err != nil || level == "" {
+		return zerolog.Logger{}, fmt.Errorf("--log-level %q: want trace, debug, info, warn or error", level)
+	}
+	switch format {
+	case "auto":
+		if isTerminal(w) {
+			w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
+		}
+	case "console":
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339, NoColor: !isTerminal(w)}
+	case "json":
+	default:
+		return zerolog.Logger{}, fmt.Errorf("--log-format %q: want auto, console or json", format)
+	}
+	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+func serve(o options, log zerolog.Logger) error {
+	if o.nodeID < 0 {
+		return fmt.Errorf("--node-id %d: must be at least 0", o.nodeID)
+	}
+	if o.advertiseAddr != "" {
+		if _, _, err := net.SplitHostPort(o.advertiseAddr); err != nil {
+			return fmt.Errorf("--advertise-addr %q: %w", o.advertiseAddr, err)
+		}
+	}
+	log.Info().Str("serf_addr", o.serfAddr).Strs("join", o.join).
+		Msg("--serf-addr and --join are not used until the cluster issue: this is a single-node broker")
+
+	reg, err := broker.OpenRegistry(broker.RegistryOptions{DataDir: o.dataDir, NodeID: o.nodeID, Logger: log})
+	if err != nil {
+		return err
+	}
+	var srv *broker.Server
+	svc := broker.NewServices(broker.ServicesOptions{
+		Registry: reg,
+		Version:  version(),
+		Address: func() string {
+			if o.advertiseAddr != "" {
+				return o.advertiseAddr
+			}
+			return srv.Addr().String()
+		},
+	})
+	cfg := broker.DefaultConfig()
+	cfg.Addr = o.addr
+	cfg.Logger = log
+	cfg.Register = svc.Register
+	srv, err = broker.New(cfg)
+	if err != nil {
+		return errors.Join(err, reg.Close())
+	}
+	log.Info().Str("addr", srv.Addr().String()).Str("data_dir", o.dataDir).Int32("node_id", o.nodeID).
+		Str("cluster_id", reg.ClusterID()).Str("version", version()).Msg("runneld started")
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve() }()
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		log.Info().Msg("signal received, shutting down")
+	case serveErr = <-served:
+		served = nil
+	}
+	stop() // a second signal now kills the process the default way
+
+	svc.Stop()
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	shutErr := srv.Shutdown(sctx)
+	if served != nil {
+		serveErr = <-served
+	}
+	closeErr := reg.Close()
+	if err := errors.Join(serveErr, shutErr, closeErr); err != nil {
+		return err
+	}
+	log.Info().Msg("runneld stopped")
+	return nil
+}
