@@ -10,7 +10,7 @@ GO       ?= go
 GOFMT    ?= $(shell $(GO) env GOROOT)/bin/gofmt
 PROTOC   ?= protoc
 
-# make run: arguments for the program it starts.
+# make run: arguments for runneld, e.g. RUNARGS="--data-dir /tmp/runnel".
 RUNARGS    ?=
 # make test
 TESTTIMEOUT ?= 20m
@@ -34,11 +34,6 @@ GOFILES_CMD = find . \( -name testdata -o -name vendor -o -name '.?*' -o -name '
 
 PROTO_FILES := $(shell find proto -name '*.proto' 2>/dev/null | sort)
 
-# A program to show off what exists while there is no broker: the first main package under
-# examples/ or cmd/ (other than the broker and the CLI).
-DEMO ?= $(firstword $(shell grep -rl --include='*.go' --exclude='*_test.go' '^package main$$' examples cmd 2>/dev/null \
-	| xargs -r -n1 dirname | sort -u | grep -v -x -e cmd/runneld -e cmd/runnel))
-
 .PHONY: build run test vet fuzz bench proto lint clean diskbench help
 
 ## build: compile every program under cmd/ into bin/.
@@ -49,22 +44,9 @@ build:
 		mkdir -p bin && echo "$(GO) build -o bin/ ./cmd/..." && $(GO) build -o bin/ ./cmd/...; \
 	fi
 
-## run: build and start a single-node broker with its defaults (loopback, data in ./data).
-# Until cmd/runneld exists (issue 3), run the demo program if there is one, or say why not.
-# Issue 3: delete from `else ifneq` to `endif` (and the ifneq line), keeping the two runneld lines.
-run:
-ifneq ($(wildcard cmd/runneld/*.go),)
-	@$(MAKE) --no-print-directory build
+## run: build and start a single-node broker with its defaults (127.0.0.1:9420, data in ./data).
+run: build
 	./bin/runneld $(RUNARGS)
-else ifneq ($(DEMO),)
-	@echo "run: the broker (cmd/runneld) arrives with issue 3; running ./$(DEMO) meanwhile"
-	$(GO) run ./$(DEMO) $(RUNARGS)
-else
-	@echo "run: there is no broker to start yet: cmd/runneld arrives with issue 3." >&2
-	@echo "run: what exists today is the commitlog storage engine, a library with no program;" >&2
-	@echo "run: exercise it with 'make test' or 'make bench PKG=./commitlog'." >&2
-	@exit 1
-endif
 
 ## test: vet, the whole suite with the race detector (fuzz seed corpora included), then every
 ## fuzz target for FUZZTIME each.

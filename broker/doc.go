@@ -1,6 +1,10 @@
 // Package broker is Runnel's serving shell: one TCP listener that carries the gRPC API and an
 // HTTP endpoint for operators, with health checking, reflection, panic recovery and metrics.
-// The API services themselves are added by callers through Config.Register.
+// The API services are added by callers through Config.Register: NewServices (admin.go,
+// produce.go, fetch.go) serves AdminService, ProduceService.Produce and FetchService (Fetch,
+// ListOffsets) on a single node over the topic Registry (topics.go), with one error mapping to
+// gRPC status and ErrorInfo (errors.go). ProduceStream, Subscribe, the decoded-records produce
+// form and OffsetService are not implemented yet.
 //
 // # One port, split by cmux
 //
