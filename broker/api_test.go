@@ -25,7 +25,7 @@ import (
 
 // testBroker is an in-process broker on a loopback port with its clients.
 type testBroker struct {
-	t       *testing.T
+	t       testing.TB
 	dir     string
 	reg     *Registry
 	svc     *Services
@@ -38,7 +38,7 @@ type testBroker struct {
 	stopped bool
 }
 
-func startBroker(t *testing.T, dir string) *testBroker {
+func startBroker(t testing.TB, dir string) *testBroker {
 	t.Helper()
 	reg, err := OpenRegistry(RegistryOptions{DataDir: dir, NodeID: 1})
 	if err != nil {
@@ -86,7 +86,7 @@ func (b *testBroker) stop() {
 	}
 }
 
-func ctxT(t *testing.T) context.Context {
+func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	t.Cleanup(cancel)
 	return ctx
@@ -123,7 +123,7 @@ func partErr(e *runnelv1.Error) error {
 	return st.Err()
 }
 
-func batch(t *testing.T, ts int64, values ...string) []byte {
+func batch(t testing.TB, ts int64, values ...string) []byte {
 	t.Helper()
 	bld := recordbatch.NewBuilder(recordbatch.BuilderOptions{})
 	for i, v := range values {
