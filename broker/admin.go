@@ -35,6 +35,7 @@ type Services struct {
 	admin   adminService
 	produce produceService
 	fetch   fetchService
+	offsets offsetService // OffsetService (offsets.go): its store opens in NewServices, closes in Stop
 }
 
 // ServicesOptions configure Services.
@@ -57,6 +58,9 @@ func NewServices(opts ServicesOptions) *Services {
 	}
 	s.stopCtx, s.stop = context.WithCancel(context.Background())
 	s.admin.s, s.produce.s, s.fetch.s = s, s, s
+	// Offsets (offsets.go): open <data-dir>/offsets.db; see OffsetStoreError.
+	s.offsets.s = s
+	s.offsets.open()
 	return s
 }
 
@@ -65,11 +69,18 @@ func (s *Services) Register(g *grpc.Server) {
 	runnelv1.RegisterAdminServiceServer(g, &s.admin)
 	runnelv1.RegisterProduceServiceServer(g, &s.produce)
 	runnelv1.RegisterFetchServiceServer(g, &s.fetch)
+	runnelv1.RegisterOffsetServiceServer(g, &s.offsets) // offsets.go
 }
 
 // Stop makes waiting fetches return (UNAVAILABLE, SHUTTING_DOWN) and new ones fail at once.
 // Call it when shutdown begins, before Server.Shutdown. Idempotent.
-func (s *Services) Stop() { s.stop() }
+func (s *Services) Stop() {
+	s.stop()
+	// Offsets (offsets.go): close <data-dir>/offsets.db, after the transactions in progress.
+	if err := s.offsets.close(); err != nil {
+		s.reg.log.Error().Err(err).Msg("closing the offset store")
+	}
+}
 
 func (s *Services) broker() *runnelv1.Broker {
 	return &runnelv1.Broker{

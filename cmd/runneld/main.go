@@ -149,6 +149,12 @@ func serve(o options, log zerolog.Logger) error {
 			return srv.Addr().String()
 		},
 	})
+	// Offsets (broker/offsets.go): fail at startup if <data-dir>/offsets.db cannot be opened
+	// (e.g. another runneld holds it) rather than failing every offset call.
+	if err := svc.OffsetStoreError(); err != nil {
+		svc.Stop()
+		return errors.Join(err, reg.Close())
+	}
 	cfg := broker.DefaultConfig()
 	cfg.Addr = o.addr
 	cfg.Logger = log
