@@ -3,8 +3,9 @@
 // The API services are added by callers through Config.Register: NewServices (admin.go,
 // produce.go, fetch.go) serves AdminService, ProduceService.Produce and FetchService (Fetch,
 // ListOffsets) on a single node over the topic Registry (topics.go), with one error mapping to
-// gRPC status and ErrorInfo (errors.go). ProduceStream, Subscribe, the decoded-records produce
-// form and OffsetService are not implemented yet.
+// gRPC status and ErrorInfo (errors.go), and OffsetService (offsets.go) on a bbolt store
+// (offsetstore.go). ProduceStream, Subscribe and the decoded-records produce form are not
+// implemented yet.
 //
 // # One port, split by cmux
 //
