@@ -210,7 +210,6 @@ func (l *Log) writeChunkLocked(seg *segment, entries []Entry) (int, error) {
 		l.wbuf = nil // do not pin a huge buffer after one large append
 	}
 	last := entries[n-1].Index
-	seg.unsynced.Store(true)
 	seg.size.Store(pos)
 	w.publish(seg)
 	seg.nextOff.Store(nextOff)

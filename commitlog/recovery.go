@@ -167,10 +167,6 @@ func (l *Log) recover() error {
 	l.lastIdx.Store(act.lastIdx.Load())
 	l.lastTermW = act.w.lastTerm
 	l.lastTerm.Store(act.w.lastTerm)
-	for _, s := range segs {
-		s.unsynced.Store(false)
-		s.syncedEnd.Store(s.size.Load())
-	}
 	// The recovery point moves to the active segment: everything before it is now known synced
 	// (trusted, or scanned and synced by loadSegment).
 	if err := l.writeRecoveryPoint(act.baseOffset()); err != nil {

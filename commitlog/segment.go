@@ -33,12 +33,10 @@ type segment struct {
 	mu     sync.RWMutex
 	closed bool // under mu
 
-	size      atomic.Int64 // readable bytes, header included
-	nextOff   atomic.Int64 // offset after the last batch
-	lastIdx   atomic.Uint64
-	maxTs     atomic.Int64 // largest batch max-timestamp, math.MinInt64 when none
-	unsynced  atomic.Bool  // bytes written since the last fsync of the log file
-	syncedEnd atomic.Int64
+	size    atomic.Int64 // readable bytes, header included
+	nextOff atomic.Int64 // offset after the last batch
+	lastIdx atomic.Uint64
+	maxTs   atomic.Int64 // largest batch max-timestamp, math.MinInt64 when none
 
 	w segmentWriter // owned by the Log's writer lock
 }
@@ -210,16 +208,7 @@ func (s *segment) remove() error {
 
 // sync makes the log file durable. Indexes are derived data: recovery checks or rebuilds them,
 // so they are synced only when a segment is sealed.
-func (s *segment) sync() error {
-	end := s.size.Load()
-	s.unsynced.Store(false)
-	if err := s.log.Sync(); err != nil {
-		s.unsynced.Store(true)
-		return err
-	}
-	s.syncedEnd.Store(end)
-	return nil
-}
+func (s *segment) sync() error { return s.log.Sync() }
 
 // syncAll syncs the log file and both indexes (sealing).
 func (s *segment) syncAll() error {
