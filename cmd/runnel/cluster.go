@@ -15,11 +15,10 @@ func (a *app) clusterCmd() *cobra.Command {
 		Short: "Show the cluster id, its brokers and their state, and the metadata leader",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := a.clients(cmd.Context())
+			ctx, cl, cancel, err := a.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := a.rpcCtx(cmd.Context())
 			defer cancel()
 			resp, err := cl.admin.DescribeCluster(ctx, &runnelv1.DescribeClusterRequest{})
 			if err != nil {

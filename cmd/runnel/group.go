@@ -24,11 +24,10 @@ func (a *app) groupListCmd() *cobra.Command {
 		Short:   "List the groups that have committed offsets",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := a.clients(cmd.Context())
+			ctx, cl, cancel, err := a.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := a.rpcCtx(cmd.Context())
 			defer cancel()
 			resp, err := cl.offsets.ListGroups(ctx, &runnelv1.ListGroupsRequest{})
 			if err != nil {
@@ -56,11 +55,10 @@ func (a *app) groupDescribeCmd() *cobra.Command {
 		Short: "Show a group's committed offset, log end and lag per partition",
 		Args:  exactArgs(1, "a GROUP"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := a.clients(cmd.Context())
+			ctx, cl, cancel, err := a.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := a.rpcCtx(cmd.Context())
 			defer cancel()
 			resp, err := cl.offsets.DescribeGroup(ctx, &runnelv1.DescribeGroupRequest{Group: args[0]})
 			if err != nil {
@@ -133,11 +131,10 @@ Nothing changes without --execute.`,
 				}
 				req.Target = &runnelv1.ResetOffsetsRequest_To{To: pos}
 			}
-			cl, err := a.clients(cmd.Context())
+			ctx, cl, cancel, err := a.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := a.rpcCtx(cmd.Context())
 			defer cancel()
 			resp, err := cl.offsets.ResetOffsets(ctx, req)
 			if err != nil {
@@ -186,11 +183,10 @@ func (a *app) groupDeleteCmd() *cobra.Command {
 		Short:   "Delete a group's committed offsets",
 		Args:    exactArgs(1, "a GROUP"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := a.clients(cmd.Context())
+			ctx, cl, cancel, err := a.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := a.rpcCtx(cmd.Context())
 			defer cancel()
 			if _, err := cl.offsets.DeleteGroup(ctx, &runnelv1.DeleteGroupRequest{Group: args[0]}); err != nil {
 				return err

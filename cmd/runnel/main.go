@@ -208,6 +208,24 @@ func (a *app) rpcCtx(ctx context.Context) (context.Context, context.CancelFunc) 
 	return context.WithTimeout(ctx, a.timeout)
 }
 
+// connect dials the brokers and returns the clients with a context bounded by --timeout, for a
+// command that makes its calls right away. The caller defers cancel.
+func (a *app) connect(ctx context.Context) (context.Context, *clients, context.CancelFunc, error) {
+	cl, err := a.clients(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	rctx, cancel := a.rpcCtx(ctx)
+	return rctx, cl, cancel, nil
+}
+
+// describeTopic fetches a topic's description (produce and consume need its partition count).
+func (a *app) describeTopic(ctx context.Context, cl *clients, name string) (*runnelv1.DescribeTopicResponse, error) {
+	rctx, cancel := a.rpcCtx(ctx)
+	defer cancel()
+	return cl.admin.DescribeTopic(rctx, &runnelv1.DescribeTopicRequest{Name: name})
+}
+
 // errMessage renders an error for the one-line report: a gRPC status's message and its
 // ErrorInfo reason, if any.
 func errMessage(err error) string {

@@ -106,9 +106,7 @@ func (a *app) produce(ctx context.Context, topicName string, o produceOpts) erro
 	if err != nil {
 		return err
 	}
-	rctx, cancel := a.rpcCtx(ctx)
-	desc, err := cl.admin.DescribeTopic(rctx, &runnelv1.DescribeTopicRequest{Name: topicName})
-	cancel()
+	desc, err := a.describeTopic(ctx, cl, topicName)
 	if err != nil {
 		return err
 	}

@@ -62,11 +62,10 @@ func (a *app) topicCreateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cl, err := a.clients(cmd.Context())
+			ctx, cl, cancel, err := a.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := a.rpcCtx(cmd.Context())
 			defer cancel()
 			resp, err := cl.admin.CreateTopic(ctx, &runnelv1.CreateTopicRequest{
 				Name: args[0], Partitions: partitions, ReplicationFactor: replicas, Configs: cfg, ValidateOnly: validateOnly,
@@ -98,11 +97,10 @@ func (a *app) topicListCmd() *cobra.Command {
 		Short:   "List topics",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := a.clients(cmd.Context())
+			ctx, cl, cancel, err := a.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := a.rpcCtx(cmd.Context())
 			defer cancel()
 			resp, err := cl.admin.ListTopics(ctx, &runnelv1.ListTopicsRequest{})
 			if err != nil {
@@ -126,11 +124,10 @@ func (a *app) topicDescribeCmd() *cobra.Command {
 		Short: "Describe a topic: its partitions (leader, replicas, log start, high watermark) and configs",
 		Args:  exactArgs(1, "a topic NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := a.clients(cmd.Context())
+			ctx, cl, cancel, err := a.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := a.rpcCtx(cmd.Context())
 			defer cancel()
 			resp, err := cl.admin.DescribeTopic(ctx, &runnelv1.DescribeTopicRequest{Name: args[0]})
 			if err != nil {
@@ -181,11 +178,10 @@ func (a *app) topicDeleteCmd() *cobra.Command {
 		Short:   "Delete a topic and its data",
 		Args:    exactArgs(1, "a topic NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := a.clients(cmd.Context())
+			ctx, cl, cancel, err := a.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := a.rpcCtx(cmd.Context())
 			defer cancel()
 			if _, err := cl.admin.DeleteTopic(ctx, &runnelv1.DeleteTopicRequest{Name: args[0]}); err != nil {
 				return err
@@ -214,11 +210,10 @@ func (a *app) topicAlterConfigCmd() *cobra.Command {
 			if len(m) == 0 && len(del) == 0 {
 				return usagef("nothing to alter: give -c key=value or --delete key")
 			}
-			cl, err := a.clients(cmd.Context())
+			ctx, cl, cancel, err := a.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := a.rpcCtx(cmd.Context())
 			defer cancel()
 			resp, err := cl.admin.AlterTopicConfigs(ctx, &runnelv1.AlterTopicConfigsRequest{
 				Name: args[0], Set: m, Delete: del, ValidateOnly: validateOnly,
