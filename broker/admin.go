@@ -36,6 +36,8 @@ type Services struct {
 	produce produceService
 	fetch   fetchService
 	offsets offsetService // OffsetService (offsets.go): its store opens in NewServices, closes in Stop
+
+	metrics *brokerMetrics // metrics.go: topic, partition and group metrics; see RegisterMetrics
 }
 
 // ServicesOptions configure Services.
@@ -58,9 +60,11 @@ func NewServices(opts ServicesOptions) *Services {
 	}
 	s.stopCtx, s.stop = context.WithCancel(context.Background())
 	s.admin.s, s.produce.s, s.fetch.s = s, s, s
+	s.produce.sticky = topic.NewStickyPartitioner(nil)
 	// Offsets (offsets.go): open <data-dir>/offsets.db; see OffsetStoreError.
 	s.offsets.s = s
 	s.offsets.open()
+	s.metrics = newBrokerMetrics(s)
 	return s
 }
 

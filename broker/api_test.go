@@ -49,6 +49,7 @@ func startBroker(t testing.TB, dir string) *testBroker {
 	cfg := DefaultConfig()
 	cfg.Addr = "127.0.0.1:0"
 	cfg.Register = b.svc.Register
+	cfg.Metrics = b.svc.RegisterMetrics
 	if b.srv, err = New(cfg); err != nil {
 		_ = reg.Close()
 		t.Fatal(err)
@@ -336,6 +337,11 @@ func TestProduceFetchTwoPartitions(t *testing.T) {
 	if got := b.produceOK("events", 1, runnelv1.Acks_ACKS_NONE, batch(t, 5000, "n")); got != -1 {
 		t.Fatalf("acks=none base offset %d, want -1", got)
 	}
+	// acks=none answers before the append is durable, so it becomes visible a little later.
+	waitFor(t, func() bool {
+		p, err := b.reg.Partition("events", 1)
+		return err == nil && p.HighWatermark() == 4
+	})
 
 	f, err := b.fetch.Fetch(ctx, &runnelv1.FetchRequest{Topic: "events", Partition: 0, Offset: 0})
 	if err != nil {
@@ -404,17 +410,6 @@ func TestProduceFetchTwoPartitions(t *testing.T) {
 		{Topic: "events", Batches: b1a}, {Topic: "events", Batches: b1a},
 	}})
 	wantStatus(t, err, codes.InvalidArgument, runnelv1.ErrorReason_ERROR_REASON_INVALID_REQUEST)
-	_, err = b.produce.Produce(ctx, &runnelv1.ProduceRequest{Topics: []*runnelv1.ProduceRecords{{Topic: "events"}}})
-	if status.Code(err) != codes.Unimplemented {
-		t.Fatalf("records form: %v", err)
-	}
-	sub, err := b.fetch.Subscribe(ctx, &runnelv1.SubscribeRequest{Topic: "events"})
-	if err == nil {
-		_, err = sub.Recv()
-	}
-	if status.Code(err) != codes.Unimplemented {
-		t.Fatalf("subscribe: %v", err)
-	}
 }
 
 func TestProduceInvalidBatches(t *testing.T) {

@@ -233,3 +233,9 @@ func apiErrorOf(w where, err error) *apiError {
 
 // callError is apiErrorOf for a whole call's failure, as a status error.
 func callError(w where, err error) error { return apiErrorOf(w, err) }
+
+// invalidRecord is INVALID_ARGUMENT (INVALID_RECORD) for a record the broker cannot store.
+func invalidRecord(field, format string, args ...any) *apiError {
+	return newAPIError(codes.InvalidArgument, runnelv1.ErrorReason_ERROR_REASON_INVALID_RECORD,
+		fmt.Sprintf(format, args...), &runnelv1.ErrorInfo{Field: field})
+}

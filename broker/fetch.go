@@ -200,11 +200,6 @@ func toProtoRecord(r *recordbatch.Record, tsType runnelv1.TimestampType, text bo
 	return pr
 }
 
-// Subscribe is not implemented yet.
-func (f *fetchService) Subscribe(*runnelv1.SubscribeRequest, runnelv1.FetchService_SubscribeServer) error {
-	return unimplemented("subscribe: not implemented yet; poll with Fetch (a long poll) instead")
-}
-
 // ListOffsets answers earliest, latest and timestamp queries, each partition independently.
 func (f *fetchService) ListOffsets(_ context.Context, req *runnelv1.ListOffsetsRequest) (*runnelv1.ListOffsetsResponse, error) {
 	if len(req.GetQueries()) == 0 {

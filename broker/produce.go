@@ -2,47 +2,167 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/runnel-io/runnel/internal/recordbatch"
 	runnelv1 "github.com/runnel-io/runnel/proto/runnel/v1"
+	"github.com/runnel-io/runnel/topic"
 )
 
 // maxProduceWait bounds how long Produce waits for acknowledgement (produce.proto).
 const maxProduceWait = 30 * time.Second
 
-// produceParallelism bounds the partitions one Produce call appends to at once.
+// produceParallelism bounds the acknowledgements one Produce call awaits at once (their
+// fsyncs overlap).
 const produceParallelism = 16
+
+// streamInFlight bounds the requests of one ProduceStream the broker works on at once; past
+// it the broker stops reading the stream, and gRPC flow control holds the client back.
+const streamInFlight = 256
 
 type produceService struct {
 	runnelv1.UnimplementedProduceServiceServer
-	s *Services
+	s      *Services
+	sticky *topic.StickyPartitioner // keyless records of the decoded form
 }
 
-// Produce appends the batch form (ProducePartition). On this single node, ACKS_ALL and
-// ACKS_LEADER both return once the batches are durable (the commitlog's default sync policy);
-// ACKS_NONE also appends before answering but reports base offsets -1 and, as documented,
-// only validation failures. The decoded-records form is not implemented yet.
+// Produce appends one request's batches or records. A call is handled in two steps: start
+// checks the request and writes every entry's batches in request order (so a partition's
+// appends keep the order of the calls that made them), then finish waits for each entry's
+// acknowledgement. On this single node ACKS_ALL and ACKS_LEADER both wait until the batches
+// are durable; ACKS_NONE appends too but answers without waiting, reporting only failures of
+// validation.
 func (p *produceService) Produce(ctx context.Context, req *runnelv1.ProduceRequest) (*runnelv1.ProduceResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, maxProduceWait)
+	defer cancel()
+	call, err := p.start(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return call.finish(), nil
+}
+
+// ProduceStream serves pipelined produce: requests are started (checked and written) in the
+// order they arrive, so a partition's batches land in stream order, and each is answered once
+// its appends are acknowledged, by a goroutine of its own, so that a slow acknowledgement does
+// not hold back the requests behind it. At most streamInFlight requests are under way.
+func (p *produceService) ProduceStream(stream runnelv1.ProduceService_ProduceStreamServer) error {
+	ctx := stream.Context()
+	var (
+		wg      sync.WaitGroup
+		sendMu  sync.Mutex
+		sendErr error
+		slots   = make(chan struct{}, streamInFlight)
+	)
+	defer wg.Wait()
+	send := func(resp *runnelv1.ProduceStreamResponse) {
+		sendMu.Lock()
+		defer sendMu.Unlock()
+		if sendErr == nil {
+			sendErr = stream.Send(resp)
+		}
+	}
+	for {
+		req, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			wg.Wait()
+			sendMu.Lock()
+			defer sendMu.Unlock()
+			return sendErr
+		}
+		if err != nil {
+			return err // the client went away or cancelled: nothing more can be answered
+		}
+		if err := p.s.stopCtx.Err(); err != nil {
+			return callError(where{partition: -1, offset: -1}, ErrRegistryClosed)
+		}
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		}
+		id := req.GetCorrelationId()
+		if req.GetRequest() == nil {
+			<-slots
+			send(&runnelv1.ProduceStreamResponse{CorrelationId: id,
+				Error: invalidRequest("request", "produce stream: correlation id %d: request is required", id).proto()})
+			continue
+		}
+		wctx, cancel := context.WithTimeout(ctx, maxProduceWait)
+		call, err := p.start(wctx, req.GetRequest())
+		if err != nil {
+			cancel()
+			<-slots
+			send(&runnelv1.ProduceStreamResponse{CorrelationId: id, Error: protoError(err)})
+			continue
+		}
+		wg.Go(func() {
+			defer func() { cancel(); <-slots }()
+			send(&runnelv1.ProduceStreamResponse{CorrelationId: id, Response: call.finish()})
+		})
+	}
+}
+
+// protoError turns an error of a whole call into the API's Error message.
+func protoError(err error) *runnelv1.Error {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae.proto()
+	}
+	st := status.Convert(err)
+	return &runnelv1.Error{Code: int32(st.Code()), Message: st.Message()}
+}
+
+// produceCall is one Produce request under way: its entries are written (or failed) and their
+// acknowledgements are awaited by finish.
+type produceCall struct {
+	acks  runnelv1.Acks
+	out   *runnelv1.ProduceResponse
+	waits []pendingAck
+}
+
+// pendingAck is one written append awaiting acknowledgement: wait blocks until it is
+// durable, then done records the outcome in the response.
+type pendingAck struct {
+	wait func() error
+	done func(err error)
+}
+
+// start checks a request as a whole, then writes each entry in order. Errors of the whole
+// call are returned; errors of an entry go into its result.
+func (p *produceService) start(ctx context.Context, req *runnelv1.ProduceRequest) (*produceCall, error) {
 	if err := p.s.stopCtx.Err(); err != nil {
 		return nil, callError(where{partition: -1, offset: -1}, ErrRegistryClosed)
 	}
 	switch {
 	case len(req.GetPartitions()) > 0 && len(req.GetTopics()) > 0:
 		return nil, invalidRequest("topics", "produce: use either partitions (batches) or topics (records), not both")
-	case len(req.GetTopics()) > 0:
-		return nil, unimplemented("produce: the decoded-records form (topics/ProduceRecords) is not implemented yet; send RecordBatch v2 bytes in partitions")
-	case len(req.GetPartitions()) == 0:
-		return nil, invalidRequest("partitions", "produce: empty request, no partitions")
+	case len(req.GetPartitions()) == 0 && len(req.GetTopics()) == 0:
+		return nil, invalidRequest("partitions", "produce: empty request, no partitions and no topics")
 	}
 	acks := req.GetAcks()
 	if acks < runnelv1.Acks_ACKS_ALL || acks > runnelv1.Acks_ACKS_NONE {
 		return nil, invalidRequest("acks", "produce: unknown acks %d", acks)
+	}
+	call := &produceCall{acks: acks, out: &runnelv1.ProduceResponse{}}
+	if len(req.GetTopics()) > 0 {
+		for i, e := range req.GetTopics() {
+			if len(e.GetRecords()) == 0 {
+				return nil, invalidRequest(fmt.Sprintf("topics[%d].records", i), "produce: topics[%d] (%q): no records", i, e.GetTopic())
+			}
+		}
+		for i, e := range req.GetTopics() {
+			call.out.Topics = append(call.out.Topics, p.startRecords(ctx, call, i, e))
+		}
+		return call, nil
 	}
 	type tp struct {
 		topic string
@@ -57,42 +177,21 @@ func (p *produceService) Produce(ctx context.Context, req *runnelv1.ProduceReque
 		}
 		seen[k] = i
 	}
-	ctx, cancel := context.WithTimeout(ctx, maxProduceWait)
-	defer cancel()
-
-	out := &runnelv1.ProduceResponse{Partitions: make([]*runnelv1.ProducePartitionResult, len(req.GetPartitions()))}
-	if len(req.GetPartitions()) == 1 {
-		out.Partitions[0] = p.produceOne(ctx, acks, 0, req.GetPartitions()[0])
-		return out, nil
-	}
-	// Partitions append concurrently (their fsyncs overlap), at most produceParallelism at once.
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, produceParallelism)
+	call.out.Partitions = make([]*runnelv1.ProducePartitionResult, len(req.GetPartitions()))
 	for i, e := range req.GetPartitions() {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			out.Partitions[i] = p.produceOne(ctx, acks, i, e)
-		})
+		call.out.Partitions[i] = p.startBatches(ctx, call, i, e)
 	}
-	wg.Wait()
-	return out, nil
+	return call, nil
 }
 
-func (p *produceService) produceOne(ctx context.Context, acks runnelv1.Acks, i int, e *runnelv1.ProducePartition) *runnelv1.ProducePartitionResult {
+// startBatches writes one ProducePartition entry and returns its result, to be completed by
+// finish.
+func (p *produceService) startBatches(ctx context.Context, call *produceCall, i int, e *runnelv1.ProducePartition) *runnelv1.ProducePartitionResult {
 	res := &runnelv1.ProducePartitionResult{Topic: e.GetTopic(), Partition: e.GetPartition(), BaseOffset: -1}
 	w := at(e.GetTopic(), e.GetPartition()).withField(fmt.Sprintf("partitions[%d].batches", i))
-	fail := func(err error) *runnelv1.ProducePartitionResult {
-		res.Error = apiErrorOf(w, err).proto()
-		return res
-	}
 	if e.GetTopic() == "" {
 		res.Error = invalidRequest(fmt.Sprintf("partitions[%d].topic", i), "produce: partitions[%d]: topic is required", i).proto()
 		return res
-	}
-	part, err := p.s.reg.Partition(e.GetTopic(), e.GetPartition())
-	if err != nil {
-		return fail(err)
 	}
 	if len(e.GetBatches()) == 0 {
 		res.Error = invalidRequest(w.field, "%sproduce: no record batch", w.prefix()).proto()
@@ -100,28 +199,83 @@ func (p *produceService) produceOne(ctx context.Context, acks runnelv1.Acks, i i
 	}
 	batches, err := splitBatches(e.GetBatches())
 	if err != nil {
-		return fail(fmt.Errorf("%w", err))
+		res.Error = apiErrorOf(w, err).proto()
+		return res
 	}
-	offsets, err := part.Append(ctx, batches)
-	if err != nil {
-		if !p.s.reg.Exists(e.GetTopic()) {
-			err = fmt.Errorf("topic %q: %w (deleted during the produce)", e.GetTopic(), ErrUnknownTopic)
+	p.append(ctx, call, w, e.GetTopic(), e.GetPartition(), batches, func(base int64, err *runnelv1.Error) {
+		res.Error = err
+		if err == nil && call.acks != runnelv1.Acks_ACKS_NONE {
+			res.BaseOffset = base
+			res.LogAppendTime = timestamppb.Now()
+		}
+	})
+	return res
+}
+
+// append starts one partition's append and registers its acknowledgement; report gets the
+// first batch's base offset, or the entry's error (nil for a failure acks=none hides).
+func (p *produceService) append(ctx context.Context, call *produceCall, w where, topicName string, part int32, batches [][]byte, report func(base int64, err *runnelv1.Error)) {
+	fail := func(err error) {
+		if !p.s.reg.Exists(topicName) && !errors.Is(err, ErrUnknownTopic) && !errors.Is(err, topic.ErrInvalidName) {
+			err = fmt.Errorf("topic %q: %w (deleted during the produce)", topicName, ErrUnknownTopic)
 		}
 		ae := apiErrorOf(w, err)
-		if acks == runnelv1.Acks_ACKS_NONE && !isValidationCode(ae.code) {
+		if call.acks == runnelv1.Acks_ACKS_NONE && !isValidationCode(ae.code) {
 			// Fire and forget: failures past validation are logged, reported to nobody.
-			p.s.reg.log.Warn().Err(err).Str("topic", e.GetTopic()).Int32("partition", e.GetPartition()).Msg("acks=none produce failed")
-			return res
+			p.s.reg.log.Warn().Err(err).Str("topic", topicName).Int32("partition", part).Msg("acks=none produce failed")
+			report(-1, nil)
+			return
 		}
-		res.Error = ae.proto()
-		return res
+		report(-1, ae.proto())
 	}
-	if acks == runnelv1.Acks_ACKS_NONE {
-		return res
+	pt, err := p.s.reg.Partition(topicName, part)
+	if err != nil {
+		fail(err)
+		return
 	}
-	res.BaseOffset = offsets[0]
-	res.LogAppendTime = timestamppb.Now()
-	return res
+	offsets, wait, err := pt.AppendAsync(ctx, batches)
+	if err != nil {
+		fail(err)
+		return
+	}
+	base := offsets[0]
+	if call.acks == runnelv1.Acks_ACKS_NONE {
+		// Answer now; the append still becomes durable (and visible) by the sync policy, and
+		// someone must raise the high watermark over it.
+		go func() {
+			if err := wait(); err != nil {
+				p.s.reg.log.Warn().Err(err).Str("topic", topicName).Int32("partition", part).Msg("acks=none produce failed")
+			}
+		}()
+		report(base, nil)
+		return
+	}
+	call.waits = append(call.waits, pendingAck{wait: wait, done: func(err error) {
+		if err != nil {
+			fail(err)
+			return
+		}
+		report(base, nil)
+	}})
+}
+
+// finish waits for the call's appends to be acknowledged and returns the response.
+func (c *produceCall) finish() *runnelv1.ProduceResponse {
+	if len(c.waits) == 1 {
+		c.waits[0].done(c.waits[0].wait())
+		return c.out
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, produceParallelism)
+	for _, pa := range c.waits {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			pa.done(pa.wait())
+		})
+	}
+	wg.Wait()
+	return c.out
 }
 
 // isValidationCode reports codes that mean the request entry was refused before the append.

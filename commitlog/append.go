@@ -15,12 +15,38 @@ import (
 // durable as the sync policy promises. If any batch is malformed, Append returns an error that
 // wraps ErrInvalidBatch and names the batch, and nothing of the call reaches the disk.
 func (l *Log) Append(batches ...[]byte) ([]int64, error) {
+	offsets, last, err := l.appendBatches(batches)
+	if err != nil || len(offsets) == 0 {
+		return offsets, err
+	}
+	return offsets, l.waitPolicy(last)
+}
+
+// AppendAsync is Append split in two, for pipelining: it writes the batches (in the order of
+// AppendAsync calls, like Append) and returns their base offsets at once, with a wait function
+// that returns once they are as durable as the sync policy promises. Nothing may be reported
+// to a producer as durable before wait returns nil. The caller's slices are free once
+// AppendAsync returns; wait may be called from any goroutine, more than once.
+func (l *Log) AppendAsync(batches ...[]byte) (offsets []int64, wait func() error, err error) {
+	offsets, last, err := l.appendBatches(batches)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(offsets) == 0 {
+		return offsets, func() error { return nil }, nil
+	}
+	return offsets, func() error { return l.waitPolicy(last) }, nil
+}
+
+// appendBatches validates and writes batches, returning their base offsets and the Raft index
+// of the last entry written.
+func (l *Log) appendBatches(batches [][]byte) ([]int64, uint64, error) {
 	if len(batches) == 0 {
-		return nil, nil
+		return nil, 0, nil
 	}
 	for i, b := range batches {
 		if _, err := recordbatch.Validate(b, l.opts.MaxBatchBytes); err != nil {
-			return nil, fmt.Errorf("%w: batch %d of %d: %w", ErrInvalidBatch, i, len(batches), err)
+			return nil, 0, fmt.Errorf("%w: batch %d of %d: %w", ErrInvalidBatch, i, len(batches), err)
 		}
 	}
 	batches = unalias(batches)
@@ -44,9 +70,9 @@ func (l *Log) Append(batches ...[]byte) ([]int64, error) {
 	l.mu.Unlock()
 	l.kickGatherer()
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	return offsets, l.waitPolicy(last)
+	return offsets, last, nil
 }
 
 // AppendEntries appends Raft entries. The first must have index LastIndex()+1 and the rest must

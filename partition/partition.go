@@ -172,41 +172,66 @@ func (p *Partition) UpdateConfig(cfg topic.Config) error {
 // ctx is checked before the append starts; an append under way completes. (With replication
 // ctx will bound the wait for the commit.)
 func (p *Partition) Append(ctx context.Context, batches [][]byte) ([]int64, error) {
+	offsets, wait, err := p.AppendAsync(ctx, batches)
+	if err != nil {
+		return nil, err
+	}
+	if err := wait(); err != nil {
+		return nil, err
+	}
+	return offsets, nil
+}
+
+// AppendAsync is Append split in two, for pipelined produce: it checks and writes the batches
+// (appends to a partition land in the order of their AppendAsync calls) and returns their base
+// offsets with a wait function. wait returns once the batches are durable, and raises the high
+// watermark over them (so no reader sees them before); only then may they be acknowledged.
+// The batches' slices are free once AppendAsync returns.
+func (p *Partition) AppendAsync(ctx context.Context, batches [][]byte) ([]int64, func() error, error) {
 	if p.closed.Load() {
-		return nil, p.closedErr("append")
+		return nil, nil, p.closedErr("append")
 	}
 	if len(batches) == 0 {
-		return nil, fmt.Errorf("%w: topic %q partition %d", ErrEmptyRequest, p.opts.Topic, p.opts.Partition)
+		return nil, nil, fmt.Errorf("%w: topic %q partition %d", ErrEmptyRequest, p.opts.Topic, p.opts.Partition)
 	}
 	limit := p.cfg.Load().MaxMessageBytes
 	var lastDelta int32
 	for i, b := range batches {
 		if len(b) > limit {
-			return nil, &RecordTooLargeError{Topic: p.opts.Topic, Partition: p.opts.Partition, Batch: i, Size: len(b), Limit: limit}
+			return nil, nil, &RecordTooLargeError{Topic: p.opts.Topic, Partition: p.opts.Partition, Batch: i, Size: len(b), Limit: limit}
 		}
 		h, err := recordbatch.ParseHeader(b)
 		if err != nil {
-			return nil, p.errorf("%w: batch %d of %d: %w", commitlog.ErrInvalidBatch, i, len(batches), err)
+			return nil, nil, p.errorf("%w: batch %d of %d: %w", commitlog.ErrInvalidBatch, i, len(batches), err)
 		}
 		if h.ProducerID != -1 || h.IsTransactional() || h.IsControl() {
 			// A malformed batch's header fields mean nothing: report it as malformed.
 			if _, err := recordbatch.Validate(b, limit); err != nil {
-				return nil, p.errorf("%w: batch %d of %d: %w", commitlog.ErrInvalidBatch, i, len(batches), err)
+				return nil, nil, p.errorf("%w: batch %d of %d: %w", commitlog.ErrInvalidBatch, i, len(batches), err)
 			}
-			return nil, p.errorf("%w: batch %d of %d: producer id %d, transactional %t, control %t (want producer id -1, neither transactional nor control)",
+			return nil, nil, p.errorf("%w: batch %d of %d: producer id %d, transactional %t, control %t (want producer id -1, neither transactional nor control)",
 				ErrUnsupportedBatch, i, len(batches), h.ProducerID, h.IsTransactional(), h.IsControl())
 		}
 		lastDelta = h.LastOffsetDelta
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, p.errorf("append: %w", err)
+		return nil, nil, p.errorf("append: %w", err)
 	}
-	offsets, err := p.log.Append(batches...)
+	offsets, logWait, err := p.log.AppendAsync(batches...)
 	if err != nil {
-		return nil, p.wrap("append", err)
+		return nil, nil, p.wrap("append", err)
 	}
-	p.advance(offsets[len(offsets)-1] + int64(lastDelta) + 1)
-	return offsets, nil
+	end := offsets[len(offsets)-1] + int64(lastDelta) + 1
+	wait := func() error {
+		if err := logWait(); err != nil {
+			return p.wrap("append", err)
+		}
+		// Durability is monotonic in the log, so this append's end is safe to expose even if
+		// a later append's wait returned first (advance only raises the watermark).
+		p.advance(end)
+		return nil
+	}
+	return offsets, wait, nil
 }
 
 // advance raises the high watermark to end and wakes the waiting fetches.
