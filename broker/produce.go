@@ -37,9 +37,9 @@ type produceService struct {
 // Produce appends one request's batches or records. A call is handled in two steps: start
 // checks the request and writes every entry's batches in request order (so a partition's
 // appends keep the order of the calls that made them), then finish waits for each entry's
-// acknowledgement. On this single node ACKS_ALL and ACKS_LEADER both wait until the batches
-// are durable; ACKS_NONE appends too but answers without waiting, reporting only failures of
-// validation.
+// acknowledgement. On this single node ACKS_ALL waits until the batches are durable (fsynced);
+// ACKS_LEADER and ACKS_NONE answer once they are written, before the fsync, ACKS_NONE without
+// offsets and reporting only failures of validation.
 func (p *produceService) Produce(ctx context.Context, req *runnelv1.ProduceRequest) (*runnelv1.ProduceResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, maxProduceWait)
 	defer cancel()
@@ -239,9 +239,10 @@ func (p *produceService) append(ctx context.Context, call *produceCall, w where,
 		return
 	}
 	base := offsets[0]
-	if call.acks == runnelv1.Acks_ACKS_NONE {
-		// Answer now; the append still becomes durable (and visible) by the sync policy, and
-		// someone must raise the high watermark over it.
+	if call.acks != runnelv1.Acks_ACKS_ALL {
+		// ACKS_LEADER and ACKS_NONE answer once the batches are written, before the fsync
+		// (produce.proto). The append still becomes durable, and visible to consumers, when
+		// wait returns: someone must wait, to raise the high watermark over it.
 		go func() {
 			if err := wait(); err != nil {
 				p.s.reg.log.Warn().Err(err).Str("topic", topicName).Int32("partition", part).Msg("acks=none produce failed")

@@ -55,6 +55,10 @@ type Config struct {
 	// Register, if set, is called once by New to add services to the gRPC server.
 	Register func(*grpc.Server)
 
+	// Metrics, if set, is called once by New to register collectors on the Server's Prometheus
+	// registry, served on /metrics (Services.RegisterMetrics).
+	Metrics func(prometheus.Registerer) error
+
 	// Mux, if set, is called once by New before the built-in gRPC and HTTP matchers are
 	// registered, so that other protocols (Raft) can claim connections on the same port. See
 	// the package documentation for the contract.
@@ -151,6 +155,12 @@ func New(cfg Config) (*Server, error) {
 	if s.metrics, err = newGRPCMetrics(s.reg); err != nil {
 		_ = raw.Close()
 		return nil, err
+	}
+	if cfg.Metrics != nil {
+		if err := cfg.Metrics(s.reg); err != nil {
+			_ = raw.Close()
+			return nil, err
+		}
 	}
 
 	s.grpcSrv = grpc.NewServer(

@@ -159,6 +159,7 @@ func serve(o options, log zerolog.Logger) error {
 	cfg.Addr = o.addr
 	cfg.Logger = log
 	cfg.Register = svc.Register
+	cfg.Metrics = svc.RegisterMetrics
 	srv, err = broker.New(cfg)
 	if err != nil {
 		return errors.Join(err, reg.Close())
