@@ -1,0 +1,235 @@
+package broker
+
+import (
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/runnel-io/runnel/internal/recordbatch"
+)
+
+// brokerMetrics is the broker's view of its topics, partitions and consumer groups for
+// /metrics. Gauges (high watermark, log start, size, segments, group lag) are read from the
+// registry and the offset store at scrape time; the per-topic traffic counters are fed by the
+// hooks appended and fetched, called by Produce and Fetch. It is a prometheus.Collector:
+// Services.RegisterMetrics registers it on the Server's registry (Config.Metrics).
+//
+// Series of deleted topics disappear at the next scrape: only topics in the registry are
+// exported, and the counters of the others are dropped.
+type brokerMetrics struct {
+	s *Services
+
+	traffic sync.Map // topic name -> *topicTraffic
+}
+
+// topicTraffic counts one topic's produce and fetch traffic since the broker started.
+type topicTraffic struct {
+	recordsIn, bytesIn, recordsOut, bytesOut atomic.Int64
+}
+
+// fsyncCounter is what a commitlog exposes of its group-commit fsync count, if it does
+// (commitlog.Log keeps it unexported, in groupSyncs, for now).
+type fsyncCounter interface{ GroupSyncs() int64 }
+
+var (
+	partLabels  = []string{"topic", "partition"}
+	topicLabels = []string{"topic"}
+
+	descHighWatermark = prometheus.NewDesc("runnel_partition_high_watermark",
+		"Offset after the last committed record of the partition.", partLabels, nil)
+	descLogStart = prometheus.NewDesc("runnel_partition_log_start_offset",
+		"First offset still in the partition's log (retention moves it).", partLabels, nil)
+	descLogSize = prometheus.NewDesc("runnel_partition_log_size_bytes",
+		"Bytes in all the partition's segments, headers included.", partLabels, nil)
+	descSegments = prometheus.NewDesc("runnel_partition_segments",
+		"Segments in the partition's log.", partLabels, nil)
+	descFsyncs = prometheus.NewDesc("runnel_partition_fsyncs_total",
+		"Group-commit fsyncs of the partition's log since it was opened.", partLabels, nil)
+	descRecordsIn = prometheus.NewDesc("runnel_topic_records_appended_total",
+		"Records appended to the topic by Produce since the broker started.", topicLabels, nil)
+	descBytesIn = prometheus.NewDesc("runnel_topic_bytes_appended_total",
+		"Record batch bytes appended to the topic by Produce since the broker started.", topicLabels, nil)
+	descRecordsOut = prometheus.NewDesc("runnel_topic_records_fetched_total",
+		"Records returned by Fetch from the topic since the broker started.", topicLabels, nil)
+	descBytesOut = prometheus.NewDesc("runnel_topic_bytes_fetched_total",
+		"Record batch bytes read from the topic's logs by Fetch since the broker started.", topicLabels, nil)
+	descGroupLag = prometheus.NewDesc("runnel_consumer_group_lag",
+		"High watermark minus the group's committed offset (at least 0), per committed partition.",
+		[]string{"group", "topic", "partition"}, nil)
+)
+
+func newBrokerMetrics(s *Services) *brokerMetrics { return &brokerMetrics{s: s} }
+
+// RegisterMetrics registers the topic, partition and consumer group metrics on reg (use it
+// as Config.Metrics).
+func (s *Services) RegisterMetrics(reg prometheus.Registerer) error {
+	if err := reg.Register(s.metrics); err != nil {
+		return fmt.Errorf("broker: register topic metrics: %w", err)
+	}
+	return nil
+}
+
+func (m *brokerMetrics) topic(name string) *topicTraffic {
+	if t, ok := m.traffic.Load(name); ok {
+		return t.(*topicTraffic)
+	}
+	t, _ := m.traffic.LoadOrStore(name, new(topicTraffic))
+	return t.(*topicTraffic)
+}
+
+// appended counts records and bytes appended to a topic. Safe on a nil receiver.
+func (m *brokerMetrics) appended(topicName string, records, bytes int) {
+	if m == nil {
+		return
+	}
+	t := m.topic(topicName)
+	t.recordsIn.Add(int64(records))
+	t.bytesIn.Add(int64(bytes))
+}
+
+// appendedBatches counts the record batches of one successful append to a topic.
+func (m *brokerMetrics) appendedBatches(topicName string, batches [][]byte) {
+	records, bytes := 0, 0
+	for _, b := range batches {
+		records += batchRecords(b)
+		bytes += len(b)
+	}
+	m.appended(topicName, records, bytes)
+}
+
+// fetched counts records and bytes returned by a fetch from a topic. Safe on a nil receiver.
+func (m *brokerMetrics) fetched(topicName string, records, bytes int) {
+	if m == nil {
+		return
+	}
+	t := m.topic(topicName)
+	t.recordsOut.Add(int64(records))
+	t.bytesOut.Add(int64(bytes))
+}
+
+// fetchedBatches counts concatenated stored batches returned by a fetch: their bytes and
+// the records they hold (whole batches, including records before the fetch offset).
+func (m *brokerMetrics) fetchedBatches(topicName string, b []byte) {
+	records, bytes := 0, len(b)
+	for len(b) > 0 {
+		one, rest, err := recordbatch.Next(b, len(b))
+		if err != nil {
+			break
+		}
+		records += batchRecords(one)
+		b = rest
+	}
+	m.fetched(topicName, records, bytes)
+}
+
+// batchRecords returns the number of records in one batch (0 if its header is unreadable).
+func batchRecords(b []byte) int {
+	h, err := recordbatch.ParseHeader(b)
+	if err != nil || h.NumRecords < 0 {
+		return 0
+	}
+	return int(h.NumRecords)
+}
+
+// Describe sends the fixed descriptors of the collector.
+func (m *brokerMetrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		descHighWatermark, descLogStart, descLogSize, descSegments, descFsyncs,
+		descRecordsIn, descBytesIn, descRecordsOut, descBytesOut, descGroupLag,
+	} {
+		ch <- d
+	}
+}
+
+// Collect walks the registry and the offset store. A topic deleted during the walk is
+// skipped; an unavailable offset store (closed, failed to open) exports no lag.
+func (m *brokerMetrics) Collect(ch chan<- prometheus.Metric) {
+	topics := m.s.reg.List()
+	exists := make(map[string]TopicInfo, len(topics))
+	for _, info := range topics {
+		parts, err := m.s.reg.Partitions(info.Name)
+		if err != nil {
+			continue
+		}
+		exists[info.Name] = info
+		for i, p := range parts {
+			pl := strconv.Itoa(i)
+			st := p.Stats()
+			gauge := func(d *prometheus.Desc, v float64) { send(ch, d, prometheus.GaugeValue, v, info.Name, pl) }
+			gauge(descHighWatermark, float64(st.HighWatermark))
+			gauge(descLogStart, float64(st.LogStartOffset))
+			gauge(descLogSize, float64(st.SizeBytes))
+			gauge(descSegments, float64(st.Segments))
+			if fc, ok := any(p.Log()).(fsyncCounter); ok {
+				send(ch, descFsyncs, prometheus.CounterValue, float64(fc.GroupSyncs()), info.Name, pl)
+			}
+		}
+		t := m.topic(info.Name)
+		counter := func(d *prometheus.Desc, v int64) { send(ch, d, prometheus.CounterValue, float64(v), info.Name) }
+		counter(descRecordsIn, t.recordsIn.Load())
+		counter(descBytesIn, t.bytesIn.Load())
+		counter(descRecordsOut, t.recordsOut.Load())
+		counter(descBytesOut, t.bytesOut.Load())
+	}
+	// Drop the counters of deleted topics (a produce racing the delete may add one back; it
+	// is not exported, and dropped again at the next scrape).
+	m.traffic.Range(func(k, _ any) bool {
+		if _, ok := exists[k.(string)]; !ok {
+			m.traffic.Delete(k)
+		}
+		return true
+	})
+	m.collectLag(ch, exists)
+}
+
+func (m *brokerMetrics) collectLag(ch chan<- prometheus.Metric, topics map[string]TopicInfo) {
+	o := &m.s.offsets
+	if o.openErr != nil || o.store == nil {
+		return
+	}
+	live := liveFunc(topics)
+	type lag struct {
+		group string
+		key   offsetKey
+		off   int64
+	}
+	var lags []lag
+	// Read the store first, then the partitions: no partition lookups inside the transaction.
+	err := o.store.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketGroups).ForEachBucket(func(name []byte) error {
+			keys, entries, err := groupEntries(tx.Bucket(bucketGroups).Bucket(name))
+			if err != nil {
+				return err
+			}
+			for _, k := range keys {
+				if e := entries[k]; live(k, e) {
+					lags = append(lags, lag{group: string(name), key: k, off: e.Offset})
+				}
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return // closed at shutdown, or a store failure the offset calls report
+	}
+	for _, l := range lags {
+		p, err := m.s.reg.Partition(l.key.topic, l.key.partition)
+		if err != nil {
+			continue
+		}
+		send(ch, descGroupLag, prometheus.GaugeValue,
+			float64(max(0, p.HighWatermark()-l.off)), l.group, l.key.topic, strconv.Itoa(int(l.key.partition)))
+	}
+}
+
+// send sends one metric, skipping it if a label value is invalid (not UTF-8): topic and
+// group names are checked when created, but a panic in Collect would take the broker down.
+func send(ch chan<- prometheus.Metric, d *prometheus.Desc, t prometheus.ValueType, v float64, labels ...string) {
+	if m, err := prometheus.NewConstMetric(d, t, v, labels...); err == nil {
+		ch <- m
+	}
+}
