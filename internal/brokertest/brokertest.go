@@ -107,6 +107,7 @@ func (b *Broker) start() error {
 	cfg.Addr = b.addr
 	cfg.Logger = b.cfg.logger
 	cfg.Register = svc.Register
+	cfg.Metrics = svc.RegisterMetrics
 	srv, err = broker.New(cfg)
 	if err != nil {
 		svc.Stop()

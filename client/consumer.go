@@ -1,0 +1,464 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/runnel-io/runnel/internal/recordbatch"
+	runnelv1 "github.com/runnel-io/runnel/proto/runnel/v1"
+)
+
+// ConsumerOption configures a Consumer.
+type ConsumerOption func(*consumerOptions)
+
+type consumerOptions struct {
+	group          string
+	autoCommit     time.Duration
+	commitMetadata string
+	maxBytes       int32
+}
+
+// WithGroup makes the consumer commit its progress for group (Commit, auto-commit, Close)
+// and lets Committed positions start from the group's committed offsets. Default: no group.
+func WithGroup(name string) ConsumerOption { return func(o *consumerOptions) { o.group = name } }
+
+// WithAutoCommit makes Poll and Run commit the group's progress when at least d has passed
+// since the last commit. Default 0: commit only on Commit and Close.
+func WithAutoCommit(d time.Duration) ConsumerOption {
+	return func(o *consumerOptions) { o.autoCommit = d }
+}
+
+// WithCommitMetadata sets the metadata string committed with every offset. Default "".
+func WithCommitMetadata(s string) ConsumerOption {
+	return func(o *consumerOptions) { o.commitMetadata = s }
+}
+
+// WithFetchMaxBytes sets the most batch bytes the broker sends per message of a partition's
+// stream. Default 0: the broker's default, 1 MiB.
+func WithFetchMaxBytes(n int32) ConsumerOption { return func(o *consumerOptions) { o.maxBytes = n } }
+
+// Consumer reads the partitions assigned to it, each over its own Subscribe stream, and
+// hands their records out through Poll or Run. Assignment is manual (Assign); group
+// membership and partition balancing do not exist yet, but a group's committed offsets do
+// (WithGroup). Its methods are safe for concurrent use, but records come out of one Poll at a
+// time.
+type Consumer struct {
+	c      *Client
+	o      consumerOptions
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	ch     chan fetched
+
+	pollMu     sync.Mutex // one Poll at a time
+	pendingErr error      // an error to return on the next Poll
+
+	mu         sync.Mutex
+	parts      map[tp]*assignment
+	committed  map[tp]int64
+	lastCommit time.Time
+	closed     bool
+}
+
+// assignment is one assigned partition.
+type assignment struct {
+	cancel   context.CancelFunc
+	done     chan struct{}
+	consumed int64 // the offset after the last record handed out, or -1
+}
+
+// fetched is what a partition's goroutine hands to Poll: records, or its final error.
+type fetched struct {
+	tp   tp
+	a    *assignment
+	recs []*Record
+	err  error
+}
+
+// NewConsumer returns a consumer with nothing assigned. Close it when done (Client.Close
+// closes it too).
+func (c *Client) NewConsumer(opts ...ConsumerOption) *Consumer {
+	var o consumerOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	k := &Consumer{c: c, o: o, ctx: ctx, cancel: cancel, ch: make(chan fetched, 16),
+		parts: map[tp]*assignment{}, committed: map[tp]int64{}, lastCommit: time.Now()}
+	c.mu.Lock()
+	if c.closed {
+		k.closed = true
+		cancel()
+	} else {
+		c.consumers[k] = struct{}{}
+	}
+	c.mu.Unlock()
+	return k
+}
+
+// Assign starts reading partition of topic from start. Committed positions need WithGroup.
+// Errors while reading (an unknown topic, an offset out of range) are returned by Poll; the
+// partition is then no longer read. Assigning a partition that is already assigned restarts
+// it from start.
+func (k *Consumer) Assign(topicName string, partition int32, start Position) error {
+	if start.kind == posCommitted && k.o.group == "" {
+		return errors.New("runnel: a Committed position needs a consumer WithGroup")
+	}
+	key := tp{topicName, partition}
+	k.mu.Lock()
+	if k.closed {
+		k.mu.Unlock()
+		return ErrClosed
+	}
+	old := k.parts[key]
+	k.mu.Unlock()
+	if old != nil {
+		k.Unassign(topicName, partition)
+	}
+	ctx, cancel := context.WithCancel(k.ctx)
+	a := &assignment{cancel: cancel, done: make(chan struct{}), consumed: -1}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.closed {
+		cancel()
+		return ErrClosed
+	}
+	k.parts[key] = a
+	k.wg.Add(1)
+	go k.follow(ctx, key, a, start)
+	return nil
+}
+
+// Unassign stops reading partition of topic. Its progress is no longer committed.
+func (k *Consumer) Unassign(topicName string, partition int32) {
+	key := tp{topicName, partition}
+	k.mu.Lock()
+	a := k.parts[key]
+	delete(k.parts, key)
+	k.mu.Unlock()
+	if a != nil {
+		a.cancel()
+		<-a.done
+	}
+}
+
+// Poll returns the next records of the assigned partitions, waiting until there are some or
+// ctx ends. Records of one partition come in offset order. A partition's final error (it is
+// then no longer read) is returned once, on its own.
+func (k *Consumer) Poll(ctx context.Context) ([]*Record, error) {
+	recs, err := k.poll(ctx, true)
+	if err == nil {
+		err = k.maybeAutoCommit(ctx)
+	}
+	return recs, err
+}
+
+func (k *Consumer) poll(ctx context.Context, markConsumed bool) ([]*Record, error) {
+	k.pollMu.Lock()
+	defer k.pollMu.Unlock()
+	if err := k.pendingErr; err != nil {
+		k.pendingErr = nil
+		return nil, err
+	}
+	var out []*Record
+	take := func(f fetched) bool {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		if k.parts[f.tp] != f.a {
+			return true // unassigned since: drop
+		}
+		if f.err != nil {
+			delete(k.parts, f.tp)
+			if len(out) > 0 {
+				k.pendingErr = f.err
+			} else {
+				out, k.pendingErr = nil, f.err
+			}
+			return false
+		}
+		out = append(out, f.recs...)
+		if markConsumed && len(f.recs) > 0 {
+			f.a.consumed = f.recs[len(f.recs)-1].Offset + 1
+		}
+		return true
+	}
+	for len(out) == 0 {
+		select {
+		case f := <-k.ch:
+			if !take(f) {
+				if len(out) == 0 {
+					err := k.pendingErr
+					k.pendingErr = nil
+					return nil, err
+				}
+				return out, nil
+			}
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-k.ctx.Done():
+			return nil, ErrClosed
+		}
+	}
+	for { // whatever else is ready
+		select {
+		case f := <-k.ch:
+			if !take(f) {
+				return out, nil
+			}
+		default:
+			return out, nil
+		}
+	}
+}
+
+// Run calls handler for every record, in order per partition, until ctx ends (it then
+// returns nil), the handler fails (its error is returned; the failed record does not count as
+// consumed) or a partition fails. A record counts as consumed, for Commit, once handler
+// returned nil for it.
+func (k *Consumer) Run(ctx context.Context, handler func(*Record) error) error {
+	for {
+		recs, err := k.poll(ctx, false)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		for _, r := range recs {
+			if err := handler(r); err != nil {
+				return err
+			}
+			k.markConsumed(r)
+		}
+		if err := k.maybeAutoCommit(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+func (k *Consumer) markConsumed(r *Record) {
+	k.mu.Lock()
+	if a := k.parts[tp{r.Topic, r.Partition}]; a != nil {
+		a.consumed = r.Offset + 1
+	}
+	k.mu.Unlock()
+}
+
+func (k *Consumer) maybeAutoCommit(ctx context.Context) error {
+	if k.o.group == "" || k.o.autoCommit <= 0 {
+		return nil
+	}
+	k.mu.Lock()
+	due := time.Since(k.lastCommit) >= k.o.autoCommit
+	k.mu.Unlock()
+	if !due {
+		return nil
+	}
+	return k.Commit(ctx)
+}
+
+// Commit commits, for the consumer's group, the offset after the last record consumed of each
+// assigned partition that progressed since the last commit. It needs WithGroup.
+func (k *Consumer) Commit(ctx context.Context) error {
+	if k.o.group == "" {
+		return errors.New("runnel: Commit needs a consumer WithGroup")
+	}
+	k.mu.Lock()
+	offs := map[TopicPartition]int64{}
+	for key, a := range k.parts {
+		if a.consumed >= 0 && a.consumed != k.committed[key] {
+			offs[TopicPartition{key.topic, key.partition}] = a.consumed
+		}
+	}
+	k.lastCommit = time.Now()
+	k.mu.Unlock()
+	if len(offs) == 0 {
+		return nil
+	}
+	if err := k.c.CommitOffsets(ctx, k.o.group, offs, k.o.commitMetadata); err != nil {
+		return err
+	}
+	k.mu.Lock()
+	for tpp, off := range offs {
+		k.committed[tp{tpp.Topic, tpp.Partition}] = off
+	}
+	k.mu.Unlock()
+	return nil
+}
+
+// commitTimeout bounds the commit Close makes.
+const commitTimeout = 10 * time.Second
+
+// Close stops reading every partition and, with a group, commits the progress made.
+func (k *Consumer) Close() error {
+	k.mu.Lock()
+	if k.closed {
+		k.mu.Unlock()
+		return nil
+	}
+	k.closed = true
+	k.mu.Unlock()
+	var err error
+	if k.o.group != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+		err = k.Commit(ctx)
+		cancel()
+	}
+	k.cancel()
+	k.wg.Wait()
+	k.c.mu.Lock()
+	delete(k.c.consumers, k)
+	k.c.mu.Unlock()
+	return err
+}
+
+// send hands f to Poll, unless ctx ends first.
+func (k *Consumer) send(ctx context.Context, f fetched) bool {
+	select {
+	case k.ch <- f:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// backoff waits the retry backoff, unless ctx ends first.
+func (k *Consumer) backoff(ctx context.Context) bool {
+	t := time.NewTimer(k.c.opts.retryBackoff)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// follow reads one partition: it resolves the start position, then follows the partition with
+// Subscribe, resubscribing from the last next_offset after retriable failures.
+func (k *Consumer) follow(ctx context.Context, key tp, a *assignment, start Position) {
+	defer k.wg.Done()
+	defer close(a.done)
+	fail := func(err error) { k.send(ctx, fetched{tp: key, a: a, err: err}) }
+
+	var pos *runnelv1.Position
+	skipBelow := int64(-1) // records below it are not handed out
+	for pos == nil {
+		p, off, err := k.resolve(ctx, key, start)
+		switch {
+		case err == nil:
+			pos, skipBelow = p, off
+		case ctx.Err() != nil:
+			return
+		case IsRetriable(err):
+			if !k.backoff(ctx) {
+				return
+			}
+		default:
+			fail(err)
+			return
+		}
+	}
+	var dec recordbatch.Decoder
+	for {
+		err := k.subscribe(ctx, key, a, &pos, &skipBelow, dec)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil && !IsRetriable(err) {
+			fail(err)
+			return
+		}
+		k.c.opts.logf("runnel: resubscribing to %s/%d: %v", key.topic, key.partition, err)
+		if !k.backoff(ctx) {
+			return
+		}
+	}
+}
+
+// resolve turns start into a Subscribe position; for exact offsets (AtOffset, AtTime,
+// Committed) it also returns that offset, below which records of the first batch are skipped.
+func (k *Consumer) resolve(ctx context.Context, key tp, start Position) (*runnelv1.Position, int64, error) {
+	if start.kind == posCommitted {
+		cos, err := k.c.fetchCommitted(ctx, k.o.group, []*runnelv1.TopicPartitions{{Topic: key.topic, Partitions: []int32{key.partition}}})
+		if err != nil {
+			return nil, 0, err
+		}
+		for _, co := range cos {
+			if co.Topic == key.topic && co.Partition == key.partition && co.Offset >= 0 {
+				k.mu.Lock()
+				k.committed[key] = co.Offset
+				k.mu.Unlock()
+				return AtOffset(co.Offset).pb(), co.Offset, nil
+			}
+		}
+		start = *start.fallback
+	}
+	switch start.kind {
+	case posOffset:
+		return start.pb(), start.offset, nil
+	case posTime:
+		m, err := k.c.ListOffsets(ctx, key.topic, start, key.partition)
+		if err != nil {
+			return nil, 0, err
+		}
+		off, ok := m[key.partition]
+		if !ok {
+			return nil, 0, fmt.Errorf("runnel: no offset listed for %s/%d", key.topic, key.partition)
+		}
+		return AtOffset(off).pb(), off, nil
+	}
+	return start.pb(), -1, nil
+}
+
+// subscribe runs one Subscribe stream until it fails, handing out its records. It advances
+// *pos and *skipBelow as records arrive, so that a resubscription resumes where it ended.
+func (k *Consumer) subscribe(ctx context.Context, key tp, a *assignment, pos **runnelv1.Position, skipBelow *int64, dec recordbatch.Decoder) error {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st, err := k.c.fetch.Subscribe(sctx, &runnelv1.SubscribeRequest{Topic: key.topic, Partition: key.partition, Start: *pos, MaxBytes: k.o.maxBytes})
+	if err != nil {
+		return fromRPC(err)
+	}
+	for {
+		resp, err := st.Recv()
+		if err != nil {
+			return fromRPC(err)
+		}
+		var recs []*Record
+		rest := resp.GetBatches()
+		for len(rest) > 0 {
+			var b []byte
+			b, rest, err = recordbatch.Next(rest, math.MaxInt32)
+			if err != nil {
+				return fmt.Errorf("runnel: %s/%d: %w", key.topic, key.partition, err)
+			}
+			h, err := recordbatch.ParseHeader(b)
+			if err != nil {
+				return fmt.Errorf("runnel: %s/%d: %w", key.topic, key.partition, err)
+			}
+			if h.IsControl() || h.NextOffset() <= *skipBelow {
+				continue
+			}
+			err = dec.ForEachRecord(b, func(r *recordbatch.Record) error {
+				if r.Offset >= *skipBelow {
+					recs = append(recs, fromBatch(key.topic, key.partition, r))
+				}
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("runnel: %s/%d: %w", key.topic, key.partition, err)
+			}
+		}
+		next := resp.GetNextOffset()
+		*pos = AtOffset(next).pb()
+		*skipBelow = max(*skipBelow, next)
+		if len(recs) > 0 && !k.send(ctx, fetched{tp: key, a: a, recs: recs}) {
+			return ctx.Err()
+		}
+	}
+}

@@ -1,0 +1,96 @@
+package client
+
+import (
+	"context"
+	"strconv"
+	"sync"
+
+	runnelv1 "github.com/runnel-io/runnel/proto/runnel/v1"
+	"github.com/runnel-io/runnel/topic"
+)
+
+// topicMeta is what the producer needs of a topic.
+type topicMeta struct {
+	partitions int
+	// maxBatch is the topic's max.message.bytes: no batch may be larger.
+	maxBatch int
+}
+
+// metaCache caches topics' partition counts and batch limits. Entries are dropped on
+// UNKNOWN_TOPIC and UNKNOWN_PARTITION so that the next use asks the broker again.
+type metaCache struct {
+	admin runnelv1.AdminServiceClient
+
+	mu      sync.Mutex
+	entries map[string]*metaEntry
+}
+
+type metaEntry struct {
+	done chan struct{} // closed once meta or err is set
+	meta topicMeta
+	err  error
+}
+
+func newMetaCache(admin runnelv1.AdminServiceClient) *metaCache {
+	return &metaCache{admin: admin, entries: map[string]*metaEntry{}}
+}
+
+// get returns topic's metadata, asking the broker (once, for concurrent callers) if it is not
+// cached. A failed lookup is not cached.
+func (m *metaCache) get(ctx context.Context, name string) (topicMeta, error) {
+	m.mu.Lock()
+	e := m.entries[name]
+	if e == nil {
+		e = &metaEntry{done: make(chan struct{})}
+		m.entries[name] = e
+		m.mu.Unlock()
+		e.meta, e.err = m.lookup(ctx, name)
+		m.mu.Lock()
+		if e.err != nil && m.entries[name] == e {
+			delete(m.entries, name)
+		}
+		close(e.done)
+		m.mu.Unlock()
+		return e.meta, e.err
+	}
+	m.mu.Unlock()
+	select {
+	case <-e.done:
+		if e.err != nil {
+			// The leader of the lookup failed, perhaps by its own context: try ourselves.
+			return m.get(ctx, name)
+		}
+		return e.meta, nil
+	case <-ctx.Done():
+		return topicMeta{}, ctx.Err()
+	}
+}
+
+func (m *metaCache) lookup(ctx context.Context, name string) (topicMeta, error) {
+	resp, err := m.admin.DescribeTopic(ctx, &runnelv1.DescribeTopicRequest{Name: name})
+	if err != nil {
+		return topicMeta{}, fromRPC(err)
+	}
+	tm := topicMeta{partitions: int(resp.GetTopic().GetPartitionCount()), maxBatch: topic.DefaultMaxMessageBytes}
+	for _, c := range resp.GetConfigs() {
+		if c.GetName() == topic.KeyMaxMessageBytes {
+			if v, err := strconv.Atoi(c.GetValue()); err == nil && v > 0 {
+				tm.maxBatch = v
+			}
+		}
+	}
+	return tm, nil
+}
+
+// invalidate drops topic's entry.
+func (m *metaCache) invalidate(name string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e := m.entries[name]; e != nil {
+		select {
+		case <-e.done:
+			delete(m.entries, name)
+		default: // a lookup is under way: it is fresh enough
+		}
+	}
+}

@@ -1,0 +1,144 @@
+package client
+
+import (
+	"os"
+	"strings"
+	"time"
+
+	"github.com/runnel-io/runnel/internal/recordbatch"
+)
+
+// DefaultBroker is the address used when neither WithBrokers nor RUNNEL_BROKERS names one.
+const DefaultBroker = "127.0.0.1:9420"
+
+// maxMsgBytes is the broker's request limit; the client's send and receive limits match it.
+const maxMsgBytes = 64 << 20
+
+// Acks is how far a produce must get before the broker acknowledges it.
+type Acks int
+
+const (
+	// AcksAll (the default) waits until the batch is durable: on stable storage on a majority
+	// of the partition's replicas, and committed.
+	AcksAll Acks = iota
+	// AcksLeader waits until the leader appended the batch, before fsync; a crash can lose it.
+	AcksLeader
+	// AcksNone waits only for validation; offsets are unknown (-1) and later failures are lost.
+	AcksNone
+)
+
+// Compression is a batch compression codec.
+type Compression = recordbatch.Compression
+
+// The codecs; CompressionNone is the default.
+const (
+	CompressionNone   = recordbatch.CompressionNone
+	CompressionGzip   = recordbatch.CompressionGzip
+	CompressionSnappy = recordbatch.CompressionSnappy
+	CompressionLZ4    = recordbatch.CompressionLZ4
+	CompressionZstd   = recordbatch.CompressionZstd
+)
+
+// Logger receives the client's rare diagnostic messages (stream reconnects, retries).
+type Logger interface {
+	Printf(format string, args ...any)
+}
+
+type options struct {
+	brokers          []string
+	dialTimeout      time.Duration
+	logger           Logger
+	acks             Acks
+	linger           time.Duration
+	batchBytes       int
+	maxBufferedBytes int64
+	compression      Compression
+	maxInFlight      int
+	retryBackoff     time.Duration
+	deliveryTimeout  time.Duration
+}
+
+func defaultOptions() options {
+	o := options{
+		brokers:          []string{DefaultBroker},
+		dialTimeout:      10 * time.Second,
+		acks:             AcksAll,
+		linger:           5 * time.Millisecond,
+		batchBytes:       1 << 20,
+		maxBufferedBytes: 64 << 20,
+		maxInFlight:      5,
+		retryBackoff:     100 * time.Millisecond,
+		deliveryTimeout:  2 * time.Minute,
+	}
+	if env := os.Getenv("RUNNEL_BROKERS"); env != "" {
+		var bs []string
+		for _, b := range strings.Split(env, ",") {
+			if b = strings.TrimSpace(b); b != "" {
+				bs = append(bs, b)
+			}
+		}
+		if len(bs) > 0 {
+			o.brokers = bs
+		}
+	}
+	return o
+}
+
+// Option configures a Client.
+type Option func(*options)
+
+// WithBrokers sets the brokers to connect to (host:port). The client connects to the first one
+// that answers. Default: the comma-separated list in $RUNNEL_BROKERS if set, else
+// 127.0.0.1:9420.
+func WithBrokers(addrs ...string) Option {
+	return func(o *options) {
+		if len(addrs) > 0 {
+			o.brokers = append([]string(nil), addrs...)
+		}
+	}
+}
+
+// WithDialTimeout bounds how long New waits for the first broker to answer. Default 10s.
+func WithDialTimeout(d time.Duration) Option { return func(o *options) { o.dialTimeout = d } }
+
+// WithLogger sets where the client logs reconnects and retries. Default: nowhere.
+func WithLogger(l Logger) Option { return func(o *options) { o.logger = l } }
+
+// WithAcks sets the producer's acknowledgement level. Default AcksAll (durable).
+func WithAcks(a Acks) Option { return func(o *options) { o.acks = a } }
+
+// WithLinger sets how long the producer waits for more records before sending a partition's
+// batch that is not full. 0 sends batches as soon as the sender is free. Default 5ms.
+func WithLinger(d time.Duration) Option { return func(o *options) { o.linger = d } }
+
+// WithBatchBytes sets the size at which a partition's batch is sent without waiting for the
+// linger; batches are also kept within the topic's max.message.bytes. Default 1 MiB.
+func WithBatchBytes(n int) Option { return func(o *options) { o.batchBytes = n } }
+
+// WithMaxBufferedBytes bounds the bytes of records produced but not yet acknowledged. When the
+// bound is reached, Produce blocks until acknowledgements free space or its context ends
+// (back-pressure). A single record larger than the bound is accepted when nothing else is
+// buffered. Default 64 MiB.
+func WithMaxBufferedBytes(n int64) Option { return func(o *options) { o.maxBufferedBytes = n } }
+
+// WithCompression sets the codec of produced batches. Default CompressionNone.
+func WithCompression(c Compression) Option { return func(o *options) { o.compression = c } }
+
+// WithMaxInFlight sets how many produce requests per partition may await acknowledgement at
+// once. 1 keeps a partition's order across retries; more is faster but a retry may reorder.
+// Default 5.
+func WithMaxInFlight(n int) Option { return func(o *options) { o.maxInFlight = n } }
+
+// WithRetryBackoff sets the wait before a retriable produce or subscribe failure is retried.
+// Default 100ms.
+func WithRetryBackoff(d time.Duration) Option { return func(o *options) { o.retryBackoff = d } }
+
+// WithDeliveryTimeout bounds the time from Produce to the record's final outcome, retries
+// included (Kafka's delivery.timeout.ms). Default 2 minutes.
+func WithDeliveryTimeout(d time.Duration) Option { return func(o *options) { o.deliveryTimeout = d } }
+
+func (o *options) logf(format string, args ...any) {
+	if o.logger != nil {
+		o.logger.Printf(format, args...)
+	}
+}

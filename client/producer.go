@@ -1,0 +1,478 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/runnel-io/runnel/internal/recordbatch"
+	runnelv1 "github.com/runnel-io/runnel/proto/runnel/v1"
+	"github.com/runnel-io/runnel/topic"
+)
+
+// Produce sends r asynchronously: it adds r to its partition's batch, which is sent when it
+// reaches the batch size or the linger passes, and calls cb (if not nil) exactly once with r
+// and nil once r is acknowledged (r.Offset and r.Partition are then set), or with the final
+// error. Callbacks run one at a time on a goroutine of the client, in the order the outcomes
+// arrive (a partition's in offset order); a slow callback delays the others, not the sends.
+//
+// Produce blocks while it looks up the topic's partitions (once per topic) and while the
+// buffer is full (WithMaxBufferedBytes); if ctx ends first, or the topic does not exist, or
+// the client is closed, cb is called at once, before Produce returns, with the error. The
+// producer keeps r (and its Key, Value and Headers) until cb is called: do not modify it.
+func (c *Client) Produce(ctx context.Context, r *Record, cb func(*Record, error)) {
+	if cb == nil {
+		cb = func(*Record, error) {}
+	}
+	if c.isClosed() {
+		cb(r, ErrClosed)
+		return
+	}
+	c.producer().produce(ctx, r, cb)
+}
+
+// ProduceSync produces records and waits until every one is acknowledged or has failed. On
+// success each record's Offset and Partition are set. The error joins the distinct errors of
+// the records that failed (or is ctx's error if it ended first; records still buffered then
+// go on being sent).
+func (c *Client) ProduceSync(ctx context.Context, records ...*Record) error {
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+		seen = map[string]bool{}
+	)
+	wg.Add(len(records))
+	cb := func(_ *Record, err error) {
+		if err != nil {
+			mu.Lock()
+			if !seen[err.Error()] {
+				seen[err.Error()] = true
+				errs = append(errs, err)
+			}
+			mu.Unlock()
+		}
+		wg.Done()
+	}
+	for _, r := range records {
+		c.Produce(ctx, r, cb)
+	}
+	if !c.isClosed() {
+		c.producer().sealAll() // no need to wait for the linger
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return errors.Join(errs...)
+}
+
+// Flush sends every buffered record without waiting for the linger and waits until each has
+// been acknowledged or has failed and its callback has returned, or ctx ends.
+func (c *Client) Flush(ctx context.Context) error {
+	if c.isClosed() {
+		return ErrClosed
+	}
+	return c.producer().flush(ctx)
+}
+
+type tp struct {
+	topic     string
+	partition int32
+}
+
+// pending is a record awaiting its outcome.
+type pending struct {
+	r  *Record
+	cb func(*Record, error)
+}
+
+// batch is a sealed batch: sent, or waiting to be (again).
+type batch struct {
+	tp        tp
+	data      []byte
+	recs      []pending
+	size      int64     // bytes counted against the buffer
+	seq       uint64    // order within the partition, for re-queueing
+	deadline  time.Time // the delivery timeout of its first record
+	notBefore time.Time // retry backoff
+	lastErr   error
+	corr      uint64 // correlation id while in flight
+	gen       uint64 // the stream generation it was sent on
+}
+
+// partState is one partition's producer state.
+type partState struct {
+	tp       tp
+	maxBatch int
+	b        *recordbatch.Builder
+	open     []pending // the records in b
+	openSize int64
+	deadline time.Time // of open's first record
+	lingerID uint64    // invalidates the linger timer of an earlier open batch
+	queue    []*batch  // sealed, not in flight, in seq order
+	inflight int
+	nextSeq  uint64
+}
+
+type cbItem struct {
+	p   pending
+	err error
+}
+
+// producer is the Client's asynchronous producer. One goroutine (run) owns the ProduceStream's
+// send side; one per stream (recv) reads its responses; one (callbacks) calls the callbacks.
+// Everything else is guarded by mu.
+type producer struct {
+	c    *Client
+	o    *options
+	part topic.Partitioner
+	wake chan struct{}
+	stop chan struct{}
+	wg   sync.WaitGroup
+
+	mu          sync.Mutex
+	cbCond      *sync.Cond
+	parts       map[tp]*partState
+	buffered    int64
+	spaceCh     chan struct{} // closed (and replaced) when buffer space is freed
+	outstanding int           // records whose callback has not returned yet
+	idleCh      chan struct{} // closed (and replaced) when outstanding drops to 0
+	closed      bool          // no new records
+	stopping    bool          // the goroutines are to exit
+	cbq         []cbItem
+
+	// Transport, guarded by mu; only run opens streams and sends.
+	stream       runnelv1.ProduceService_ProduceStreamClient
+	streamCancel context.CancelFunc
+	gen          uint64
+	up           bool      // stream (or unary mode) usable
+	unary        bool      // the broker has no ProduceStream: unary Produce, one request per partition at a time
+	backoffUntil time.Time // before reopening a broken stream
+	inflight     map[uint64]*batch
+	nextCorr     uint64
+}
+
+func newProducer(c *Client) *producer {
+	p := &producer{
+		c:        c,
+		o:        &c.opts,
+		part:     topic.NewStickyPartitioner(rand.IntN),
+		wake:     make(chan struct{}, 1),
+		stop:     make(chan struct{}),
+		parts:    map[tp]*partState{},
+		spaceCh:  make(chan struct{}),
+		idleCh:   make(chan struct{}),
+		inflight: map[uint64]*batch{},
+	}
+	p.cbCond = sync.NewCond(&p.mu)
+	p.wg.Add(2)
+	go p.run()
+	go p.callbacks()
+	return p
+}
+
+func (p *producer) notify() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (p *producer) produce(ctx context.Context, r *Record, cb func(*Record, error)) {
+	meta, err := p.c.meta.get(ctx, r.Topic)
+	if err != nil {
+		cb(r, err)
+		return
+	}
+	part := r.Partition
+	if r.ManualPartition {
+		if part < 0 || int(part) >= meta.partitions {
+			cb(r, &Error{Code: codes.NotFound, Reason: reasonName(runnelv1.ErrorReason_ERROR_REASON_UNKNOWN_PARTITION),
+				Topic: r.Topic, Partition: part, Message: fmt.Sprintf("topic %q has %d partitions: no partition %d", r.Topic, meta.partitions, part)})
+			return
+		}
+	} else {
+		part = int32(p.part.Partition(r.Topic, r.Key, meta.partitions))
+	}
+	est := r.encodedSize()
+	size := int64(est)
+
+	p.mu.Lock()
+	for !p.closed && p.buffered > 0 && p.buffered+size > p.o.maxBufferedBytes {
+		ch := p.spaceCh
+		p.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			cb(r, fmt.Errorf("runnel: waiting for buffer space: %w", ctx.Err()))
+			return
+		}
+		p.mu.Lock()
+	}
+	if p.closed {
+		p.mu.Unlock()
+		cb(r, ErrClosed)
+		return
+	}
+	if r.Timestamp.IsZero() {
+		r.Timestamp = time.Now()
+	}
+	r.Partition = part
+	k := tp{r.Topic, part}
+	ps := p.parts[k]
+	if ps == nil {
+		ps = &partState{tp: k, b: recordbatch.NewBuilder(recordbatch.BuilderOptions{Compression: p.o.compression})}
+		p.parts[k] = ps
+	}
+	ps.maxBatch = min(p.o.batchBytes, meta.maxBatch)
+	sealed := false
+	// Keep batches within max.message.bytes: a record that would overflow the open batch
+	// starts a new one, so a record too large on its own fails alone (RECORD_TOO_LARGE).
+	if len(ps.open) > 0 && ps.b.EstimatedSize()+est > ps.maxBatch {
+		p.sealLocked(ps)
+		sealed = true
+	}
+	var hdrs [4]recordbatch.RecordHeader
+	ps.b.Add(r.toBatch(hdrs[:0]))
+	if len(ps.open) == 0 {
+		ps.deadline = time.Now().Add(p.o.deliveryTimeout)
+		if p.o.linger > 0 {
+			ps.lingerID++
+			id := ps.lingerID
+			time.AfterFunc(p.o.linger, func() { p.lingerExpired(ps, id) })
+		}
+	}
+	ps.open = append(ps.open, pending{r, cb})
+	ps.openSize += size
+	p.buffered += size
+	p.outstanding++
+	if ps.b.EstimatedSize() >= ps.maxBatch || (p.o.linger <= 0 && len(ps.queue) == 0 && ps.inflight < p.maxInFlight()) {
+		p.sealLocked(ps)
+		sealed = true
+	}
+	p.mu.Unlock()
+	if sealed {
+		p.notify()
+	}
+}
+
+func (p *producer) lingerExpired(ps *partState, id uint64) {
+	p.mu.Lock()
+	fire := ps.lingerID == id && len(ps.open) > 0
+	if fire {
+		p.sealLocked(ps)
+	}
+	p.mu.Unlock()
+	if fire {
+		p.notify()
+	}
+}
+
+// sealLocked turns ps's open records into a batch queued for sending.
+func (p *producer) sealLocked(ps *partState) {
+	if len(ps.open) == 0 {
+		return
+	}
+	ps.lingerID++
+	data, err := ps.b.Build()
+	ps.b.Reset()
+	p.part.OnNewBatch(ps.tp.topic, int(ps.tp.partition))
+	b := &batch{tp: ps.tp, data: data, recs: ps.open, size: ps.openSize, seq: ps.nextSeq, deadline: ps.deadline}
+	ps.nextSeq++
+	ps.open, ps.openSize = nil, 0
+	if err != nil {
+		p.finishLocked(b, fmt.Errorf("runnel: building batch for %s/%d: %w", ps.tp.topic, ps.tp.partition, err))
+		return
+	}
+	ps.queue = append(ps.queue, b)
+}
+
+// sealAll seals every open batch, so that it is sent without waiting for the linger.
+func (p *producer) sealAll() {
+	p.mu.Lock()
+	for _, ps := range p.parts {
+		p.sealLocked(ps)
+	}
+	p.mu.Unlock()
+	p.notify()
+}
+
+func (p *producer) flush(ctx context.Context) error {
+	p.sealAll()
+	p.mu.Lock()
+	if p.outstanding == 0 {
+		p.mu.Unlock()
+		return nil
+	}
+	ch := p.idleCh
+	p.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (p *producer) maxInFlight() int {
+	if p.unary {
+		return 1 // concurrent unary calls do not keep a partition's order
+	}
+	return p.o.maxInFlight
+}
+
+// finishLocked gives b's records their final outcome: frees their buffer space and queues
+// their callbacks.
+func (p *producer) finishLocked(b *batch, err error) {
+	p.buffered -= b.size
+	close(p.spaceCh)
+	p.spaceCh = make(chan struct{})
+	for _, pr := range b.recs {
+		p.cbq = append(p.cbq, cbItem{pr, err})
+	}
+	p.cbCond.Signal()
+}
+
+// requeueLocked puts b back in its partition's queue, in sequence order, to be sent again.
+func (p *producer) requeueLocked(b *batch, err error, backoff time.Duration) {
+	ps := p.parts[b.tp]
+	b.lastErr = err
+	b.notBefore = time.Now().Add(backoff)
+	i := len(ps.queue)
+	for i > 0 && ps.queue[i-1].seq > b.seq {
+		i--
+	}
+	ps.queue = append(ps.queue, nil)
+	copy(ps.queue[i+1:], ps.queue[i:])
+	ps.queue[i] = b
+	if backoff > 0 {
+		time.AfterFunc(backoff, p.notify)
+	}
+}
+
+// expiredErr is the error of a batch whose delivery timeout passed.
+func expiredErr(b *batch) error {
+	if b.lastErr != nil {
+		return fmt.Errorf("runnel: delivery timeout for %s/%d: %w", b.tp.topic, b.tp.partition, b.lastErr)
+	}
+	return &Error{Code: codes.DeadlineExceeded, Topic: b.tp.topic, Partition: b.tp.partition,
+		Message: fmt.Sprintf("delivery timeout for %s/%d", b.tp.topic, b.tp.partition)}
+}
+
+// expireLocked fails the queued batches whose delivery timeout has passed.
+func (p *producer) expireLocked(now time.Time) {
+	for _, ps := range p.parts {
+		q := ps.queue[:0]
+		for _, b := range ps.queue {
+			if now.After(b.deadline) {
+				p.finishLocked(b, expiredErr(b))
+			} else {
+				q = append(q, b)
+			}
+		}
+		clear(ps.queue[len(q):])
+		ps.queue = q
+	}
+}
+
+// complete handles the outcome of an in-flight batch: success, a retry, or failure.
+func (p *producer) completeLocked(b *batch, base int64, err error) {
+	if ps := p.parts[b.tp]; ps != nil {
+		ps.inflight--
+	}
+	if err == nil {
+		for i, pr := range b.recs {
+			if base < 0 {
+				pr.r.Offset = -1
+			} else {
+				pr.r.Offset = base + int64(i)
+			}
+		}
+		p.finishLocked(b, nil)
+		return
+	}
+	if IsRetriable(err) && !p.stopping && time.Now().Add(p.o.retryBackoff).Before(b.deadline) {
+		p.o.logf("runnel: retrying %s/%d: %v", b.tp.topic, b.tp.partition, err)
+		p.requeueLocked(b, err, p.o.retryBackoff)
+		return
+	}
+	if hasReason(err, runnelv1.ErrorReason_ERROR_REASON_UNKNOWN_TOPIC) || hasReason(err, runnelv1.ErrorReason_ERROR_REASON_UNKNOWN_PARTITION) {
+		p.c.meta.invalidate(b.tp.topic)
+	}
+	p.finishLocked(b, err)
+}
+
+// callbacks runs the callbacks, in order, outside mu.
+func (p *producer) callbacks() {
+	defer p.wg.Done()
+	p.mu.Lock()
+	for {
+		for len(p.cbq) == 0 && !p.stopping {
+			p.cbCond.Wait()
+		}
+		if len(p.cbq) == 0 {
+			p.mu.Unlock()
+			return
+		}
+		q := p.cbq
+		p.cbq = nil
+		p.mu.Unlock()
+		for _, it := range q {
+			it.p.cb(it.p.r, it.err)
+		}
+		p.mu.Lock()
+		p.outstanding -= len(q)
+		if p.outstanding == 0 {
+			close(p.idleCh)
+			p.idleCh = make(chan struct{})
+		}
+	}
+}
+
+// close stops taking records, flushes what is buffered within the delivery timeout, fails what
+// is left with ErrClosed and stops the goroutines.
+func (p *producer) close() error {
+	p.mu.Lock()
+	p.closed = true
+	close(p.spaceCh) // wake Produce calls waiting for space: they fail with ErrClosed
+	p.spaceCh = make(chan struct{})
+	p.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), p.o.deliveryTimeout)
+	err := p.flush(ctx)
+	cancel()
+
+	p.mu.Lock()
+	p.stopping = true
+	for _, ps := range p.parts {
+		p.sealLocked(ps)
+		for _, b := range ps.queue {
+			p.finishLocked(b, ErrClosed)
+		}
+		ps.queue = nil
+	}
+	for corr, b := range p.inflight {
+		delete(p.inflight, corr)
+		p.finishLocked(b, ErrClosed)
+	}
+	if p.streamCancel != nil {
+		p.streamCancel()
+	}
+	p.cbCond.Broadcast()
+	p.mu.Unlock()
+	close(p.stop)
+	p.wg.Wait()
+	if err != nil {
+		return fmt.Errorf("runnel: close: records not acknowledged: %w", err)
+	}
+	return nil
+}
