@@ -15,7 +15,7 @@ import (
 // brokerMetrics is the broker's view of its topics, partitions and consumer groups for
 // /metrics. Gauges (high watermark, log start, size, segments, group lag) are read from the
 // registry and the offset store at scrape time; the per-topic traffic counters are fed by the
-// hooks appended and fetched, called by Produce and Fetch. It is a prometheus.Collector:
+// hooks appendedBatches and fetched, called by Produce, Fetch and Subscribe. It is a prometheus.Collector:
 // Services.RegisterMetrics registers it on the Server's registry (Config.Metrics).
 //
 // Series of deleted topics disappear at the next scrape: only topics in the registry are
@@ -54,9 +54,9 @@ var (
 	descBytesIn = prometheus.NewDesc("runnel_topic_bytes_appended_total",
 		"Record batch bytes appended to the topic by Produce since the broker started.", topicLabels, nil)
 	descRecordsOut = prometheus.NewDesc("runnel_topic_records_fetched_total",
-		"Records returned by Fetch from the topic since the broker started.", topicLabels, nil)
+		"Records returned by Fetch and Subscribe from the topic since the broker started.", topicLabels, nil)
 	descBytesOut = prometheus.NewDesc("runnel_topic_bytes_fetched_total",
-		"Record batch bytes read from the topic's logs by Fetch since the broker started.", topicLabels, nil)
+		"Record batch bytes read from the topic's logs by Fetch and Subscribe since the broker started.", topicLabels, nil)
 	descGroupLag = prometheus.NewDesc("runnel_consumer_group_lag",
 		"High watermark minus the group's committed offset (at least 0), per committed partition.",
 		[]string{"group", "topic", "partition"}, nil)
@@ -101,29 +101,16 @@ func (m *brokerMetrics) appendedBatches(topicName string, batches [][]byte) {
 	m.appended(topicName, records, bytes)
 }
 
-// fetched counts records and bytes returned by a fetch from a topic. Safe on a nil receiver.
-func (m *brokerMetrics) fetched(topicName string, records, bytes int) {
+// fetched counts the records a Fetch or Subscribe response returns from a topic (at or after
+// the offset asked for), and the record batch bytes read from the log to make it. Safe on a
+// nil receiver.
+func (m *brokerMetrics) fetched(topicName string, records int64, bytes int) {
 	if m == nil {
 		return
 	}
 	t := m.topic(topicName)
-	t.recordsOut.Add(int64(records))
+	t.recordsOut.Add(records)
 	t.bytesOut.Add(int64(bytes))
-}
-
-// fetchedBatches counts concatenated stored batches returned by a fetch: their bytes and
-// the records they hold (whole batches, including records before the fetch offset).
-func (m *brokerMetrics) fetchedBatches(topicName string, b []byte) {
-	records, bytes := 0, len(b)
-	for len(b) > 0 {
-		one, rest, err := recordbatch.Next(b, len(b))
-		if err != nil {
-			break
-		}
-		records += batchRecords(one)
-		b = rest
-	}
-	m.fetched(topicName, records, bytes)
 }
 
 // batchRecords returns the number of records in one batch (0 if its header is unreadable).
