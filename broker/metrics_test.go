@@ -2,10 +2,12 @@ package broker
 
 import (
 	"bufio"
+	"fmt"
 	"net/http"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	runnelv1 "github.com/runnel-io/runnel/proto/runnel/v1"
@@ -213,4 +215,41 @@ func TestMetricsAfterServicesStop(t *testing.T) {
 	m := b.scrape(t)
 	noSeriesWith(t, m, "runnel_consumer_group_lag", "")
 	wantSample(t, m, series("runnel_partition_high_watermark", "topic", "events", "partition", "0"), 0)
+}
+
+// TestMetricsConcurrentScrape scrapes while topics are produced to, created, deleted and
+// committed to (run it with -race): every scrape succeeds.
+func TestMetricsConcurrentScrape(t *testing.T) {
+	b := startBroker(t, t.TempDir())
+	b.createTopic("events", 2, nil)
+	ctx := ctxT(t)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			name := fmt.Sprintf("tmp%d", i%3)
+			_, _ = b.admin.CreateTopic(ctx, &runnelv1.CreateTopicRequest{Name: name})
+			_, _ = b.produce.Produce(ctx, &runnelv1.ProduceRequest{Partitions: []*runnelv1.ProducePartition{
+				{Topic: "events", Partition: int32(i % 2), Batches: batch(t, int64(i), "v")},
+			}})
+			_, _ = b.offsets().CommitOffsets(ctx, &runnelv1.CommitOffsetsRequest{Group: "g", Offsets: []*runnelv1.OffsetCommit{
+				oc(name, 0, int64(i), ""), oc("events", int32(i%2), int64(i), ""),
+			}})
+			b.svc.metrics.appended(name, 1, 1)
+			_, _ = b.admin.DeleteTopic(ctx, &runnelv1.DeleteTopicRequest{Name: name})
+		}
+	})
+	for range 30 {
+		m := b.scrape(t)
+		if _, ok := m[series("runnel_partition_high_watermark", "topic", "events", "partition", "0")]; !ok {
+			t.Fatal("events/0 missing from a scrape")
+		}
+	}
+	close(done)
+	wg.Wait()
 }
