@@ -145,7 +145,7 @@ type producer struct {
 	buffered    int64
 	spaceCh     chan struct{} // closed (and replaced) when buffer space is freed
 	outstanding int           // records whose callback has not returned yet
-	idleCh      chan struct{} // closed (and replaced) when outstanding drops to 0
+	progressCh  chan struct{} // closed (and replaced) when outstanding drops
 	closed      bool          // no new records
 	stopping    bool          // the goroutines are to exit
 	cbq         []cbItem
@@ -163,15 +163,15 @@ type producer struct {
 
 func newProducer(c *Client) *producer {
 	p := &producer{
-		c:        c,
-		o:        &c.opts,
-		part:     topic.NewStickyPartitioner(rand.IntN),
-		wake:     make(chan struct{}, 1),
-		stop:     make(chan struct{}),
-		parts:    map[tp]*partState{},
-		spaceCh:  make(chan struct{}),
-		idleCh:   make(chan struct{}),
-		inflight: map[uint64]*batch{},
+		c:          c,
+		o:          &c.opts,
+		part:       topic.NewStickyPartitioner(rand.IntN),
+		wake:       make(chan struct{}, 1),
+		stop:       make(chan struct{}),
+		parts:      map[tp]*partState{},
+		spaceCh:    make(chan struct{}),
+		progressCh: make(chan struct{}),
+		inflight:   map[uint64]*batch{},
 	}
 	p.cbCond = sync.NewCond(&p.mu)
 	p.wg.Add(2)
@@ -306,20 +306,24 @@ func (p *producer) sealAll() {
 	p.notify()
 }
 
+// flush seals and waits until nothing is outstanding. It seals again after every completion,
+// because records produced meanwhile (a Produce that was waiting for buffer space) would
+// otherwise wait for their linger.
 func (p *producer) flush(ctx context.Context) error {
-	p.sealAll()
-	p.mu.Lock()
-	if p.outstanding == 0 {
+	for {
+		p.sealAll()
+		p.mu.Lock()
+		if p.outstanding == 0 {
+			p.mu.Unlock()
+			return nil
+		}
+		ch := p.progressCh
 		p.mu.Unlock()
-		return nil
-	}
-	ch := p.idleCh
-	p.mu.Unlock()
-	select {
-	case <-ch:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 }
 
@@ -431,10 +435,8 @@ func (p *producer) callbacks() {
 		}
 		p.mu.Lock()
 		p.outstanding -= len(q)
-		if p.outstanding == 0 {
-			close(p.idleCh)
-			p.idleCh = make(chan struct{})
-		}
+		close(p.progressCh)
+		p.progressCh = make(chan struct{})
 	}
 }
 
