@@ -298,13 +298,29 @@ func TestBrokerRestartMidProduce(t *testing.T) {
 		}
 		acked[string(r.Value)] = true
 	}
-	const n = 2000
-	for i := range n {
-		if i == n/2 {
-			b.Restart()
+	const n = 5000
+	// Restart the broker while records are being produced and acknowledged.
+	restarted := make(chan struct{})
+	go func() {
+		defer close(restarted)
+		for {
+			mu.Lock()
+			k := len(acked)
+			mu.Unlock()
+			if k >= n/4 {
+				break
+			}
+			time.Sleep(time.Millisecond)
 		}
+		b.Restart()
+	}()
+	for i := range n {
 		cl.Produce(ctx, &client.Record{Topic: "restart", Value: fmt.Appendf(nil, "%d", i)}, cb)
+		if i%100 == 0 {
+			time.Sleep(time.Millisecond) // spread the records over the restart
+		}
 	}
+	<-restarted
 	if err := cl.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
