@@ -74,3 +74,5 @@ func consumeN(t testing.TB, cl *client.Client, topicName string, parts []int32, 
 type tLogger struct{ t testing.TB }
 
 func (l tLogger) Printf(format string, args ...any) { l.t.Logf(format, args...) }
+
+func brokertestStart(t testing.TB) *brokertest.Broker { return brokertest.Start(t) }
