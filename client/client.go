@@ -87,9 +87,13 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 func (c *Client) Addr() string { return c.addr }
 
 // producer returns the client's producer, starting it on first use so that a client used only
-// for consuming or admin never opens a produce stream.
+// for consuming or admin never opens a produce stream; nil once the client is closed.
 func (c *Client) producer() *producer {
-	c.prodOnce.Do(func() { c.prod = newProducer(c) })
+	c.prodOnce.Do(func() {
+		if !c.isClosed() {
+			c.prod = newProducer(c)
+		}
+	})
 	return c.prod
 }
 
@@ -113,10 +117,7 @@ func (c *Client) Close() error {
 	for _, k := range cons {
 		errs = append(errs, k.Close())
 	}
-	var p *producer
-	c.prodOnce.Do(func() {}) // no producer from now on
-	p = c.prod
-	if p != nil {
+	if p := c.producer(); p != nil { // producer() starts none now that closed is set
 		errs = append(errs, p.close())
 	}
 	errs = append(errs, c.conn.Close())

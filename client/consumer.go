@@ -56,6 +56,7 @@ type Consumer struct {
 
 	pollMu     sync.Mutex // one Poll at a time
 	pendingErr error      // an error to return on the next Poll
+	leftover   []*Record  // records Run took but did not handle, for the next Poll or Run
 
 	mu         sync.Mutex
 	parts      map[tp]*assignment
@@ -102,7 +103,7 @@ func (c *Client) NewConsumer(opts ...ConsumerOption) *Consumer {
 
 // Assign starts reading partition of topic from start. Committed positions need WithGroup.
 // Errors while reading (an unknown topic, an offset out of range) are returned by Poll; the
-// partition is then no longer read. Assigning a partition that is already assigned restarts
+// partition is then no longer read (its progress is still committed until Unassign). Assigning a partition that is already assigned restarts
 // it from start.
 func (k *Consumer) Assign(topicName string, partition int32, start Position) error {
 	if start.kind == posCommitted && k.o.group == "" {
@@ -149,12 +150,14 @@ func (k *Consumer) Unassign(topicName string, partition int32) {
 // Poll returns the next records of the assigned partitions, waiting until there are some or
 // ctx ends. Records of one partition come in offset order. A partition's final error (it is
 // then no longer read) is returned once, on its own.
+//
+// With WithAutoCommit, Poll first commits (when due) the progress of the earlier Polls, so
+// records count as processed once the next Poll is called, as with Kafka's consumer.
 func (k *Consumer) Poll(ctx context.Context) ([]*Record, error) {
-	recs, err := k.poll(ctx, true)
-	if err == nil {
-		err = k.maybeAutoCommit(ctx)
+	if err := k.maybeAutoCommit(ctx); err != nil {
+		return nil, err
 	}
-	return recs, err
+	return k.poll(ctx, true)
 }
 
 func (k *Consumer) poll(ctx context.Context, markConsumed bool) ([]*Record, error) {
@@ -164,6 +167,15 @@ func (k *Consumer) poll(ctx context.Context, markConsumed bool) ([]*Record, erro
 		k.pendingErr = nil
 		return nil, err
 	}
+	if out := k.leftover; len(out) > 0 {
+		k.leftover = nil
+		if markConsumed {
+			for _, r := range out {
+				k.markConsumed(r)
+			}
+		}
+		return out, nil
+	}
 	var out []*Record
 	take := func(f fetched) bool {
 		k.mu.Lock()
@@ -172,7 +184,6 @@ func (k *Consumer) poll(ctx context.Context, markConsumed bool) ([]*Record, erro
 			return true // unassigned since: drop
 		}
 		if f.err != nil {
-			delete(k.parts, f.tp)
 			if len(out) > 0 {
 				k.pendingErr = f.err
 			} else {
@@ -217,8 +228,8 @@ func (k *Consumer) poll(ctx context.Context, markConsumed bool) ([]*Record, erro
 
 // Run calls handler for every record, in order per partition, until ctx ends (it then
 // returns nil), the handler fails (its error is returned; the failed record does not count as
-// consumed) or a partition fails. A record counts as consumed, for Commit, once handler
-// returned nil for it.
+// consumed, and it and the records after it come again from the next Poll or Run) or a
+// partition fails. A record counts as consumed, for Commit, once handler returned nil for it.
 func (k *Consumer) Run(ctx context.Context, handler func(*Record) error) error {
 	for {
 		recs, err := k.poll(ctx, false)
@@ -228,8 +239,11 @@ func (k *Consumer) Run(ctx context.Context, handler func(*Record) error) error {
 			}
 			return err
 		}
-		for _, r := range recs {
+		for i, r := range recs {
 			if err := handler(r); err != nil {
+				k.pollMu.Lock()
+				k.leftover = append(recs[i:len(recs):len(recs)], k.leftover...)
+				k.pollMu.Unlock()
 				return err
 			}
 			k.markConsumed(r)

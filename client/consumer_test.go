@@ -179,3 +179,40 @@ func TestConsumerGroupCommit(t *testing.T) {
 		t.Fatalf("committed after Poll: %+v", cos)
 	}
 }
+
+func TestRunRedeliversAfterHandlerError(t *testing.T) {
+	cl, _ := newClient(t)
+	createTopic(t, cl, "r", 1, nil)
+	produceValues(t, cl, "r", time.Time{}, "0", "1", "2", "3")
+	c := cl.NewConsumer(client.WithGroup("g"))
+	defer c.Close()
+	if err := c.Assign("r", 0, client.Earliest()); err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	fail := errors.New("fail")
+	var seen []string
+	err := c.Run(ctx, func(r *client.Record) error {
+		if string(r.Value) == "2" && len(seen) == 2 {
+			return fail
+		}
+		seen = append(seen, string(r.Value))
+		return nil
+	})
+	if !errors.Is(err, fail) {
+		t.Fatalf("Run: %v", err)
+	}
+	if err := c.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if cos, _ := cl.FetchCommitted(ctx, "g"); len(cos) != 1 || cos[0].Offset != 2 {
+		t.Fatalf("committed %+v, want offset 2", cos)
+	}
+	recs, err := c.Poll(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(values(recs)) != "[2 3]" {
+		t.Fatalf("after the failure Poll returned %v", values(recs))
+	}
+}

@@ -29,11 +29,12 @@ func (c *Client) Produce(ctx context.Context, r *Record, cb func(*Record, error)
 	if cb == nil {
 		cb = func(*Record, error) {}
 	}
-	if c.isClosed() {
+	p := c.producer()
+	if p == nil {
 		cb(r, ErrClosed)
 		return
 	}
-	c.producer().produce(ctx, r, cb)
+	p.produce(ctx, r, cb)
 }
 
 // ProduceSync produces records and waits until every one is acknowledged or has failed. On
@@ -62,8 +63,8 @@ func (c *Client) ProduceSync(ctx context.Context, records ...*Record) error {
 	for _, r := range records {
 		c.Produce(ctx, r, cb)
 	}
-	if !c.isClosed() {
-		c.producer().sealAll() // no need to wait for the linger
+	if p := c.producer(); p != nil {
+		p.sealAll() // no need to wait for the linger
 	}
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
@@ -78,10 +79,11 @@ func (c *Client) ProduceSync(ctx context.Context, records ...*Record) error {
 // Flush sends every buffered record without waiting for the linger and waits until each has
 // been acknowledged or has failed and its callback has returned, or ctx ends.
 func (c *Client) Flush(ctx context.Context) error {
-	if c.isClosed() {
+	p := c.producer()
+	if p == nil {
 		return ErrClosed
 	}
-	return c.producer().flush(ctx)
+	return p.flush(ctx)
 }
 
 type tp struct {
