@@ -24,7 +24,7 @@ func newClient(t testing.TB, opts ...client.Option) (*client.Client, *brokertest
 	return clientOf(t, b, opts...), b
 }
 
-func clientOf(t testing.TB, b *brokertest.Broker, opts ...client.Option) *client.Client {
+func clientOf(t testing.TB, b interface{ Addr() string }, opts ...client.Option) *client.Client {
 	t.Helper()
 	cl, err := client.New(ctxT(t), append([]client.Option{client.WithBrokers(b.Addr())}, opts...)...)
 	if err != nil {

@@ -382,3 +382,94 @@ func TestCompression(t *testing.T) {
 		})
 	}
 }
+
+func TestDeliveryTimeout(t *testing.T) {
+	b := brokertestStart(t)
+	px := newProxy(t, b.Addr())
+	cl := clientOf(t, px, client.WithDeliveryTimeout(300*time.Millisecond), client.WithRetryBackoff(20*time.Millisecond))
+	createTopic(t, cl, "dt", 1, nil)
+	if err := cl.ProduceSync(ctxT(t), &client.Record{Topic: "dt", Value: []byte("warm")}); err != nil {
+		t.Fatal(err)
+	}
+	px.Close() // the broker becomes unreachable
+	err := cl.ProduceSync(ctxT(t), &client.Record{Topic: "dt", Value: []byte("lost")})
+	if err == nil || !client.IsRetriable(err) {
+		t.Fatalf("got %v, want a retriable error after the delivery timeout", err)
+	}
+	t.Log(err)
+}
+
+func TestAcksNoneAndLeader(t *testing.T) {
+	for _, acks := range []client.Acks{client.AcksNone, client.AcksLeader} {
+		cl, _ := newClient(t, client.WithAcks(acks), client.WithLinger(0))
+		createTopic(t, cl, "a", 1, nil)
+		r := &client.Record{Topic: "a", Value: []byte("x")}
+		r2 := &client.Record{Topic: "a", Value: []byte("y")}
+		if err := cl.ProduceSync(ctxT(t), r, r2); err != nil {
+			t.Fatal(err)
+		}
+		want := int64(1)
+		if acks == client.AcksNone {
+			want = -1
+		}
+		if r2.Offset != want {
+			t.Fatalf("acks %d: offset %d, want %d", acks, r2.Offset, want)
+		}
+		if got := consumeN(t, cl, "a", []int32{0}, client.Earliest(), 2); string(got[1].Value) != "y" {
+			t.Fatalf("acks %d: read back %q", acks, got[1].Value)
+		}
+	}
+}
+
+// TestStreamBreakResends: connections cut while records are in flight; the producer opens a
+// new stream, sends the unacknowledged requests again, and every acknowledged record is in
+// the log in the end.
+func TestStreamBreakResends(t *testing.T) {
+	b := brokertestStart(t)
+	px := newProxy(t, b.Addr())
+	cl := clientOf(t, px, client.WithRetryBackoff(10*time.Millisecond), client.WithBatchBytes(2048), client.WithLogger(tLogger{t}))
+	createTopic(t, cl, "sb", 1, nil)
+	ctx := ctxT(t)
+	var (
+		mu    sync.Mutex
+		acked int
+		errs  []error
+	)
+	const n = 3000
+	cb := func(r *client.Record, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			acked++
+		}
+	}
+	for i := range n {
+		cl.Produce(ctx, &client.Record{Topic: "sb", Value: fmt.Appendf(nil, "%d", i)}, cb)
+		if i%1000 == 500 {
+			px.Break()
+		}
+	}
+	if err := cl.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if acked != n || len(errs) > 0 {
+		t.Fatalf("%d acknowledged, errors %v", acked, errors.Join(errs...))
+	}
+	direct := clientOf(t, b)
+	ti, err := direct.DescribeTopic(ctx, "sb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hw := int(ti.Partitions[0].HighWatermark)
+	seen := map[string]bool{}
+	for _, r := range consumeN(t, direct, "sb", []int32{0}, client.Earliest(), hw) {
+		seen[string(r.Value)] = true
+	}
+	if len(seen) != n {
+		t.Fatalf("%d distinct records in the log (%d with duplicates), want %d", len(seen), hw, n)
+	}
+}
