@@ -57,7 +57,7 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 			continue
 		}
 		dctx, cancel := context.WithTimeout(ctx, o.dialTimeout)
-		_, err = runnelv1.NewAdminServiceClient(conn).DescribeCluster(dctx, &runnelv1.DescribeClusterRequest{}, grpc.WaitForReady(true))
+		_, err = runnelv1.NewAdminServiceClient(conn).DescribeCluster(dctx, &runnelv1.DescribeClusterRequest{})
 		cancel()
 		if err != nil {
 			_ = conn.Close()

@@ -216,3 +216,29 @@ func TestRunRedeliversAfterHandlerError(t *testing.T) {
 		t.Fatalf("after the failure Poll returned %v", values(recs))
 	}
 }
+
+func TestAutoCommit(t *testing.T) {
+	cl, _ := newClient(t)
+	createTopic(t, cl, "ac", 1, nil)
+	produceValues(t, cl, "ac", time.Time{}, "0", "1", "2")
+	c := cl.NewConsumer(client.WithGroup("auto"), client.WithAutoCommit(time.Nanosecond))
+	defer c.Close()
+	if err := c.Assign("ac", 0, client.Earliest()); err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	if recs, err := c.Poll(ctx); err != nil || len(recs) != 3 {
+		t.Fatalf("poll: %d records, %v", len(recs), err)
+	}
+	// Nothing is committed until the next Poll: the records may not be processed yet.
+	if cos, _ := cl.FetchCommitted(ctx, "auto"); len(cos) != 0 {
+		t.Fatalf("committed during the first Poll: %+v", cos)
+	}
+	produceValues(t, cl, "ac", time.Time{}, "3")
+	if _, err := c.Poll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if cos, _ := cl.FetchCommitted(ctx, "auto"); len(cos) != 1 || cos[0].Offset != 3 {
+		t.Fatalf("committed %+v, want offset 3", cos)
+	}
+}
