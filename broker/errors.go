@@ -89,11 +89,6 @@ func invalidRequestLimit(field string, limit int64, format string, args ...any) 
 	return e
 }
 
-// unimplemented is codes.Unimplemented with a message saying what is missing.
-func unimplemented(format string, args ...any) error {
-	return status.Errorf(codes.Unimplemented, format, args...)
-}
-
 // where locates an error: the topic, partition (-1: none) and offset (-1: none) concerned.
 type where struct {
 	topic     string

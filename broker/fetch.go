@@ -98,6 +98,7 @@ func (f *fetchService) Fetch(ctx context.Context, req *runnelv1.FetchRequest) (*
 		if err != nil {
 			return nil, callError(w, err)
 		}
+		f.s.metrics.fetched(req.GetTopic(), int64(len(recs)), len(res.Batches))
 		return &runnelv1.FetchResponse{
 			HighWatermark: res.HighWatermark, LogStartOffset: res.LogStartOffset, NextOffset: next, Records: recs,
 		}, nil
@@ -106,6 +107,7 @@ func (f *fetchService) Fetch(ctx context.Context, req *runnelv1.FetchRequest) (*
 	if mr := req.GetMaxRecords(); mr > 0 && len(batches) > 0 {
 		batches, next = limitRecords(batches, req.GetOffset(), int64(mr), next)
 	}
+	f.s.metrics.fetched(req.GetTopic(), next-req.GetOffset(), len(batches))
 	return &runnelv1.FetchResponse{
 		HighWatermark: res.HighWatermark, LogStartOffset: res.LogStartOffset, NextOffset: next, Batches: batches,
 	}, nil

@@ -238,6 +238,7 @@ func (p *produceService) append(ctx context.Context, call *produceCall, w where,
 		fail(err)
 		return
 	}
+	p.s.metrics.appendedBatches(topicName, batches)
 	base := offsets[0]
 	if call.acks != runnelv1.Acks_ACKS_ALL {
 		// ACKS_LEADER and ACKS_NONE answer once the batches are written, before the fsync

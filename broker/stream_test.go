@@ -12,8 +12,8 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/runnel-io/runnel/topic"
 	runnelv1 "github.com/runnel-io/runnel/proto/runnel/v1"
+	"github.com/runnel-io/runnel/topic"
 )
 
 // TestProduceStreamPipelined sends many requests without waiting, to two partitions, with a

@@ -94,6 +94,7 @@ func (f *fetchService) Subscribe(req *runnelv1.SubscribeRequest, stream runnelv1
 		if err := stream.Send(resp); err != nil {
 			return err
 		}
+		f.s.metrics.fetched(req.GetTopic(), count, len(res.Batches))
 		next = resp.NextOffset
 		if left > 0 {
 			if count >= left {

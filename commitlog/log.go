@@ -144,6 +144,10 @@ type SegmentInfo struct {
 	Active       bool
 }
 
+// GroupSyncs returns how many fsyncs group commit has performed since the log was opened
+// (each covers every append waiting when it started).
+func (l *Log) GroupSyncs() int64 { return l.groupSyncs.Load() }
+
 // Segments describes the segments, oldest first.
 func (l *Log) Segments() []SegmentInfo {
 	segs := l.segments()
