@@ -242,3 +242,36 @@ func TestAutoCommit(t *testing.T) {
 		t.Fatalf("committed %+v, want offset 3", cos)
 	}
 }
+
+// TestConsumerSurvivesRestart: a consumer waiting at the end of the log resubscribes after the
+// broker restarts and gets the records produced afterwards.
+func TestConsumerSurvivesRestart(t *testing.T) {
+	b := brokertestStart(t)
+	cl := clientOf(t, b, client.WithRetryBackoff(20*time.Millisecond))
+	createTopic(t, cl, "cr", 1, nil)
+	c := cl.NewConsumer()
+	defer c.Close()
+	if err := c.Assign("cr", 0, client.Earliest()); err != nil {
+		t.Fatal(err)
+	}
+	// Produce with a client of its own, closed before the restart: the broker's graceful stop
+	// waits for an idle ProduceStream to end, and the broker does not end it (ProduceStream
+	// blocks in Recv without watching for shutdown), so an idle producer stalls a restart.
+	pc := clientOf(t, b)
+	produceValues(t, pc, "cr", time.Time{}, "before")
+	if err := pc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if recs, err := c.Poll(ctxT(t)); err != nil || fmt.Sprint(values(recs)) != "[before]" {
+		t.Fatalf("before the restart: %v, %v", values(recs), err) // the stream is open now
+	}
+	b.Restart()
+	produceValues(t, cl, "cr", time.Time{}, "after")
+	recs, err := c.Poll(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(values(recs)) != "[after]" {
+		t.Fatalf("got %v", values(recs))
+	}
+}
