@@ -91,9 +91,7 @@ func (a *app) rootCmd() *cobra.Command {
 		Use:   "runnel",
 		Short: "Runnel's command-line client",
 		Long: `runnel manages topics, produces and consumes records, and inspects consumer groups
-and the cluster of a Runnel broker.
-
-Benchmarks (runnel bench) are not implemented yet.`,
+and the cluster of a Runnel broker, and measures it (runnel bench).`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
@@ -105,7 +103,7 @@ Benchmarks (runnel bench) are not implemented yet.`,
 	pf.StringVar(&a.format, "format", "table", "output format: table or json (env RUNNEL_FORMAT)")
 	pf.DurationVar(&a.timeout, "timeout", 10*time.Second, "timeout of each request to the broker (env RUNNEL_TIMEOUT)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(a.topicCmd(), a.produceCmd(), a.consumeCmd(), a.groupCmd(), a.clusterCmd())
+	root.AddCommand(a.topicCmd(), a.produceCmd(), a.consumeCmd(), a.groupCmd(), a.clusterCmd(), a.benchCmd())
 	root.CompletionOptions.DisableDefaultCmd = true
 	return root
 }
