@@ -14,7 +14,8 @@ const DefaultBroker = "127.0.0.1:9420"
 // maxMsgBytes is the broker's request limit; the client's send and receive limits match it.
 const maxMsgBytes = 64 << 20
 
-// Acks is how far a produce must get before the broker acknowledges it.
+// Acks is how far a produce must get before the broker acknowledges it. The values are those
+// of runnelv1.Acks.
 type Acks int
 
 const (
