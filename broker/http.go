@@ -5,6 +5,7 @@ import (
 	"io"
 	"log"
 	"net/http"
+	"net/http/pprof"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
@@ -19,7 +20,7 @@ func anyData(r io.Reader) bool {
 	return n == 1
 }
 
-// httpHandler serves /healthz and /metrics.
+// httpHandler serves /healthz and /metrics, and /debug/pprof/ if Config.Pprof is set.
 func (s *Server) httpHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -36,6 +37,13 @@ func (s *Server) httpHandler() http.Handler {
 		ErrorHandling: promhttp.ContinueOnError,
 		Registry:      s.reg, // counts promhttp's own errors
 	}))
+	if s.cfg.Pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 

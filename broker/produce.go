@@ -70,8 +70,35 @@ func (p *produceService) ProduceStream(stream runnelv1.ProduceService_ProduceStr
 			sendErr = stream.Send(resp)
 		}
 	}
+	// Recv runs on its own goroutine so that a stopping broker ends an idle stream (a producer
+	// with nothing in flight would otherwise hold up the graceful stop). Returning from the
+	// handler ends the stream, which unblocks that Recv.
+	type received struct {
+		req *runnelv1.ProduceStreamRequest
+		err error
+	}
+	recvd := make(chan received)
+	go func() {
+		for {
+			req, err := stream.Recv()
+			select {
+			case recvd <- received{req, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
 	for {
-		req, err := stream.Recv()
+		var r received
+		select {
+		case r = <-recvd:
+		case <-p.s.stopCtx.Done():
+			return callError(where{partition: -1, offset: -1}, ErrRegistryClosed)
+		}
+		req, err := r.req, r.err
 		if errors.Is(err, io.EOF) {
 			wg.Wait()
 			sendMu.Lock()

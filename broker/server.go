@@ -59,6 +59,10 @@ type Config struct {
 	// registry, served on /metrics (Services.RegisterMetrics).
 	Metrics func(prometheus.Registerer) error
 
+	// Pprof serves Go's profiler under /debug/pprof/ on the HTTP side. Off by default: a
+	// profile exposes internals and costs CPU, so it is for operators who ask for it.
+	Pprof bool
+
 	// Mux, if set, is called once by New before the built-in gRPC and HTTP matchers are
 	// registered, so that other protocols (Raft) can claim connections on the same port. See
 	// the package documentation for the contract.

@@ -334,3 +334,24 @@ func TestSubscribeEndsOnDelete(t *testing.T) {
 	_, err = sub.Recv()
 	wantStatus(t, err, codes.NotFound, runnelv1.ErrorReason_ERROR_REASON_UNKNOWN_TOPIC)
 }
+
+// TestProduceStreamIdleDoesNotBlockStop: an open stream with nothing in flight ends with
+// SHUTTING_DOWN when the broker stops, so the graceful stop does not wait for it.
+func TestProduceStreamIdleDoesNotBlockStop(t *testing.T) {
+	b := startBroker(t, t.TempDir())
+	b.createTopic("s", 1, nil)
+	stream, err := b.produce.ProduceStream(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&runnelv1.ProduceStreamRequest{CorrelationId: 1, Request: &runnelv1.ProduceRequest{
+		Partitions: []*runnelv1.ProducePartition{{Topic: "s", Batches: batch(t, 1, "x")}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	b.svc.Stop()
+	_, err = stream.Recv()
+	wantStatus(t, err, codes.Unavailable, runnelv1.ErrorReason_ERROR_REASON_SHUTTING_DOWN)
+}

@@ -38,6 +38,7 @@ type options struct {
 	advertiseAddr string
 	logFormat     string
 	logLevel      string
+	pprof         bool
 }
 
 func main() {
@@ -57,6 +58,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.String(config.DefaultConfigFlag, "", "YAML file with flag values (keys are flag names); flags and RUNNEL_* variables override it")
 	fs.StringVar(&o.logFormat, "log-format", "auto", "log format: auto (console on a terminal, else json), console or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
+	fs.BoolVar(&o.pprof, "pprof", false, "serve Go's profiler under /debug/pprof/ on the HTTP side of --addr")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
@@ -160,6 +162,7 @@ func serve(o options, log zerolog.Logger) error {
 	cfg.Logger = log
 	cfg.Register = svc.Register
 	cfg.Metrics = svc.RegisterMetrics
+	cfg.Pprof = o.pprof
 	srv, err = broker.New(cfg)
 	if err != nil {
 		return errors.Join(err, reg.Close())
