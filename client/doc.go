@@ -18,7 +18,8 @@
 // partitioner, keyless ones by sticky partitioning, see Record.ManualPartition), builds
 // Kafka RecordBatch v2 batches per partition (compressed if WithCompression), and sends a
 // partition's batch when it reaches WithBatchBytes (kept within the topic's
-// max.message.bytes) or when WithLinger has passed since its first record. The bytes of
+// max.message.bytes), or when the partition has a request slot free and WithLinger (default
+// 0) has passed since the batch's first record. The bytes of
 // records not yet acknowledged are bounded by WithMaxBufferedBytes: Produce blocks when it is
 // reached (back-pressure).
 //

@@ -64,7 +64,7 @@ func defaultOptions() options {
 		brokers:          []string{DefaultBroker},
 		dialTimeout:      10 * time.Second,
 		acks:             AcksAll,
-		linger:           5 * time.Millisecond,
+		linger:           0,
 		batchBytes:       1 << 20,
 		maxBufferedBytes: 64 << 20,
 		maxInFlight:      5,
@@ -109,7 +109,11 @@ func WithLogger(l Logger) Option { return func(o *options) { o.logger = l } }
 func WithAcks(a Acks) Option { return func(o *options) { o.acks = a } }
 
 // WithLinger sets how long the producer waits for more records before sending a partition's
-// batch that is not full. 0 sends batches as soon as the sender is free. Default 5ms.
+// batch that is not full. Default 0: a batch is sent as soon as the partition has a request
+// slot free (WithMaxInFlight), so a lone record is not delayed, and under load records gather
+// into batches anyway while earlier requests are in flight (as franz-go does; measured: the
+// same throughput as 5ms for 100-byte and 1 KiB records, and a p99 at a fixed 5,000 records/s
+// several times lower). A linger > 0 trades latency for fewer, larger batches.
 func WithLinger(d time.Duration) Option { return func(o *options) { o.linger = d } }
 
 // WithBatchBytes sets the size at which a partition's batch is sent without waiting for the

@@ -112,7 +112,7 @@ func (a *app) benchProduceCmd() *cobra.Command {
 	f.Int32Var(&o.partitions, "partitions", 1, "partitions of the topic when bench creates it")
 	f.StringVar(&o.acks, "acks", "all", "acknowledgement: all (durable), leader or none")
 	f.IntVar(&o.batchBytes, "batch-bytes", 1<<20, "producer batch size per partition, in bytes")
-	f.DurationVar(&o.linger, "linger", 5*time.Millisecond, "how long a batch waits for more records")
+	f.DurationVar(&o.linger, "linger", 0, "how long a batch waits for more records (0, the SDK's default: sent when a request slot is free)")
 	f.IntVar(&o.producers, "producers", 1, "concurrent producers, each with its own connection")
 	f.Float64Var(&o.rate, "rate", 0, "records per second in all (0: as fast as possible); latency is measured from each record's scheduled time")
 	f.StringVar(&o.compression, "compression", "none", "batch compression: none, gzip, snappy, lz4 or zstd")
