@@ -458,9 +458,17 @@ func (k *Consumer) subscribe(ctx context.Context, key tp, a *assignment, pos **r
 			if h.IsControl() || h.NextOffset() <= *skipBelow {
 				continue
 			}
+			// An uncompressed batch's keys and values point into resp's own bytes, which
+			// nothing reuses, so records can keep them; a compressed batch is decoded into
+			// the decoder's buffer, so its records get copies. Records are allocated a
+			// batch at a time.
+			alias := h.Compression() == recordbatch.CompressionNone
+			block := make([]Record, 0, h.LastOffsetDelta+1)
 			err = dec.ForEachRecord(b, func(r *recordbatch.Record) error {
 				if r.Offset >= *skipBelow {
-					recs = append(recs, fromBatch(key.topic, key.partition, r))
+					block = append(block, Record{})
+					fillFromBatch(&block[len(block)-1], key.topic, key.partition, r, alias)
+					recs = append(recs, &block[len(block)-1])
 				}
 				return nil
 			})

@@ -60,23 +60,27 @@ func (r *Record) toBatch(hdrs []recordbatch.RecordHeader) recordbatch.Record {
 	return recordbatch.Record{Timestamp: r.Timestamp.UnixMilli(), Key: r.Key, Value: r.Value, Headers: hdrs}
 }
 
-// fromBatch converts a decoded record, copying what aliases the batch.
-func fromBatch(topicName string, partition int32, br *recordbatch.Record) *Record {
-	r := &Record{
+// fillFromBatch fills r from a decoded record. With alias, r keeps the decoded record's key,
+// value and header slices (their memory must not be reused); otherwise it copies them.
+func fillFromBatch(r *Record, topicName string, partition int32, br *recordbatch.Record, alias bool) {
+	cp := cloneBytes
+	if alias {
+		cp = func(b []byte) []byte { return b }
+	}
+	*r = Record{
 		Topic:     topicName,
 		Partition: partition,
 		Offset:    br.Offset,
 		Timestamp: time.UnixMilli(br.Timestamp),
-		Key:       cloneBytes(br.Key),
-		Value:     cloneBytes(br.Value),
+		Key:       cp(br.Key),
+		Value:     cp(br.Value),
 	}
 	if len(br.Headers) > 0 {
 		r.Headers = make([]Header, len(br.Headers))
 		for i, h := range br.Headers {
-			r.Headers[i] = Header{Key: clone(h.Key), Value: cloneBytes(h.Value)}
+			r.Headers[i] = Header{Key: clone(h.Key), Value: cp(h.Value)}
 		}
 	}
-	return r
 }
 
 // cloneBytes copies b, keeping nil as nil and empty as empty.

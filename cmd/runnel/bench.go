@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -77,6 +79,26 @@ scheduled send time under --rate, to its acknowledgement). bench consume reads a
 its start. With --format json the last line printed is one JSON object:
 {"op":…, "topic":…, "records":…, "bytes":…, "seconds":…, "records_per_sec":…, "mb_per_sec":…,
  "latency_ms":{"p50":…, "p99":…, "p999":…, "max":…}, "errors":…}`,
+	}
+	var cpuProfile string
+	c.PersistentFlags().StringVar(&cpuProfile, "cpuprofile", "", "write the bench client's CPU profile to this file (go tool pprof)")
+	c.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		if err := a.loadGlobals(cmd); err != nil {
+			return err
+		}
+		if cpuProfile == "" {
+			return nil
+		}
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			_ = f.Close()
+			return err
+		}
+		a.atExit = append(a.atExit, func() { pprof.StopCPUProfile(); _ = f.Close() })
+		return nil
 	}
 	c.AddCommand(a.benchProduceCmd(), a.benchConsumeCmd())
 	return c

@@ -44,6 +44,8 @@ type app struct {
 	stdout, stderr io.Writer
 
 	conn *grpc.ClientConn
+	// atExit runs after the command, before run returns (bench --cpuprofile stops its profile).
+	atExit []func()
 }
 
 // usageError marks a mistake in the command line (exit status 2).
@@ -71,6 +73,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err := root.ExecuteContext(ctx)
+	for _, f := range a.atExit {
+		f()
+	}
 	if a.conn != nil {
 		_ = a.conn.Close()
 	}
