@@ -77,7 +77,7 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 			offsets:   runnelv1.NewOffsetServiceClient(conn),
 			consumers: map[*Consumer]struct{}{},
 		}
-		c.meta = newMetaCache(c.admin)
+		c.meta = newMetaCache(c.admin, o.retryBackoff, o.deliveryTimeout)
 		return c, nil
 	}
 	return nil, fmt.Errorf("runnel: no broker reachable: %w", errors.Join(errs...))

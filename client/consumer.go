@@ -155,6 +155,9 @@ func (k *Consumer) Unassign(topicName string, partition int32) {
 // records count as processed once the next Poll is called, as with Kafka's consumer.
 func (k *Consumer) Poll(ctx context.Context) ([]*Record, error) {
 	if err := k.maybeAutoCommit(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err() // Poll reports its ctx ending, whatever it was doing
+		}
 		return nil, err
 	}
 	return k.poll(ctx, true)
@@ -249,6 +252,9 @@ func (k *Consumer) Run(ctx context.Context, handler func(*Record) error) error {
 			k.markConsumed(r)
 		}
 		if err := k.maybeAutoCommit(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil // stopped: Close (or the next Run) commits what was handled
+			}
 			return err
 		}
 	}

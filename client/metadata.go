@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"sync"
+	"time"
 
 	runnelv1 "github.com/runnel-io/runnel/proto/runnel/v1"
 	"github.com/runnel-io/runnel/topic"
@@ -20,6 +21,9 @@ type topicMeta struct {
 // UNKNOWN_TOPIC and UNKNOWN_PARTITION so that the next use asks the broker again.
 type metaCache struct {
 	admin runnelv1.AdminServiceClient
+	// backoff and timeout bound the retries of a lookup that fails with a retriable error
+	// (a broker restarting, a connection being re-established).
+	backoff, timeout time.Duration
 
 	mu      sync.Mutex
 	entries map[string]*metaEntry
@@ -31,8 +35,8 @@ type metaEntry struct {
 	err  error
 }
 
-func newMetaCache(admin runnelv1.AdminServiceClient) *metaCache {
-	return &metaCache{admin: admin, entries: map[string]*metaEntry{}}
+func newMetaCache(admin runnelv1.AdminServiceClient, backoff, timeout time.Duration) *metaCache {
+	return &metaCache{admin: admin, backoff: backoff, timeout: timeout, entries: map[string]*metaEntry{}}
 }
 
 // get returns topic's metadata, asking the broker (once, for concurrent callers) if it is not
@@ -66,10 +70,29 @@ func (m *metaCache) get(ctx context.Context, name string) (topicMeta, error) {
 	}
 }
 
+// lookup asks the broker, retrying retriable errors every backoff for up to timeout (the
+// delivery timeout): a producer whose broker restarts must not fail records it would have
+// retried had their topic's metadata been cached.
 func (m *metaCache) lookup(ctx context.Context, name string) (topicMeta, error) {
-	resp, err := m.admin.DescribeTopic(ctx, &runnelv1.DescribeTopicRequest{Name: name})
-	if err != nil {
-		return topicMeta{}, fromRPC(err)
+	deadline := time.Now().Add(m.timeout)
+	var resp *runnelv1.DescribeTopicResponse
+	for {
+		var err error
+		resp, err = m.admin.DescribeTopic(ctx, &runnelv1.DescribeTopicRequest{Name: name})
+		if err == nil {
+			break
+		}
+		err = fromRPC(err)
+		if !IsRetriable(err) || ctx.Err() != nil || time.Now().Add(m.backoff).After(deadline) {
+			return topicMeta{}, err
+		}
+		t := time.NewTimer(m.backoff)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return topicMeta{}, err
+		}
 	}
 	tm := topicMeta{partitions: int(resp.GetTopic().GetPartitionCount()), maxBatch: topic.DefaultMaxMessageBytes}
 	for _, c := range resp.GetConfigs() {

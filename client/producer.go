@@ -123,6 +123,17 @@ type partState struct {
 	queue    []*batch  // sealed, not in flight, in seq order
 	inflight int
 	nextSeq  uint64
+	// settled is the seq of the next batch whose outcome may be delivered; held keeps the
+	// outcomes that arrived before an earlier batch's (the broker may answer a partition's
+	// pipelined requests out of order), so callbacks keep the partition's order.
+	settled uint64
+	held    map[uint64]cbBatch
+}
+
+// cbBatch is a batch with its outcome, held until its turn.
+type cbBatch struct {
+	b   *batch
+	err error
 }
 
 type cbItem struct {
@@ -292,7 +303,7 @@ func (p *producer) sealLocked(ps *partState) {
 	ps.nextSeq++
 	ps.open, ps.openSize = nil, 0
 	if err != nil {
-		p.finishLocked(b, fmt.Errorf("runnel: building batch for %s/%d: %w", ps.tp.topic, ps.tp.partition, err))
+		p.settleLocked(b, fmt.Errorf("runnel: building batch for %s/%d: %w", ps.tp.topic, ps.tp.partition, err))
 		return
 	}
 	ps.queue = append(ps.queue, b)
@@ -334,6 +345,34 @@ func (p *producer) maxInFlight() int {
 		return 1 // concurrent unary calls do not keep a partition's order
 	}
 	return p.o.maxInFlight
+}
+
+// settleLocked gives b its final outcome once every earlier batch of its partition has had
+// theirs, so that a partition's callbacks run in offset order.
+func (p *producer) settleLocked(b *batch, err error) {
+	ps := p.parts[b.tp]
+	if ps == nil || b.seq < ps.settled {
+		p.finishLocked(b, err)
+		return
+	}
+	if b.seq != ps.settled {
+		if ps.held == nil {
+			ps.held = map[uint64]cbBatch{}
+		}
+		ps.held[b.seq] = cbBatch{b, err}
+		return
+	}
+	p.finishLocked(b, err)
+	ps.settled++
+	for {
+		h, ok := ps.held[ps.settled]
+		if !ok {
+			return
+		}
+		delete(ps.held, ps.settled)
+		p.finishLocked(h.b, h.err)
+		ps.settled++
+	}
 }
 
 // finishLocked gives b's records their final outcome: frees their buffer space and queues
@@ -380,7 +419,7 @@ func (p *producer) expireLocked(now time.Time) {
 		q := ps.queue[:0]
 		for _, b := range ps.queue {
 			if now.After(b.deadline) {
-				p.finishLocked(b, expiredErr(b))
+				p.settleLocked(b, expiredErr(b))
 			} else {
 				q = append(q, b)
 			}
@@ -403,7 +442,7 @@ func (p *producer) completeLocked(b *batch, base int64, err error) {
 				pr.r.Offset = base + int64(i)
 			}
 		}
-		p.finishLocked(b, nil)
+		p.settleLocked(b, nil)
 		return
 	}
 	if IsRetriable(err) && !p.stopping && time.Now().Add(p.o.retryBackoff).Before(b.deadline) {
@@ -414,7 +453,7 @@ func (p *producer) completeLocked(b *batch, base int64, err error) {
 	if hasReason(err, runnelv1.ErrorReason_ERROR_REASON_UNKNOWN_TOPIC) || hasReason(err, runnelv1.ErrorReason_ERROR_REASON_UNKNOWN_PARTITION) {
 		p.c.meta.invalidate(b.tp.topic)
 	}
-	p.finishLocked(b, err)
+	p.settleLocked(b, err)
 }
 
 // callbacks runs the callbacks, in order, outside mu.
@@ -460,13 +499,13 @@ func (p *producer) close() error {
 	for _, ps := range p.parts {
 		p.sealLocked(ps)
 		for _, b := range ps.queue {
-			p.finishLocked(b, ErrClosed)
+			p.settleLocked(b, ErrClosed)
 		}
 		ps.queue = nil
 	}
 	for corr, b := range p.inflight {
 		delete(p.inflight, corr)
-		p.finishLocked(b, ErrClosed)
+		p.settleLocked(b, ErrClosed)
 	}
 	if p.streamCancel != nil {
 		p.streamCancel()

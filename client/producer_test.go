@@ -473,3 +473,37 @@ func TestStreamBreakResends(t *testing.T) {
 		t.Fatalf("%d distinct records in the log (%d with duplicates), want %d", len(seen), hw, n)
 	}
 }
+
+// TestCallbacksInOffsetOrder: the broker may answer a partition's pipelined requests out of
+// order (it answers each when its fsync is done, from goroutines of its own); the callbacks of
+// a partition still come in offset order.
+func TestCallbacksInOffsetOrder(t *testing.T) {
+	cl, _ := newClient(t, client.WithBatchBytes(512), client.WithMaxInFlight(8))
+	createTopic(t, cl, "order-cb", 1, nil)
+	var (
+		mu   sync.Mutex
+		offs []int64
+	)
+	for i := range 3000 {
+		cl.Produce(ctxT(t), &client.Record{Topic: "order-cb", Value: []byte(fmt.Sprint(i))}, func(r *client.Record, err error) {
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			offs = append(offs, r.Offset)
+			mu.Unlock()
+		})
+	}
+	if err := cl.Flush(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if len(offs) != 3000 {
+		t.Fatalf("%d callbacks", len(offs))
+	}
+	for i, o := range offs {
+		if o != int64(i) {
+			t.Fatalf("callback %d has offset %d (want %d): callbacks out of offset order", i, o, i)
+		}
+	}
+}

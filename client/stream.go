@@ -82,7 +82,7 @@ func (p *producer) sendReady() {
 			ps.queue[0] = nil
 			ps.queue = ps.queue[1:]
 			if now.After(b.deadline) {
-				p.finishLocked(b, expiredErr(b))
+				p.settleLocked(b, expiredErr(b))
 				continue
 			}
 			p.nextCorr++
