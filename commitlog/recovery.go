@@ -35,6 +35,17 @@ func (l *Log) recover() error {
 	if err != nil {
 		return fmt.Errorf("commitlog: list %s: %w", l.dir, err)
 	}
+	for _, name := range names {
+		if name == restoreMarkerName {
+			if err := l.discardInterruptedRestore(names); err != nil {
+				return err
+			}
+			if names, err = fs.ReadDir(l.dir); err != nil {
+				return fmt.Errorf("commitlog: list %s: %w", l.dir, err)
+			}
+			break
+		}
+	}
 	var bases []int64
 	logs := map[int64]bool{}
 	var clean bool
