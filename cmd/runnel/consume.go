@@ -3,18 +3,20 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/runnel-io/runnel/client"
 	"github.com/runnel-io/runnel/internal/recordbatch"
 	runnelv1 "github.com/runnel-io/runnel/proto/runnel/v1"
 )
@@ -39,7 +41,11 @@ func (a *app) consumeCmd() *cobra.Command {
 -o is where to start: start (the log start), end (the high watermark), an OFFSET, @RFC3339 (the
 first record at or after that time) or @DURATION relative to now (@-1h). With -g GROUP the
 group's committed offsets are used where it has one (-o elsewhere), and the offsets are committed
-after every batch printed.
+after every batch printed. --exit-at-end stops each partition at the high watermark it had when
+the command started.
+
+Records are streamed through the Go SDK's consumer (one Subscribe stream per partition); a
+stream broken by a retriable failure (the broker restarting) is resumed where it stopped.
 
 -f FORMAT: %k key, %v value, %p partition, %o offset, %t timestamp (unix ms), %h headers
 (k=v,k=v), %% a percent sign; \n, \t and \\ are escapes. Default: %v\n.`,
@@ -58,17 +64,8 @@ after every batch printed.
 	f.BoolVar(&o.exitAtEnd, "exit-at-end", false, "exit when every consumed partition reaches its high watermark")
 	f.StringVarP(&o.group, "group", "g", "", "consumer group: start from its committed offsets and commit as records are printed")
 	f.StringVarP(&o.format, "format-record", "f", `%v\n`, "record format (see above)")
-	f.DurationVar(&o.maxWait, "max-wait", 5*time.Second, "longest a fetch waits for new records (long poll)")
+	f.DurationVar(&o.maxWait, "max-wait", 5*time.Second, "no effect (kept for compatibility: records are now streamed, not long-polled)")
 	return c
-}
-
-// fetched is one fetch's records of a partition, handed from its fetcher to the printer.
-type fetched struct {
-	partition int32
-	records   []recordbatch.Record
-	next      int64 // where the partition's next fetch starts
-	atEnd     bool  // next reached the high watermark
-	err       error
 }
 
 // parseStart turns -o into a Position (nil for an error).
@@ -99,8 +96,21 @@ func parseStart(s string, now time.Time) (*runnelv1.Position, error) {
 	return &runnelv1.Position{Position: &runnelv1.Position_Offset{Offset: off}}, nil
 }
 
+// sdkPosition converts a Position of parseStart for the SDK.
+func sdkPosition(pos *runnelv1.Position) client.Position {
+	switch p := pos.GetPosition().(type) {
+	case *runnelv1.Position_Latest:
+		return client.Latest()
+	case *runnelv1.Position_Offset:
+		return client.AtOffset(p.Offset)
+	case *runnelv1.Position_Timestamp:
+		return client.AtTime(p.Timestamp.AsTime())
+	}
+	return client.Earliest()
+}
+
 // resolve looks the offsets of pos up for partitions of topic.
-func (a *app) resolve(ctx context.Context, cl *clients, topicName string, parts []int32, pos *runnelv1.Position) (map[int32]int64, error) {
+func (a *app) resolve(ctx context.Context, c *client.Client, topicName string, parts []int32, pos *runnelv1.Position) (map[int32]int64, error) {
 	out := map[int32]int64{}
 	if o, ok := pos.GetPosition().(*runnelv1.Position_Offset); ok {
 		for _, p := range parts {
@@ -110,42 +120,45 @@ func (a *app) resolve(ctx context.Context, cl *clients, topicName string, parts 
 	}
 	rctx, cancel := a.rpcCtx(ctx)
 	defer cancel()
-	resp, err := cl.fetch.ListOffsets(rctx, &runnelv1.ListOffsetsRequest{Queries: []*runnelv1.OffsetQuery{{Topic: topicName, Partitions: parts, Position: pos}}})
+	m, err := c.ListOffsets(rctx, topicName, sdkPosition(pos), parts...)
 	if err != nil {
 		return nil, err
 	}
-	for _, lo := range resp.GetOffsets() {
-		if err := apiError(lo.GetError()); err != nil {
-			return nil, err
-		}
-		out[lo.GetPartition()] = lo.GetOffset()
-	}
 	for _, p := range parts {
-		if _, ok := out[p]; !ok {
+		off, ok := m[p]
+		if !ok {
 			return nil, fmt.Errorf("no offset listed for %s/%d", topicName, p)
 		}
+		out[p] = off
 	}
 	return out, nil
 }
 
 func (a *app) consume(ctx context.Context, topicName string, o consumeOpts) error {
+	return sdkError(a.consumeSDK(ctx, topicName, o))
+}
+
+func (a *app) consumeSDK(ctx context.Context, topicName string, o consumeOpts) error {
 	tmpl, err := parseRecordFormat(o.format)
 	if err != nil {
 		return err
 	}
-	pos, err := parseStart(o.offset, time.Now())
+	startPos, err := parseStart(o.offset, time.Now())
 	if err != nil {
 		return err
 	}
-	cl, err := a.clients(ctx)
+	c, err := client.New(ctx, a.sdkOptions()...)
 	if err != nil {
 		return err
 	}
-	desc, err := a.describeTopic(ctx, cl, topicName)
+	defer c.Close()
+	rctx, cancel := a.rpcCtx(ctx)
+	desc, err := c.DescribeTopic(rctx, topicName)
+	cancel()
 	if err != nil {
 		return err
 	}
-	n := desc.GetTopic().GetPartitionCount()
+	n := desc.PartitionCount
 	var parts []int32
 	if o.partition >= 0 {
 		if o.partition >= n {
@@ -158,19 +171,22 @@ func (a *app) consume(ctx context.Context, topicName string, o consumeOpts) erro
 		}
 	}
 
-	// Start offsets: the group's committed ones, then -o for the rest.
+	// Start offsets: the group's committed ones, then -o for the rest. They are resolved here,
+	// not by the consumer, so that --exit-at-end can tell which partitions have nothing to read.
 	start := map[int32]int64{}
 	if o.group != "" {
 		rctx, cancel := a.rpcCtx(ctx)
-		resp, err := cl.offsets.FetchOffsets(rctx, &runnelv1.FetchOffsetsRequest{Group: o.group,
-			Topics: []*runnelv1.TopicPartitions{{Topic: topicName, Partitions: parts}}})
+		cos, err := c.FetchCommitted(rctx, o.group)
 		cancel()
-		if err != nil && status.Code(err) != codes.NotFound {
-			return err
+		if err != nil {
+			var ce *client.Error
+			if !errors.As(err, &ce) || ce.Code != codes.NotFound {
+				return err
+			}
 		}
-		for _, c := range resp.GetOffsets() {
-			if c.GetTopic() == topicName && c.GetOffset() >= 0 {
-				start[c.GetPartition()] = c.GetOffset()
+		for _, co := range cos {
+			if co.Topic == topicName && co.Offset >= 0 && slices.Contains(parts, co.Partition) {
+				start[co.Partition] = co.Offset
 			}
 		}
 	}
@@ -181,162 +197,132 @@ func (a *app) consume(ctx context.Context, topicName string, o consumeOpts) erro
 		}
 	}
 	if len(rest) > 0 {
-		m, err := a.resolve(ctx, cl, topicName, rest, pos)
+		m, err := a.resolve(ctx, c, topicName, rest, startPos)
 		if err != nil {
 			return err
 		}
-		for p, off := range m {
-			start[p] = off
+		maps.Copy(start, m)
+	}
+	// With --exit-at-end, each partition is read up to its high watermark at the start.
+	var end map[int32]int64
+	if o.exitAtEnd {
+		if end, err = a.resolve(ctx, c, topicName, parts, &runnelv1.Position{Position: &runnelv1.Position_Latest{Latest: &emptypb.Empty{}}}); err != nil {
+			return err
 		}
 	}
 
-	fctx, stopFetch := context.WithCancel(ctx)
-	defer stopFetch()
-	ch := make(chan fetched)
+	// The consumer has no group: the command commits exactly what it printed (-n may print
+	// part of what a Poll returned), and Close must not commit more.
+	k := c.NewConsumer()
+	defer k.Close()
+	active := 0
 	for _, p := range parts {
-		go a.fetchLoop(fctx, cl, topicName, p, start[p], o, ch)
+		if end != nil && start[p] == end[p] {
+			continue // nothing to read (beyond the end, the consumer reports OFFSET_OUT_OF_RANGE)
+		}
+		if err := k.Assign(topicName, p, client.AtOffset(start[p])); err != nil {
+			return err
+		}
+		active++
 	}
 
 	w := bufio.NewWriterSize(a.stdout, 64<<10)
 	defer w.Flush()
-	var printed int64
-	active := len(parts)
-	var buf []byte
+	var (
+		printed int64
+		buf     []byte
+		br      recordbatch.Record
+	)
 	for active > 0 {
-		var f fetched
-		select {
-		case f = <-ch:
-		case <-ctx.Done():
-			return nil // SIGINT: every printed batch is already committed
-		}
-		if f.err != nil {
+		recs, err := k.Poll(ctx)
+		if err != nil {
 			if ctx.Err() != nil {
-				return nil
+				return nil // SIGINT: every printed batch is already committed
 			}
-			return f.err
+			return err
 		}
-		last := int64(-1)
-		for i := range f.records {
+		last := map[int32]int64{}
+		var reached []int32 // partitions at their end (--exit-at-end)
+		for _, r := range recs {
 			if o.count > 0 && printed >= o.count {
 				break
 			}
-			r := &f.records[i]
-			buf = formatRecord(buf[:0], tmpl, f.partition, r)
+			if end != nil {
+				e, ok := end[r.Partition]
+				if !ok {
+					continue // past the end, and already unassigned
+				}
+				if r.Offset >= e { // past the end (the records before it may have been compacted away)
+					delete(end, r.Partition)
+					reached = append(reached, r.Partition)
+					continue
+				}
+				if r.Offset+1 >= e {
+					delete(end, r.Partition)
+					reached = append(reached, r.Partition)
+				}
+			}
+			buf = formatRecord(buf[:0], tmpl, r.Partition, toBatchRecord(&br, r))
 			if _, err := w.Write(buf); err != nil {
 				return err
 			}
 			printed++
-			last = r.Offset
+			last[r.Partition] = r.Offset
 		}
 		if err := w.Flush(); err != nil {
 			return err
 		}
-		if o.group != "" && last >= 0 {
-			if err := a.commit(ctx, cl, o.group, topicName, f.partition, last+1); err != nil {
+		if o.group != "" && len(last) > 0 {
+			offs := make(map[client.TopicPartition]int64, len(last))
+			for p, off := range last {
+				offs[client.TopicPartition{Topic: topicName, Partition: p}] = off + 1
+			}
+			if err := a.commit(ctx, c, o.group, offs); err != nil {
 				return err
 			}
 		}
 		if o.count > 0 && printed >= o.count {
 			return nil
 		}
-		if f.atEnd && o.exitAtEnd {
+		for _, p := range reached {
+			k.Unassign(topicName, p)
 			active--
 		}
 	}
 	return nil
 }
 
-// commit commits offset for the group; it outlives a SIGINT so that progress is kept.
-func (a *app) commit(ctx context.Context, cl *clients, group, topicName string, partition int32, offset int64) error {
+// commitRetryBackoff is the wait before a commit that failed retriably is tried again.
+const commitRetryBackoff = 100 * time.Millisecond
+
+// commit commits offs for group, retrying retriable failures (the broker restarting) for up to
+// --timeout. It outlives a SIGINT so that the progress printed is kept.
+func (a *app) commit(ctx context.Context, c *client.Client, group string, offs map[client.TopicPartition]int64) error {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.timeout)
 	defer cancel()
-	_, err := cl.offsets.CommitOffsets(cctx, &runnelv1.CommitOffsetsRequest{Group: group,
-		Offsets: []*runnelv1.OffsetCommit{{Topic: topicName, Partition: partition, Offset: offset}}})
-	return err
-}
-
-// fetchLoop long-polls one partition from offset and hands its records to ch until ctx ends,
-// or, with --exit-at-end, until it reaches the high watermark.
-func (a *app) fetchLoop(ctx context.Context, cl *clients, topicName string, partition int32, offset int64, o consumeOpts, ch chan<- fetched) {
-	send := func(f fetched) bool {
-		select {
-		case ch <- f:
-			return true
-		case <-ctx.Done():
-			return false
-		}
-	}
-	wait := o.maxWait
-	if o.exitAtEnd {
-		wait = 0
-	}
 	for {
-		rctx, cancel := context.WithTimeout(ctx, a.timeout+wait)
-		resp, err := cl.fetch.Fetch(rctx, &runnelv1.FetchRequest{Topic: topicName, Partition: partition, Offset: offset,
-			MaxWait: durationpb.New(wait), Format: runnelv1.RecordFormat_RECORD_FORMAT_BATCHES})
-		cancel()
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			send(fetched{partition: partition, err: err})
-			return
+		err := c.CommitOffsets(cctx, group, offs, "")
+		if err == nil || !client.IsRetriable(err) {
+			return err
 		}
-		var recs []recordbatch.Record
-		b := resp.GetBatches()
-		for len(b) > 0 {
-			batch, rest, err := recordbatch.Next(b, len(b))
-			if err != nil {
-				send(fetched{partition: partition, err: fmt.Errorf("decoding %s/%d at offset %d: %w", topicName, partition, offset, err)})
-				return
-			}
-			b = rest
-			err = recordbatch.ForEachRecord(batch, func(r *recordbatch.Record) error {
-				if r.Offset >= offset {
-					rc := *r
-					rc.Key = cloneBytes(r.Key)
-					rc.Value = cloneBytes(r.Value)
-					rc.Headers = append([]recordbatch.RecordHeader(nil), r.Headers...)
-					for i := range rc.Headers {
-						rc.Headers[i].Value = cloneBytes(rc.Headers[i].Value)
-					}
-					recs = append(recs, rc)
-				}
-				return nil
-			})
-			if err != nil {
-				send(fetched{partition: partition, err: fmt.Errorf("decoding %s/%d at offset %d: %w", topicName, partition, offset, err)})
-				return
-			}
-		}
-		next := resp.GetNextOffset()
-		if len(recs) > 0 && recs[len(recs)-1].Offset+1 > next {
-			next = recs[len(recs)-1].Offset + 1
-		}
-		if next < offset {
-			next = offset
-		}
-		offset = next
-		atEnd := offset >= resp.GetHighWatermark()
-		if len(recs) > 0 || (atEnd && o.exitAtEnd) {
-			if !send(fetched{partition: partition, records: recs, next: offset, atEnd: atEnd}) {
-				return
-			}
-		}
-		if atEnd && o.exitAtEnd {
-			return
-		}
-		if ctx.Err() != nil {
-			return
+		t := time.NewTimer(commitRetryBackoff)
+		select {
+		case <-t.C:
+		case <-cctx.Done():
+			t.Stop()
+			return fmt.Errorf("committing the offsets of group %q: %w", group, err)
 		}
 	}
 }
 
-func cloneBytes(b []byte) []byte {
-	if b == nil {
-		return nil
+// toBatchRecord fills br with r for formatRecord, reusing br's headers.
+func toBatchRecord(br *recordbatch.Record, r *client.Record) *recordbatch.Record {
+	hs := br.Headers[:0]
+	for _, h := range r.Headers {
+		hs = append(hs, recordbatch.RecordHeader{Key: h.Key, Value: h.Value})
 	}
-	return append([]byte{}, b...)
+	*br = recordbatch.Record{Offset: r.Offset, Timestamp: r.Timestamp.UnixMilli(), Key: r.Key, Value: r.Value, Headers: hs}
+	return br
 }
 
 // A record format is a list of literal text and verbs.
