@@ -222,13 +222,6 @@ func (a *app) connect(ctx context.Context) (context.Context, *clients, context.C
 	return rctx, cl, cancel, nil
 }
 
-// describeTopic fetches a topic's description (produce and consume need its partition count).
-func (a *app) describeTopic(ctx context.Context, cl *clients, name string) (*runnelv1.DescribeTopicResponse, error) {
-	rctx, cancel := a.rpcCtx(ctx)
-	defer cancel()
-	return cl.admin.DescribeTopic(rctx, &runnelv1.DescribeTopicRequest{Name: name})
-}
-
 // errMessage renders an error for the one-line report: a gRPC status's message and its
 // ErrorInfo reason, if any.
 func errMessage(err error) string {
@@ -250,18 +243,6 @@ func errMessage(err error) string {
 		msg = st.Code().String()
 	}
 	return msg
-}
-
-// apiError turns a per-partition Error of a response into a Go error.
-func apiError(e *runnelv1.Error) error {
-	if e == nil || (e.GetCode() == 0 && e.GetMessage() == "") {
-		return nil
-	}
-	msg := e.GetMessage()
-	if r := e.GetInfo().GetReason(); r != runnelv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
-		msg += " (" + reasonName(r) + ")"
-	}
-	return errors.New(msg)
 }
 
 func reasonName(r runnelv1.ErrorReason) string {

@@ -249,10 +249,3 @@ func (a *app) produceSDK(ctx context.Context, topicName string, o produceOpts) (
 	}
 	return nil
 }
-
-// produce and consume no longer use these helpers of main.go (they go through the SDK); they
-// stay referenced until main.go, which this change does not touch, drops them.
-var (
-	_ = (*app).describeTopic
-	_ = apiError
-)
