@@ -1,0 +1,287 @@
+package raftnet
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+var (
+	// ErrTimeout is returned by an RPC whose response did not arrive within Config.Timeout.
+	ErrTimeout = errors.New("raftnet: rpc timed out")
+	// errConnClosed fails the outstanding requests of a connection that was closed locally.
+	errConnClosed = errors.New("raftnet: connection closed")
+)
+
+// RemoteError is an error returned by the peer: raft's own error for the RPC, or the peer's
+// refusal (for example, the group does not exist there yet).
+type RemoteError struct{ Msg string }
+
+func (e *RemoteError) Error() string { return e.Msg }
+
+// result is what a request gets back: a response or error frame's payload (copied), or a local
+// error.
+type result struct {
+	kind    byte
+	payload []byte
+	err     error
+}
+
+type call struct {
+	ch    chan result // buffered 1; written at most once, by whoever removes the call from pending
+	start time.Time
+}
+
+// conn is one multiplexed connection: outbound (we send requests, read responses) or inbound
+// (we read requests, send responses). One writer goroutine coalesces every queued frame into as
+// few writes as possible; high-priority frames (heartbeats, votes, responses) go before queued
+// bulk frames (AppendEntries with entries).
+type conn struct {
+	n        *Network
+	nc       net.Conn
+	br       *bufio.Reader
+	peer     *peer // outbound only
+	inbound  bool
+	lastRecv atomic.Int64 // unix nanos of the last frame read
+
+	mu        sync.Mutex
+	high, low [][]byte
+	err       error
+	pending   map[uint64]*call
+	nextID    uint64
+
+	wake   chan struct{}
+	closed chan struct{}
+}
+
+func newConn(n *Network, nc net.Conn, br *bufio.Reader, p *peer) *conn {
+	c := &conn{
+		n:       n,
+		nc:      nc,
+		br:      br,
+		peer:    p,
+		inbound: p == nil,
+		pending: make(map[uint64]*call),
+		wake:    make(chan struct{}, 1),
+		closed:  make(chan struct{}),
+	}
+	c.lastRecv.Store(time.Now().UnixNano())
+	return c
+}
+
+// start runs the reader and writer; false if the network is closed.
+func (c *conn) start() bool {
+	if !c.n.track(c, 2) {
+		return false
+	}
+	go func() { defer c.n.wg.Done(); c.writeLoop() }()
+	go func() { defer c.n.wg.Done(); c.readLoop() }()
+	return true
+}
+
+// enqueueLocked queues a frame; c.mu is held.
+func (c *conn) enqueueLocked(f []byte, high bool) {
+	if high {
+		c.high = append(c.high, f)
+	} else {
+		c.low = append(c.low, f)
+	}
+}
+
+func (c *conn) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// send queues a response frame (inbound connections). Dropped if the connection failed.
+func (c *conn) send(f []byte) {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.enqueueLocked(f, true)
+	c.mu.Unlock()
+	c.signal()
+}
+
+// request queues a request frame and registers its call.
+func (c *conn) request(kind byte, group string, payload []byte, high bool) (uint64, *call, error) {
+	cl := &call{ch: make(chan result, 1), start: time.Now()}
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		return 0, nil, err
+	}
+	c.nextID++
+	id := c.nextID
+	c.pending[id] = cl
+	c.enqueueLocked(appendFrame(make([]byte, 0, 4+frameHeaderLen+len(group)+len(payload)), kind, id, group, payload), high)
+	c.mu.Unlock()
+	c.signal()
+	return id, cl, nil
+}
+
+// forget removes a call that its caller gave up on.
+func (c *conn) forget(id uint64) {
+	c.mu.Lock()
+	delete(c.pending, id)
+	c.mu.Unlock()
+}
+
+// wait waits for a call's result, at most timeout, or until one of the cancel channels closes.
+func (c *conn) wait(id uint64, cl *call, timeout time.Duration, cancel1, cancel2 <-chan struct{}) result {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case r := <-cl.ch:
+		return r
+	case <-t.C:
+		c.forget(id)
+		// Nothing at all arrived on the connection since the request was sent: the peer or the
+		// path is dead (no FIN or RST seen). Drop it so the next request redials.
+		if c.lastRecv.Load() < cl.start.UnixNano() {
+			c.fail(fmt.Errorf("raftnet: nothing received from %s for %v", c.nc.RemoteAddr(), timeout))
+		}
+		return result{err: ErrTimeout}
+	case <-cancel1:
+		c.forget(id)
+		return result{err: raft.ErrTransportShutdown}
+	case <-cancel2:
+		c.forget(id)
+		return result{err: raft.ErrTransportShutdown}
+	}
+}
+
+// fail closes the connection and fails every outstanding request with err. Idempotent.
+func (c *conn) fail(err error) {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.err = err
+	pending := c.pending
+	c.pending = nil
+	c.high, c.low = nil, nil
+	c.mu.Unlock()
+	close(c.closed)
+	_ = c.nc.Close()
+	for _, cl := range pending {
+		cl.ch <- result{err: err}
+	}
+	if c.peer != nil {
+		c.peer.drop(c)
+	}
+	c.n.untrack(c)
+	c.n.log.Debug().Err(err).Str("remote", c.nc.RemoteAddr().String()).Bool("inbound", c.inbound).Msg("raft connection closed")
+}
+
+const lowBatchBytes = 256 << 10
+
+func (c *conn) writeLoop() {
+	bw := bufio.NewWriterSize(c.nc, 64<<10)
+	var batch [][]byte
+	for {
+		select {
+		case <-c.wake:
+		case <-c.closed:
+			return
+		}
+		wrote := false
+		for {
+			batch = batch[:0]
+			c.mu.Lock()
+			if len(c.high) > 0 {
+				batch = append(batch, c.high...)
+				clear(c.high)
+				c.high = c.high[:0]
+			} else if len(c.low) > 0 {
+				// A bounded slice of bulk frames, so that heartbeats queued meanwhile go next.
+				size, i := 0, 0
+				for i < len(c.low) && (i == 0 || size+len(c.low[i]) <= lowBatchBytes) {
+					size += len(c.low[i])
+					i++
+				}
+				batch = append(batch, c.low[:i]...)
+				clear(c.low[:i])
+				c.low = c.low[i:]
+				if len(c.low) == 0 {
+					c.low = nil
+				}
+			}
+			err := c.err
+			c.mu.Unlock()
+			if err != nil {
+				return
+			}
+			if len(batch) == 0 {
+				break
+			}
+			if !wrote {
+				_ = c.nc.SetWriteDeadline(time.Now().Add(c.n.timeout))
+				wrote = true
+			}
+			for _, f := range batch {
+				if _, err := bw.Write(f); err != nil {
+					c.fail(err)
+					return
+				}
+			}
+			clear(batch)
+		}
+		if wrote {
+			c.n.stats.flushes.Add(1)
+			if err := bw.Flush(); err != nil {
+				c.fail(err)
+				return
+			}
+		}
+	}
+}
+
+func (c *conn) readLoop() {
+	fr := frameReader{r: c.br, max: c.n.maxFrame}
+	for {
+		f, err := fr.next()
+		if err != nil {
+			c.fail(err)
+			return
+		}
+		c.lastRecv.Store(time.Now().UnixNano())
+		c.n.stats.framesIn.Add(1)
+		if c.inbound {
+			if err := c.n.handleRequest(c, f); err != nil {
+				c.fail(err)
+				return
+			}
+			continue
+		}
+		if f.kind != kindResponse && f.kind != kindError {
+			c.fail(fmt.Errorf("raftnet: unexpected frame kind %d on an outbound connection", f.kind))
+			return
+		}
+		c.mu.Lock()
+		cl := c.pending[f.id]
+		delete(c.pending, f.id)
+		c.mu.Unlock()
+		if cl != nil {
+			cl.ch <- result{kind: f.kind, payload: append([]byte(nil), f.payload...)}
+		}
+	}
+}
+
+// Close closes the connection, failing its outstanding requests.
+func (c *conn) Close() error {
+	c.fail(errConnClosed)
+	return nil
+}

@@ -1,0 +1,349 @@
+package raftnet
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Transport is one Raft group's transport on a Network. It implements raft.Transport,
+// raft.WithPreVote and raft.WithClose.
+type Transport struct {
+	n         *Network
+	group     string
+	consumeCh chan raft.RPC
+	inbox     chan inbound
+	heartbeat atomic.Pointer[func(raft.RPC)]
+	closeOnce sync.Once
+	closed    chan struct{}
+}
+
+var (
+	_ raft.Transport   = (*Transport)(nil)
+	_ raft.WithPreVote = (*Transport)(nil)
+	_ raft.WithClose   = (*Transport)(nil)
+)
+
+// inbound is a request for this group read from a connection, waiting for raft.
+type inbound struct {
+	rpc    raft.RPC
+	respCh chan raft.RPCResponse
+	reply  func(raft.RPCResponse)
+}
+
+// Group returns the group's name.
+func (t *Transport) Group() string { return t.group }
+
+// Consumer implements raft.Transport.
+func (t *Transport) Consumer() <-chan raft.RPC { return t.consumeCh }
+
+// LocalAddr implements raft.Transport: the broker's address.
+func (t *Transport) LocalAddr() raft.ServerAddress { return t.n.cfg.Advertise }
+
+// SetHeartbeatHandler implements raft.Transport. Heartbeats are handed to cb on the
+// connection's reader, not queued behind the group's other requests.
+func (t *Transport) SetHeartbeatHandler(cb func(rpc raft.RPC)) {
+	if cb == nil {
+		t.heartbeat.Store(nil)
+		return
+	}
+	t.heartbeat.Store(&cb)
+}
+
+// EncodePeer implements raft.Transport.
+func (t *Transport) EncodePeer(_ raft.ServerID, addr raft.ServerAddress) []byte { return []byte(addr) }
+
+// DecodePeer implements raft.Transport.
+func (t *Transport) DecodePeer(b []byte) raft.ServerAddress { return raft.ServerAddress(b) }
+
+// Close implements raft.WithClose: the group stops receiving (peers get "unknown group") and
+// its outstanding RPCs fail. The Network and the other groups are unaffected.
+func (t *Transport) Close() error {
+	t.closeOnce.Do(func() {
+		t.n.removeGroup(t)
+		close(t.closed)
+	})
+	return nil
+}
+
+// AppendEntries implements raft.Transport.
+func (t *Transport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	return t.rpc(target, kindAppendEntries, args, resp, isHeartbeat(args))
+}
+
+// RequestVote implements raft.Transport.
+func (t *Transport) RequestVote(_ raft.ServerID, target raft.ServerAddress, args *raft.RequestVoteRequest, resp *raft.RequestVoteResponse) error {
+	return t.rpc(target, kindRequestVote, args, resp, true)
+}
+
+// RequestPreVote implements raft.WithPreVote.
+func (t *Transport) RequestPreVote(_ raft.ServerID, target raft.ServerAddress, args *raft.RequestPreVoteRequest, resp *raft.RequestPreVoteResponse) error {
+	return t.rpc(target, kindRequestPreVote, args, resp, true)
+}
+
+// TimeoutNow implements raft.Transport.
+func (t *Transport) TimeoutNow(_ raft.ServerID, target raft.ServerAddress, args *raft.TimeoutNowRequest, resp *raft.TimeoutNowResponse) error {
+	return t.rpc(target, kindTimeoutNow, args, resp, true)
+}
+
+func (t *Transport) rpc(target raft.ServerAddress, kind byte, args, resp any, high bool) error {
+	select {
+	case <-t.closed:
+		return raft.ErrTransportShutdown
+	default:
+	}
+	payload, err := encodeMsg(args)
+	if err != nil {
+		return err
+	}
+	c, err := t.n.getConn(target, t.closed)
+	if err != nil {
+		return err
+	}
+	id, cl, err := c.request(kind, t.group, payload, high)
+	if err != nil {
+		return err
+	}
+	return decodeResult(c.wait(id, cl, t.n.timeout, t.closed, nil), resp)
+}
+
+func decodeResult(r result, resp any) error {
+	if r.err != nil {
+		return r.err
+	}
+	if r.kind == kindError {
+		return &RemoteError{Msg: string(r.payload)}
+	}
+	if err := decodeMsg(r.payload, resp); err != nil {
+		return fmt.Errorf("raftnet: decoding response: %w", err)
+	}
+	return nil
+}
+
+// dispatch hands queued requests to raft one at a time, in arrival order, and routes raft's
+// responses back.
+func (t *Transport) dispatch() {
+	for {
+		var in inbound
+		select {
+		case in = <-t.inbox:
+		case <-t.closed:
+			return
+		}
+		select {
+		case t.consumeCh <- in.rpc:
+		case <-t.closed:
+			in.reply(raft.RPCResponse{Error: raft.ErrTransportShutdown})
+			return
+		}
+		select {
+		case resp := <-in.respCh:
+			in.reply(resp)
+		case <-t.closed:
+			in.reply(raft.RPCResponse{Error: raft.ErrTransportShutdown})
+			return
+		}
+	}
+}
+
+// handleRequest handles a frame read from an inbound multiplexed connection. An error closes
+// the connection (protocol violation).
+func (n *Network) handleRequest(c *conn, f frame) error {
+	if f.kind == kindInstallSnapshot || f.kind == kindSnapshotChunk {
+		return fmt.Errorf("raftnet: frame kind %d on a multiplexed connection", f.kind)
+	}
+	req, err := newRequest(f.kind)
+	if err != nil {
+		return err
+	}
+	id, group := f.id, f.group
+	t := n.group(group)
+	if t == nil {
+		c.send(errorFrame(id, group, fmt.Sprintf("raftnet: no raft group %q on %s", group, n.cfg.Advertise)))
+		return nil
+	}
+	if err := decodeMsg(f.payload, req); err != nil {
+		return fmt.Errorf("raftnet: decoding request of group %q: %w", group, err)
+	}
+	respCh := make(chan raft.RPCResponse, 1)
+	in := inbound{
+		rpc:    raft.RPC{Command: req, RespChan: respCh},
+		respCh: respCh,
+		reply:  func(r raft.RPCResponse) { c.send(responseFrame(id, group, r)) },
+	}
+	if ae, ok := req.(*raft.AppendEntriesRequest); ok && isHeartbeat(ae) {
+		if fn := t.heartbeat.Load(); fn != nil {
+			(*fn)(in.rpc)
+			select {
+			case r := <-respCh:
+				in.reply(r)
+			default:
+				n.goTracked(func() {
+					select {
+					case r := <-respCh:
+						in.reply(r)
+					case <-t.closed:
+					case <-c.closed:
+					}
+				})
+			}
+			return nil
+		}
+	}
+	select {
+	case t.inbox <- in:
+	case <-t.closed:
+		in.reply(raft.RPCResponse{Error: raft.ErrTransportShutdown})
+	case <-c.closed:
+	}
+	return nil
+}
+
+func errorFrame(id uint64, group, msg string) []byte {
+	return appendFrame(nil, kindError, id, group, []byte(msg))
+}
+
+func responseFrame(id uint64, group string, r raft.RPCResponse) []byte {
+	if r.Error != nil {
+		return errorFrame(id, group, r.Error.Error())
+	}
+	payload, err := encodeMsg(r.Response)
+	if err != nil {
+		return errorFrame(id, group, "raftnet: encoding response: "+err.Error())
+	}
+	return appendFrame(make([]byte, 0, 4+frameHeaderLen+len(group)+len(payload)), kindResponse, id, group, payload)
+}
+
+// AppendEntriesPipeline implements raft.Transport: up to Config.MaxRPCsInFlight AppendEntries
+// in flight on the peer's multiplexed connection, completed in the order sent.
+func (t *Transport) AppendEntriesPipeline(_ raft.ServerID, target raft.ServerAddress) (raft.AppendPipeline, error) {
+	if t.n.maxInFlight < 2 {
+		return nil, raft.ErrPipelineReplicationNotSupported
+	}
+	c, err := t.n.getConn(target, t.closed)
+	if err != nil {
+		return nil, err
+	}
+	p := &pipeline{
+		t:        t,
+		c:        c,
+		inflight: make(chan *appendFuture, t.n.maxInFlight-1),
+		done:     make(chan raft.AppendFuture, t.n.maxInFlight),
+		closed:   make(chan struct{}),
+	}
+	if !t.n.goTracked(p.receive) {
+		return nil, raft.ErrTransportShutdown
+	}
+	return p, nil
+}
+
+type pipeline struct {
+	t         *Transport
+	c         *conn
+	inflight  chan *appendFuture
+	done      chan raft.AppendFuture
+	closeOnce sync.Once
+	closed    chan struct{}
+}
+
+type appendFuture struct {
+	start time.Time
+	args  *raft.AppendEntriesRequest
+	resp  *raft.AppendEntriesResponse
+	id    uint64
+	call  *call
+	err   error
+	ready chan struct{}
+}
+
+func (f *appendFuture) Error() error {
+	<-f.ready
+	return f.err
+}
+func (f *appendFuture) Start() time.Time                    { return f.start }
+func (f *appendFuture) Request() *raft.AppendEntriesRequest { return f.args }
+func (f *appendFuture) Response() *raft.AppendEntriesResponse {
+	return f.resp
+}
+
+// AppendEntries sends a request; it blocks while MaxRPCsInFlight requests are outstanding.
+func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) (raft.AppendFuture, error) {
+	select {
+	case <-p.closed:
+		return nil, raft.ErrPipelineShutdown
+	case <-p.t.closed:
+		return nil, raft.ErrTransportShutdown
+	default:
+	}
+	payload, err := encodeMsg(args)
+	if err != nil {
+		return nil, err
+	}
+	id, cl, err := p.c.request(kindAppendEntries, p.t.group, payload, isHeartbeat(args))
+	if err != nil {
+		return nil, err
+	}
+	f := &appendFuture{start: time.Now(), args: args, resp: resp, id: id, call: cl, ready: make(chan struct{})}
+	select {
+	case p.inflight <- f:
+		return f, nil
+	case <-p.closed:
+		p.c.forget(id)
+		return nil, raft.ErrPipelineShutdown
+	case <-p.t.closed:
+		p.c.forget(id)
+		return nil, raft.ErrTransportShutdown
+	}
+}
+
+// receive completes the futures in the order they were sent.
+func (p *pipeline) receive() {
+	for {
+		select {
+		case f := <-p.inflight:
+			r := p.c.wait(f.id, f.call, p.t.n.timeout, p.closed, p.t.closed)
+			f.err = decodeResult(r, f.resp)
+			close(f.ready)
+			select {
+			case p.done <- f:
+			case <-p.closed:
+				p.drain()
+				return
+			case <-p.t.closed:
+				p.drain()
+				return
+			}
+		case <-p.closed:
+			p.drain()
+			return
+		case <-p.t.closed:
+			p.drain()
+			return
+		}
+	}
+}
+
+func (p *pipeline) drain() {
+	for {
+		select {
+		case f := <-p.inflight:
+			p.c.forget(f.id)
+			f.err = raft.ErrPipelineShutdown
+			close(f.ready)
+		default:
+			return
+		}
+	}
+}
+
+// Consumer implements raft.AppendPipeline.
+func (p *pipeline) Consumer() <-chan raft.AppendFuture { return p.done }
+
+// Close implements raft.AppendPipeline. The connection stays: other groups use it.
+func (p *pipeline) Close() error {
+	p.closeOnce.Do(func() { close(p.closed) })
+	return nil
+}
