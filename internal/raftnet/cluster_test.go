@@ -1,0 +1,156 @@
+package raftnet
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// leaderOf returns the index of the node that is leader of a group, or -1.
+func leaderOf(nodes []*node, skip map[int]bool) int {
+	for i, n := range nodes {
+		if n != nil && !skip[i] && n.r.State() == raft.Leader {
+			return i
+		}
+	}
+	return -1
+}
+
+// TestManyGroups: 50 groups, each a 3-voter raft cluster across 3 Networks, elect leaders and
+// apply; closing one broker's Network makes the groups it led elect new leaders on the others.
+func TestManyGroups(t *testing.T) {
+	const groups = 50
+	nets := []*Network{newNet(t, 2*time.Second), newNet(t, 2*time.Second), newNet(t, 2*time.Second)}
+	nodes := make([][]*node, groups)
+	for g := range groups {
+		name := fmt.Sprintf("topic/%d", g)
+		for i := range nets {
+			nodes[g] = append(nodes[g], startNode(t, nets, i, name, testRaftConfig(brokerID(i)), true, 0))
+		}
+	}
+	waitFor(t, 30*time.Second, "a leader in every group", func() bool {
+		for g := range groups {
+			if leaderOf(nodes[g], nil) < 0 {
+				return false
+			}
+		}
+		return true
+	})
+	apply := func(skip map[int]bool) {
+		t.Helper()
+		var wg sync.WaitGroup
+		errs := make(chan error, groups)
+		for g := range groups {
+			wg.Go(func() {
+				deadline := time.Now().Add(20 * time.Second)
+				for {
+					err := fmt.Errorf("no leader")
+					if l := leaderOf(nodes[g], skip); l >= 0 {
+						if err = nodes[g][l].r.Apply([]byte("x"), 5*time.Second).Error(); err == nil {
+							return
+						}
+					}
+					if time.Now().After(deadline) {
+						errs <- fmt.Errorf("group %d: %w", g, err)
+						return
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+	}
+	apply(nil)
+	// Every replica applies it.
+	waitFor(t, 10*time.Second, "replication to every replica", func() bool {
+		for g := range groups {
+			for _, n := range nodes[g] {
+				if n.fsm.count() < 1 {
+					return false
+				}
+			}
+		}
+		return true
+	})
+
+	// Close the broker that leads the most groups.
+	led := make([]int, len(nets))
+	for g := range groups {
+		if l := leaderOf(nodes[g], nil); l >= 0 {
+			led[l]++
+		}
+	}
+	victim := 0
+	for i := range led {
+		if led[i] > led[victim] {
+			victim = i
+		}
+	}
+	t.Logf("leaders per broker %v; closing broker %d", led, victim)
+	if err := nets[victim].Close(); err != nil {
+		t.Fatal(err)
+	}
+	skip := map[int]bool{victim: true}
+	waitFor(t, 30*time.Second, "new leaders on the surviving brokers", func() bool {
+		for g := range groups {
+			if leaderOf(nodes[g], skip) < 0 {
+				return false
+			}
+		}
+		return true
+	})
+	apply(skip)
+	for g := range groups {
+		l := leaderOf(nodes[g], skip)
+		if l >= 0 && nodes[g][l].fsm.count() < 2 {
+			t.Fatalf("group %d: leader applied %d", g, nodes[g][l].fsm.count())
+		}
+	}
+	st := nets[(victim+1)%3].Stats()
+	t.Logf("broker %d: %d frames in, %d flushes", (victim+1)%3, st.FramesIn, st.Flushes)
+}
+
+// TestInstallSnapshot: a follower that joins after the leader compacted its log catches up by
+// an InstallSnapshot streamed in chunks.
+func TestInstallSnapshot(t *testing.T) {
+	nets := []*Network{newNet(t, 2*time.Second), newNet(t, 2*time.Second), newNet(t, 2*time.Second)}
+	conf := func(i int) *raft.Config {
+		c := testRaftConfig(brokerID(i))
+		c.TrailingLogs = 5
+		c.SnapshotThreshold = 1 << 30 // only the explicit Snapshot below
+		c.SnapshotInterval = time.Hour
+		return c
+	}
+	const blob = 300 << 10 // several chunks
+	nodes := []*node{startNode(t, nets, 0, "g", conf(0), true, blob), startNode(t, nets, 1, "g", conf(1), true, blob), nil}
+	waitFor(t, 10*time.Second, "a leader", func() bool { return leaderOf(nodes, nil) >= 0 })
+	l := leaderOf(nodes, nil)
+	const entries = 100
+	for range entries {
+		if err := nodes[l].r.Apply([]byte("x"), 5*time.Second).Error(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nodes[l].r.Snapshot().Error(); err != nil {
+		t.Fatal(err)
+	}
+	// Broker 2's replica starts empty (not bootstrapped): the leader's log no longer has what it
+	// needs, so it gets the snapshot.
+	nodes[2] = startNode(t, nets, 2, "g", conf(2), false, blob)
+	waitFor(t, 20*time.Second, "the new follower to catch up", func() bool { return nodes[2].fsm.count() == entries })
+	if nodes[2].fsm.restores() != 1 {
+		t.Fatalf("follower restored %d snapshots", nodes[2].fsm.restores())
+	}
+	// And it keeps replicating afterwards.
+	if err := nodes[l].r.Apply([]byte("y"), 5*time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "replication after the snapshot", func() bool { return nodes[2].fsm.count() == entries+1 })
+}
