@@ -1,0 +1,708 @@
+// The metadata state machine: the metadata Raft group's committed commands applied to a
+// bbolt file in the data directory.
+
+package cluster
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/runnel-io/runnel/topic"
+)
+
+// Limits the metadata enforces.
+const (
+	// MaxPartitions is the most partitions a topic may have (as broker.MaxPartitions).
+	MaxPartitions = 10000
+	// MaxReplicationFactor is the largest replication factor.
+	MaxReplicationFactor = 16
+	// MaxGroupNameBytes is the longest consumer group name, in bytes.
+	MaxGroupNameBytes = 255
+	// MaxOffsetMetadataBytes is the most metadata a committed offset may carry.
+	MaxOffsetMetadataBytes = 4096
+)
+
+// Errors of metadata commands. A command that the state machine rejects is rejected the same
+// way on every replica; the proposer gets the error back from Raft.
+var (
+	ErrTopicExists  = errors.New("cluster: topic already exists")
+	ErrUnknownTopic = errors.New("cluster: unknown topic")
+	ErrUnknownGroup = errors.New("cluster: unknown group")
+	ErrStaleTopic   = errors.New("cluster: topic was deleted and created again")
+)
+
+// bbolt layout of meta.db:
+//
+//	meta/applied                      uint64 BE: the last Raft index applied
+//	brokers/<id: int32 BE>            JSON brokerRecord
+//	topics/<name>                     JSON topicRecord
+//	partitions/<topic>/<p: int32 BE>  JSON partitionRecord (nested bucket per topic)
+//	groups/<group>/<topic>\x00<p BE>  JSON offsetRecord (nested bucket per group)
+var (
+	bucketMeta       = []byte("meta")
+	bucketBrokers    = []byte("brokers")
+	bucketTopics     = []byte("topics")
+	bucketPartitions = []byte("partitions")
+	bucketGroups     = []byte("groups")
+	keyApplied       = []byte("applied")
+	allBuckets       = [][]byte{bucketMeta, bucketBrokers, bucketTopics, bucketPartitions, bucketGroups}
+)
+
+// BrokerState is what the metadata leader last committed about a broker's membership.
+type BrokerState string
+
+// Broker states.
+const (
+	BrokerAlive  BrokerState = "alive"
+	BrokerFailed BrokerState = "failed" // Serf lost it; its replicas move after Config.FailedTimeout
+	BrokerLeft   BrokerState = "left"   // it left gracefully; its replicas move at once
+)
+
+type brokerRecord struct {
+	ID          int32       `json:"id"`
+	Addr        string      `json:"addr"`
+	RaftAddr    string      `json:"raft_addr"`
+	Incarnation string      `json:"incarnation"`
+	State       BrokerState `json:"state"`
+	SinceMS     int64       `json:"since_ms"`
+	Voter       bool        `json:"voter"`
+}
+
+type topicRecord struct {
+	Name              string            `json:"name"`
+	ID                string            `json:"id"`
+	Configs           map[string]string `json:"configs,omitempty"`
+	Partitions        int32             `json:"partitions"`
+	ReplicationFactor int32             `json:"replication_factor"`
+	CreatedAtMS       int64             `json:"created_at_ms"`
+}
+
+type partitionRecord struct {
+	Replicas []int32 `json:"replicas"`
+	Epoch    uint64  `json:"epoch"`
+}
+
+type offsetRecord struct {
+	TopicID  string `json:"topic_id,omitempty"`
+	Offset   int64  `json:"offset"`
+	Metadata string `json:"metadata,omitempty"`
+	AtMS     int64  `json:"at_ms"`
+}
+
+// ChangeKind says what an applied command changed.
+type ChangeKind int
+
+// Change kinds.
+const (
+	ChangeBroker       ChangeKind = iota + 1 // Broker's record changed (or was removed)
+	ChangeTopicCreated                       // Topic was created, with its assignments
+	ChangeTopicDeleted                       // Topic was deleted
+	ChangeTopicAltered                       // Topic's config changed
+	ChangeAssignment                         // Partitions of Topic have new replica lists
+	ChangeOffsets                            // Group committed offsets
+	ChangeGroupDeleted                       // Group was deleted
+	ChangeRestored                           // the whole state was replaced by a snapshot: re-read everything
+)
+
+func (k ChangeKind) String() string {
+	return [...]string{"?", "broker", "topic-created", "topic-deleted", "topic-altered", "assignment", "offsets", "group-deleted", "restored"}[max(0, min(int(k), 8))]
+}
+
+// Change is one applied change, delivered to watchers on every broker.
+type Change struct {
+	Index      uint64 // the Raft index that made it
+	Kind       ChangeKind
+	Broker     int32   // ChangeBroker
+	Topic      string  // topic changes
+	TopicID    string  // topic changes
+	Partitions []int32 // ChangeAssignment; all partitions for ChangeTopicCreated
+	Group      string  // group changes
+}
+
+// fsm is the metadata state machine. Raft calls Apply/ApplyBatch, Snapshot and Restore from
+// its FSM goroutine, one at a time; readers call the query methods from any goroutine.
+//
+// Concurrency: mu guards db, which Restore swaps (write lock); everything else reads and
+// writes through bbolt's own transactions under the read lock. notify is called on the FSM
+// goroutine after each committed bbolt transaction and must not block.
+type fsm struct {
+	path   string
+	notify func([]Change)
+
+	mu sync.RWMutex
+	db *bolt.DB // under mu
+}
+
+// openFSM opens (creating it if needed) the state file.
+func openFSM(path string, notify func([]Change)) (*fsm, error) {
+	if notify == nil {
+		notify = func([]Change) {}
+	}
+	db, err := openStateDB(path)
+	if err != nil {
+		return nil, err
+	}
+	return &fsm{path: path, notify: notify, db: db}, nil
+}
+
+func openStateDB(path string) (*bolt.DB, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("cluster: open %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("cluster: init %s: %w", path, err)
+	}
+	return db, nil
+}
+
+func (f *fsm) close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.db.Close()
+}
+
+// Apply implements raft.FSM.
+func (f *fsm) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
+
+// ApplyBatch implements raft.BatchingFSM: the batch is one bbolt transaction (one fsync).
+// Each entry's response is nil or the error that rejected it. An entry at or below the
+// applied index kept in the file is skipped (the file is ahead of Raft's replay after a
+// restart). A storage error panics: the state machine cannot go on without its state.
+func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
+	out := make([]any, len(logs))
+	var changes []Change
+	f.mu.RLock()
+	err := f.db.Update(func(tx *bolt.Tx) error {
+		applied := appliedIndex(tx)
+		last := applied
+		for i, l := range logs {
+			if l.Index <= applied {
+				continue
+			}
+			last = l.Index
+			if l.Type != raft.LogCommand {
+				continue
+			}
+			ch, err := applyCommand(tx, l.Index, l.Data)
+			var rej *rejection
+			if errors.As(err, &rej) {
+				out[i] = rej.err
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			changes = append(changes, ch...)
+		}
+		if last == applied {
+			return nil
+		}
+		var b [8]byte
+		binary.BigEndian.PutUint64(b[:], last)
+		return tx.Bucket(bucketMeta).Put(keyApplied, b[:])
+	})
+	f.mu.RUnlock()
+	if err != nil {
+		panic(fmt.Sprintf("cluster: metadata state %s: %v", f.path, err))
+	}
+	if len(changes) > 0 {
+		f.notify(changes)
+	}
+	return out
+}
+
+func appliedIndex(tx *bolt.Tx) uint64 {
+	v := tx.Bucket(bucketMeta).Get(keyApplied)
+	if len(v) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
+}
+
+// applyCommand applies one command in tx. It returns the changes, or a rejection (the
+// command is refused and tx untouched), or a storage error.
+func applyCommand(tx *bolt.Tx, index uint64, data []byte) ([]Change, error) {
+	t, c, err := decodeCommand(data)
+	if err != nil {
+		return nil, reject(err)
+	}
+	switch t {
+	case cmdUpsertBroker:
+		return applyUpsertBroker(tx, index, c.(*upsertBrokerCmd))
+	case cmdRemoveBroker:
+		c := c.(*removeBrokerCmd)
+		k := brokerKey(c.ID)
+		if tx.Bucket(bucketBrokers).Get(k) == nil {
+			return nil, nil
+		}
+		return []Change{{Index: index, Kind: ChangeBroker, Broker: c.ID}}, tx.Bucket(bucketBrokers).Delete(k)
+	case cmdCreateTopic:
+		return applyCreateTopic(tx, index, c.(*createTopicCmd))
+	case cmdDeleteTopic:
+		return applyDeleteTopic(tx, index, c.(*deleteTopicCmd))
+	case cmdAlterTopic:
+		c := c.(*alterTopicCmd)
+		rec, ok, err := getTopic(tx, c.Name)
+		if err != nil || !ok {
+			return nil, orReject(err, unknownTopic(c.Name))
+		}
+		rec.Configs = c.Configs
+		if len(rec.Configs) == 0 {
+			rec.Configs = nil
+		}
+		return []Change{{Index: index, Kind: ChangeTopicAltered, Topic: c.Name, TopicID: rec.ID}}, putJSON(tx.Bucket(bucketTopics), []byte(c.Name), rec)
+	case cmdSetAssignments:
+		return applySetAssignments(tx, index, c.(*setAssignmentsCmd))
+	case cmdCommitOffsets:
+		c := c.(*commitOffsetsCmd)
+		b, err := tx.Bucket(bucketGroups).CreateBucketIfNotExists([]byte(c.Group))
+		if err != nil {
+			return nil, err
+		}
+		for _, o := range c.Offsets {
+			rec := offsetRecord{TopicID: o.TopicID, Offset: o.Offset, Metadata: o.Metadata, AtMS: c.AtMS}
+			if err := putJSON(b, offsetKey(o.Topic, o.Partition), rec); err != nil {
+				return nil, err
+			}
+		}
+		return []Change{{Index: index, Kind: ChangeOffsets, Group: c.Group}}, nil
+	case cmdDeleteGroup:
+		c := c.(*deleteGroupCmd)
+		if tx.Bucket(bucketGroups).Bucket([]byte(c.Group)) == nil {
+			return nil, reject(fmt.Errorf("group %q: %w", c.Group, ErrUnknownGroup))
+		}
+		return []Change{{Index: index, Kind: ChangeGroupDeleted, Group: c.Group}}, tx.Bucket(bucketGroups).DeleteBucket([]byte(c.Group))
+	}
+	return nil, reject(fmt.Errorf("%w: no handler for %s", ErrBadCommand, t))
+}
+
+// rejection is a command refused by the state machine (the same way on every replica); the
+// state is unchanged. Every other error from applyCommand is a storage error.
+type rejection struct{ err error }
+
+func (r *rejection) Error() string { return r.err.Error() }
+
+func reject(err error) error { return &rejection{err: err} }
+
+// orReject returns err if set (a storage error), else the rejection rej.
+func orReject(err, rej error) error {
+	if err != nil {
+		return err
+	}
+	return reject(rej)
+}
+
+func unknownTopic(name string) error { return fmt.Errorf("topic %q: %w", name, ErrUnknownTopic) }
+
+func applyUpsertBroker(tx *bolt.Tx, index uint64, c *upsertBrokerCmd) ([]Change, error) {
+	b := tx.Bucket(bucketBrokers)
+	k := brokerKey(c.Broker.ID)
+	if v := b.Get(k); v != nil {
+		var old brokerRecord
+		if err := json.Unmarshal(v, &old); err == nil && old == c.Broker {
+			return nil, nil // no change: no watcher wake-up
+		}
+	}
+	return []Change{{Index: index, Kind: ChangeBroker, Broker: c.Broker.ID}}, putJSON(b, k, c.Broker)
+}
+
+func applyCreateTopic(tx *bolt.Tx, index uint64, c *createTopicCmd) ([]Change, error) {
+	t := c.Topic
+	topics := tx.Bucket(bucketTopics)
+	if topics.Get([]byte(t.Name)) != nil {
+		return nil, reject(fmt.Errorf("topic %q: %w", t.Name, ErrTopicExists))
+	}
+	key := topic.CollisionKey(t.Name)
+	var clash string
+	err := topics.ForEach(func(k, _ []byte) error {
+		if clash == "" && topic.CollisionKey(string(k)) == key {
+			clash = string(k)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if clash != "" {
+		return nil, reject(fmt.Errorf("topic %q: %w: it collides with topic %q (names that differ only by '.' and '_' are not allowed together)", t.Name, ErrTopicExists, clash))
+	}
+	if err := putJSON(topics, []byte(t.Name), t); err != nil {
+		return nil, err
+	}
+	pb, err := tx.Bucket(bucketPartitions).CreateBucketIfNotExists([]byte(t.Name))
+	if err != nil {
+		return nil, err
+	}
+	parts := make([]int32, len(c.Replicas))
+	for p, reps := range c.Replicas {
+		parts[p] = int32(p)
+		if err := putJSON(pb, partitionKey(int32(p)), partitionRecord{Replicas: reps, Epoch: 1}); err != nil {
+			return nil, err
+		}
+	}
+	return []Change{{Index: index, Kind: ChangeTopicCreated, Topic: t.Name, TopicID: t.ID, Partitions: parts}}, nil
+}
+
+func applyDeleteTopic(tx *bolt.Tx, index uint64, c *deleteTopicCmd) ([]Change, error) {
+	rec, ok, err := getTopic(tx, c.Name)
+	if err != nil || !ok {
+		return nil, orReject(err, unknownTopic(c.Name))
+	}
+	if c.ID != "" && c.ID != rec.ID {
+		return nil, reject(fmt.Errorf("topic %q: %w", c.Name, ErrStaleTopic))
+	}
+	if err := tx.Bucket(bucketTopics).Delete([]byte(c.Name)); err != nil {
+		return nil, err
+	}
+	if tx.Bucket(bucketPartitions).Bucket([]byte(c.Name)) != nil {
+		if err := tx.Bucket(bucketPartitions).DeleteBucket([]byte(c.Name)); err != nil {
+			return nil, err
+		}
+	}
+	// Committed offsets stay: they name the topic id, and a topic created again under the
+	// same name has another id, so they read as stale (as in the single-node store).
+	return []Change{{Index: index, Kind: ChangeTopicDeleted, Topic: c.Name, TopicID: rec.ID}}, nil
+}
+
+func applySetAssignments(tx *bolt.Tx, index uint64, c *setAssignmentsCmd) ([]Change, error) {
+	rec, ok, err := getTopic(tx, c.Topic)
+	if err != nil || !ok {
+		return nil, orReject(err, unknownTopic(c.Topic))
+	}
+	if c.TopicID != "" && c.TopicID != rec.ID {
+		return nil, reject(fmt.Errorf("topic %q: %w", c.Topic, ErrStaleTopic))
+	}
+	pb := tx.Bucket(bucketPartitions).Bucket([]byte(c.Topic))
+	for _, ch := range c.Changes {
+		if ch.Partition >= rec.Partitions {
+			return nil, reject(fmt.Errorf("topic %q: partition %d of %d", c.Topic, ch.Partition, rec.Partitions))
+		}
+	}
+	var parts []int32
+	for _, ch := range c.Changes {
+		var pr partitionRecord
+		if err := getJSON(pb, partitionKey(ch.Partition), &pr); err != nil {
+			return nil, err
+		}
+		if slices.Equal(pr.Replicas, ch.Replicas) {
+			continue
+		}
+		pr.Replicas = ch.Replicas
+		pr.Epoch++
+		if err := putJSON(pb, partitionKey(ch.Partition), pr); err != nil {
+			return nil, err
+		}
+		parts = append(parts, ch.Partition)
+	}
+	if len(parts) == 0 {
+		return nil, nil
+	}
+	return []Change{{Index: index, Kind: ChangeAssignment, Topic: c.Topic, TopicID: rec.ID, Partitions: parts}}, nil
+}
+
+func getTopic(tx *bolt.Tx, name string) (topicRecord, bool, error) {
+	var rec topicRecord
+	v := tx.Bucket(bucketTopics).Get([]byte(name))
+	if v == nil {
+		return rec, false, nil
+	}
+	if err := json.Unmarshal(v, &rec); err != nil {
+		return rec, false, fmt.Errorf("topic %q: %w", name, err)
+	}
+	return rec, true, nil
+}
+
+func brokerKey(id int32) []byte {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], uint32(id))
+	return b[:]
+}
+
+func partitionKey(p int32) []byte { return brokerKey(p) }
+
+func offsetKey(topicName string, p int32) []byte {
+	return append(append([]byte(topicName), 0), partitionKey(p)...)
+}
+
+func putJSON(b *bolt.Bucket, k []byte, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.Put(k, data)
+}
+
+func getJSON(b *bolt.Bucket, k []byte, v any) error {
+	if b == nil {
+		return errors.New("missing bucket")
+	}
+	data := b.Get(k)
+	if data == nil {
+		return fmt.Errorf("missing key %x", k)
+	}
+	return json.Unmarshal(data, v)
+}
+
+// Snapshot implements raft.FSM: a read transaction, written out by Persist.
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	tx, err := f.db.Begin(false)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: snapshot: %w", err)
+	}
+	return &fsmSnapshot{tx: tx}, nil
+}
+
+type fsmSnapshot struct{ tx *bolt.Tx }
+
+// Persist streams the bbolt file as of the snapshot's transaction.
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := s.tx.WriteTo(sink); err != nil {
+		_ = sink.Cancel()
+		return fmt.Errorf("cluster: snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+// Release ends the snapshot's transaction.
+func (s *fsmSnapshot) Release() { _ = s.tx.Rollback() }
+
+// Restore implements raft.FSM: the stream is a whole bbolt file, which replaces the state
+// file once it has been written, synced and opened successfully.
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	tmp := f.path + ".restore"
+	if err := writeSynced(tmp, rc); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("cluster: restore: %w", err)
+	}
+	check, err := openStateDB(tmp) // validates the file and adds any missing bucket
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("cluster: restore: %w", err)
+	}
+	var index uint64
+	_ = check.View(func(tx *bolt.Tx) error { index = appliedIndex(tx); return nil })
+	if err := check.Close(); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("cluster: restore: %w", err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.db.Close(); err != nil {
+		return fmt.Errorf("cluster: restore: %w", err)
+	}
+	if err := os.Rename(tmp, f.path); err != nil {
+		return fmt.Errorf("cluster: restore: %w", err)
+	}
+	if err := syncDir(filepath.Dir(f.path)); err != nil {
+		return fmt.Errorf("cluster: restore: %w", err)
+	}
+	db, err := openStateDB(f.path)
+	if err != nil {
+		return fmt.Errorf("cluster: restore: %w", err)
+	}
+	f.db = db
+	f.notify([]Change{{Index: index, Kind: ChangeRestored}})
+	return nil
+}
+
+func writeSynced(path string, r io.Reader) error {
+	fh, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, werr := io.Copy(fh, r)
+	serr := fh.Sync()
+	cerr := fh.Close()
+	return errors.Join(werr, serr, cerr)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	serr := d.Sync()
+	cerr := d.Close()
+	return errors.Join(serr, cerr)
+}
+
+// Reads.
+
+func (f *fsm) view(fn func(tx *bolt.Tx) error) error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.db.View(fn)
+}
+
+func (f *fsm) appliedIndex() uint64 {
+	var i uint64
+	_ = f.view(func(tx *bolt.Tx) error { i = appliedIndex(tx); return nil })
+	return i
+}
+
+func (f *fsm) brokers() (map[int32]brokerRecord, error) {
+	out := map[int32]brokerRecord{}
+	err := f.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketBrokers).ForEach(func(k, v []byte) error {
+			var r brokerRecord
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("broker %x: %w", k, err)
+			}
+			out[r.ID] = r
+			return nil
+		})
+	})
+	return out, err
+}
+
+func (f *fsm) topics() ([]topicRecord, error) {
+	var out []topicRecord
+	err := f.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketTopics).ForEach(func(k, v []byte) error {
+			var r topicRecord
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("topic %q: %w", k, err)
+			}
+			out = append(out, r)
+			return nil
+		})
+	})
+	return out, err
+}
+
+func (f *fsm) topic(name string) (topicRecord, bool, error) {
+	var rec topicRecord
+	var ok bool
+	err := f.view(func(tx *bolt.Tx) error {
+		var err error
+		rec, ok, err = getTopic(tx, name)
+		return err
+	})
+	return rec, ok, err
+}
+
+// assignment returns a topic's partitions, in partition order.
+func (f *fsm) assignment(name string) ([]partitionRecord, bool, error) {
+	var out []partitionRecord
+	var ok bool
+	err := f.view(func(tx *bolt.Tx) error {
+		pb := tx.Bucket(bucketPartitions).Bucket([]byte(name))
+		if pb == nil {
+			return nil
+		}
+		ok = true
+		return pb.ForEach(func(_, v []byte) error {
+			var r partitionRecord
+			if err := json.Unmarshal(v, &r); err != nil {
+				return err
+			}
+			out = append(out, r)
+			return nil
+		})
+	})
+	return out, ok, err
+}
+
+// allAssignments returns every topic's replica lists.
+func (f *fsm) allAssignments() (map[string][][]int32, map[string]topicRecord, error) {
+	out := map[string][][]int32{}
+	recs := map[string]topicRecord{}
+	err := f.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketTopics).ForEach(func(k, v []byte) error {
+			var r topicRecord
+			if err := json.Unmarshal(v, &r); err != nil {
+				return err
+			}
+			recs[r.Name] = r
+			pb := tx.Bucket(bucketPartitions).Bucket(k)
+			if pb == nil {
+				return nil
+			}
+			var parts [][]int32
+			err := pb.ForEach(func(_, v []byte) error {
+				var pr partitionRecord
+				if err := json.Unmarshal(v, &pr); err != nil {
+					return err
+				}
+				parts = append(parts, pr.Replicas)
+				return nil
+			})
+			out[r.Name] = parts
+			return err
+		})
+	})
+	return out, recs, err
+}
+
+func (f *fsm) offsets(group string) ([]CommittedOffset, bool, error) {
+	var out []CommittedOffset
+	var ok bool
+	err := f.view(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketGroups).Bucket([]byte(group))
+		if b == nil {
+			return nil
+		}
+		ok = true
+		return b.ForEach(func(k, v []byte) error {
+			if len(k) < 5 || k[len(k)-5] != 0 {
+				return fmt.Errorf("group %q: bad key %x", group, k)
+			}
+			var r offsetRecord
+			if err := json.Unmarshal(v, &r); err != nil {
+				return err
+			}
+			out = append(out, CommittedOffset{
+				Topic: string(k[:len(k)-5]), Partition: int32(binary.BigEndian.Uint32(k[len(k)-4:])),
+				TopicID: r.TopicID, Offset: r.Offset, Metadata: r.Metadata, CommittedAt: time.UnixMilli(r.AtMS).UTC(),
+			})
+			return nil
+		})
+	})
+	return out, ok, err
+}
+
+// serverID is a broker's Raft server id: its broker id and the incarnation of its data
+// directory, so that a broker whose data was wiped is a different Raft server.
+func serverID(id int32, incarnation string) raft.ServerID {
+	return raft.ServerID(strconv.Itoa(int(id)) + "/" + incarnation)
+}
+
+// parseServerID is the inverse of serverID.
+func parseServerID(s raft.ServerID) (int32, string, bool) {
+	str := string(s)
+	for i := 0; i < len(str); i++ {
+		if str[i] == '/' {
+			n, err := strconv.ParseInt(str[:i], 10, 32)
+			if err != nil || n < 0 {
+				return 0, "", false
+			}
+			return int32(n), str[i+1:], true
+		}
+	}
+	return 0, "", false
+}

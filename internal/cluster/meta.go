@@ -1,0 +1,497 @@
+// The metadata Raft group: starting it, guarding votes, and the control loop by which the
+// metadata leader turns Serf's view of the brokers into committed changes.
+
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	"github.com/rs/zerolog"
+)
+
+// Start starts the metadata Raft group and Serf, bootstraps a new cluster if this broker's
+// Raft state is new and no seed is given, and joins the seeds otherwise.
+func (c *Cluster) Start() error {
+	if !c.started.CompareAndSwap(false, true) {
+		return errors.New("cluster: already started")
+	}
+	rc := raft.DefaultConfig()
+	rc.LocalID = c.localID
+	rc.Logger = newHCLogger(c.log, "raft")
+	if c.cfg.TuneRaft != nil {
+		c.cfg.TuneRaft(rc)
+	}
+	hasState, err := raft.HasExistingState(c.store, c.store, c.snaps)
+	if err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	c.guard = newVoteGuard(c.cfg.Transport, c.isVoter)
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.guard.run(c.done)
+	}()
+	r, err := raft.NewRaft(rc, c.fsm, c.store, c.store, c.snaps, c.guard.transport())
+	if err != nil {
+		return fmt.Errorf("cluster: start raft: %w", err)
+	}
+	c.raft.Store(r)
+	if !hasState && len(c.cfg.Join) == 0 {
+		c.log.Info().Str("server_id", string(c.localID)).Msg("bootstrapping a new cluster")
+		err := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
+			Suffrage: raft.Voter, ID: c.localID, Address: c.cfg.Transport.LocalAddr(),
+		}}}).Error()
+		if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			return fmt.Errorf("cluster: bootstrap: %w", err)
+		}
+	}
+	c.ml, err = NewMembership(MembershipConfig{
+		BrokerID: c.cfg.BrokerID, Addr: c.cfg.Advertise, RaftAddr: string(c.cfg.Transport.LocalAddr()),
+		Incarnation: c.incarnation, Bind: c.cfg.SerfBind, Advertise: c.cfg.SerfAdvertise,
+		Logger: c.cfg.Logger, Tune: c.cfg.TuneSerf,
+	})
+	if err != nil {
+		return err
+	}
+	if err := c.ml.Join(c.cfg.Join); err != nil {
+		return err
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.loop()
+	}()
+	return nil
+}
+
+// Leave leaves the cluster for good: leadership passes to another voter, then Serf
+// announces the departure and the metadata leader removes this broker from the Raft
+// configuration and moves its replicas. Close it afterwards.
+func (c *Cluster) Leave() error {
+	if r := c.raft.Load(); r != nil && r.State() == raft.Leader {
+		if err := r.LeadershipTransfer().Error(); err != nil {
+			c.log.Warn().Err(err).Msg("leadership transfer before leaving failed")
+		}
+	}
+	if c.ml == nil {
+		return nil
+	}
+	return c.ml.Leave()
+}
+
+// Close stops Serf (without leaving: the others see a failure, as for a crash) and Raft,
+// waits for every goroutine, and closes the stores. It is idempotent.
+func (c *Cluster) Close() error {
+	c.closeOnce.Do(func() {
+		var errs []error
+		if c.ml != nil {
+			errs = append(errs, c.ml.Close())
+		}
+		if r := c.raft.Load(); r != nil {
+			errs = append(errs, r.Shutdown().Error())
+		}
+		close(c.done)
+		c.wg.Wait()
+		errs = append(errs, c.store.Close(), c.fsm.close())
+		c.closeErr = errors.Join(errs...)
+	})
+	return c.closeErr
+}
+
+// isVoter reports whether this broker is a voter in the latest Raft configuration it holds.
+func (c *Cluster) isVoter() bool {
+	r := c.raft.Load()
+	if r == nil {
+		return false
+	}
+	f := r.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	for _, s := range f.Configuration().Servers {
+		if s.ID == c.localID {
+			return s.Suffrage == raft.Voter
+		}
+	}
+	return false
+}
+
+// errNotVoter answers a vote request to a broker that is not a voter.
+var errNotVoter = errors.New("cluster: not a voter in its own configuration: refusing to vote")
+
+// voteGuard wraps the Raft transport and refuses vote and pre-vote requests while this
+// broker is not a voter in the latest configuration it holds. hashicorp/raft grants a vote
+// from any server with an empty log and no configuration, so a broker whose data dir was
+// wiped, answering at its old address, would otherwise vote in place of the server it was
+// (whose vote candidates still count). Refusing a vote is always safe; a broker that was
+// just made a voter learns it from the leader's next append.
+type voteGuard struct {
+	raft.Transport
+	ch      chan raft.RPC
+	isVoter func() bool
+}
+
+// voteGuardPreVote is a voteGuard over a transport that supports pre-vote.
+type voteGuardPreVote struct{ *voteGuard }
+
+func (g voteGuardPreVote) RequestPreVote(id raft.ServerID, target raft.ServerAddress, args *raft.RequestPreVoteRequest, resp *raft.RequestPreVoteResponse) error {
+	return g.Transport.(raft.WithPreVote).RequestPreVote(id, target, args, resp)
+}
+
+func newVoteGuard(t raft.Transport, isVoter func() bool) *voteGuard {
+	return &voteGuard{Transport: t, ch: make(chan raft.RPC), isVoter: isVoter}
+}
+
+// transport returns the guard as the transport Raft is given.
+func (g *voteGuard) transport() raft.Transport {
+	if _, ok := g.Transport.(raft.WithPreVote); ok {
+		return voteGuardPreVote{g}
+	}
+	return g
+}
+
+// Consumer implements raft.Transport.
+func (g *voteGuard) Consumer() <-chan raft.RPC { return g.ch }
+
+func (g *voteGuard) run(done <-chan struct{}) {
+	in := g.Transport.Consumer()
+	for {
+		select {
+		case <-done:
+			return
+		case rpc := <-in:
+			switch rpc.Command.(type) {
+			case *raft.RequestVoteRequest, *raft.RequestPreVoteRequest:
+				if !g.isVoter() {
+					rpc.Respond(nil, errNotVoter)
+					continue
+				}
+			}
+			select {
+			case g.ch <- rpc:
+			case <-done:
+				return
+			}
+		}
+	}
+}
+
+// loop is the control loop. On every broker it reports, while this broker is a non-voter,
+// how far it has applied the metadata (a Serf tag the leader reads before promoting it). On
+// the metadata leader it reconciles after every Serf event, every applied change and every
+// ReconcileInterval.
+func (c *Cluster) loop() {
+	tick := time.NewTicker(c.cfg.ReconcileInterval)
+	defer tick.Stop()
+	r := c.raft.Load()
+	var lead *leaderState
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-tick.C:
+		case <-c.kick:
+		case <-r.LeaderCh():
+		case ev := <-c.ml.Events():
+			c.log.Debug().Str("event", string(ev.Type)).Int32("member", ev.Member.ID).
+				Str("status", string(ev.Member.Status)).Msg("serf event")
+		}
+		c.reportApplied()
+		if r.State() != raft.Leader {
+			lead = nil
+			continue
+		}
+		if lead == nil {
+			// A new term: apply everything the previous leader committed before acting.
+			if err := r.Barrier(c.cfg.ApplyTimeout).Error(); err != nil {
+				c.log.Warn().Err(err).Msg("barrier after winning the metadata election")
+				continue
+			}
+			lead = &leaderState{addedAt: map[raft.ServerID]uint64{}}
+			c.log.Info().Msg("metadata leader")
+		}
+		if err := c.reconcile(lead); err != nil {
+			c.log.Warn().Err(err).Msg("reconcile")
+		}
+	}
+}
+
+// reportApplied gossips this broker's applied index while it is a non-voter.
+func (c *Cluster) reportApplied() {
+	r := c.raft.Load()
+	var idx uint64
+	if f := r.GetConfiguration(); f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			if s.ID == c.localID && s.Suffrage == raft.Nonvoter {
+				idx = r.AppliedIndex()
+			}
+		}
+	}
+	if err := c.ml.SetApplied(idx); err != nil {
+		c.log.Debug().Err(err).Msg("gossip applied index")
+	}
+}
+
+// leaderState is what the leader remembers between reconciliations (its term only).
+type leaderState struct {
+	// addedAt is the Raft index at which a non-voter was added (or first seen by this
+	// leader): it is promoted once it reports having applied that far.
+	addedAt map[raft.ServerID]uint64
+}
+
+// reconcile brings the metadata in line with Serf (broker records), the Raft configuration
+// in line with the metadata (voters, non-voters, removals), and the assignments in line
+// with the brokers (replicas of lost brokers moved; under-replicated partitions filled).
+func (c *Cluster) reconcile(lead *leaderState) error {
+	ctx := context.Background()
+	now := time.Now()
+	members := map[int32]Member{}
+	for _, m := range c.ml.Members() {
+		members[m.ID] = m
+	}
+	recs, err := c.fsm.brokers()
+	if err != nil {
+		return err
+	}
+	// 1. Broker records from Serf.
+	for _, id := range slices.Sorted(maps.Keys(members)) {
+		m := members[id]
+		state := BrokerAlive
+		switch m.Status {
+		case MemberFailed:
+			state = BrokerFailed
+		case MemberLeft:
+			state = BrokerLeft
+		}
+		old, known := recs[id]
+		if known && old.Incarnation != m.Incarnation && state != BrokerAlive {
+			continue // Serf's news of a new incarnation that is not alive: nothing to record yet
+		}
+		rec := brokerRecord{ID: id, Addr: m.Addr, RaftAddr: m.RaftAddr, Incarnation: m.Incarnation,
+			State: state, SinceMS: now.UnixMilli()}
+		if known && old.Incarnation == m.Incarnation {
+			rec.Voter = old.Voter
+			if old.State == state {
+				rec.SinceMS = old.SinceMS
+			}
+		}
+		if known && rec == old {
+			continue
+		}
+		if known && old.Incarnation != m.Incarnation {
+			c.log.Warn().Int32("member", id).Str("old_incarnation", old.Incarnation).Str("incarnation", m.Incarnation).
+				Msg("broker is back with a new data dir: it rejoins as a new Raft server, a non-voter until caught up")
+		}
+		if err := c.propose(ctx, cmdUpsertBroker, upsertBrokerCmd{Broker: rec}); err != nil {
+			return err
+		}
+	}
+	if recs, err = c.fsm.brokers(); err != nil {
+		return err
+	}
+	if err := c.reconcileRaft(lead, recs, members, now); err != nil {
+		return err
+	}
+	if recs, err = c.fsm.brokers(); err != nil {
+		return err
+	}
+	return c.reconcileReplicas(ctx, recs, now)
+}
+
+// lost reports whether a broker's replicas should move elsewhere.
+func (c *Cluster) lost(r brokerRecord, now time.Time) bool {
+	return r.State == BrokerLeft ||
+		(r.State == BrokerFailed && now.Sub(time.UnixMilli(r.SinceMS)) >= c.cfg.FailedTimeout)
+}
+
+func (c *Cluster) reconcileRaft(lead *leaderState, recs map[int32]brokerRecord, members map[int32]Member, now time.Time) error {
+	r := c.raft.Load()
+	to := c.cfg.ApplyTimeout
+	servers, err := raftServers(r)
+	if err != nil {
+		return err
+	}
+	// Remove stale identities (a wiped data dir), brokers that left, and brokers failed
+	// too long (they come back as non-voters).
+	for _, s := range servers {
+		if s.ID == c.localID {
+			continue
+		}
+		id, inc, ok := parseServerID(s.ID)
+		rec, known := recs[id]
+		if !ok || !known {
+			continue
+		}
+		why := ""
+		switch {
+		case inc != rec.Incarnation:
+			why = "its data dir was replaced"
+		case rec.State == BrokerLeft:
+			why = "it left"
+		case c.lost(rec, now):
+			why = "failed for longer than the failed timeout"
+		}
+		if why == "" {
+			continue
+		}
+		c.log.Info().Str("server_id", string(s.ID)).Str("why", why).Msg("removing from the metadata raft group")
+		if err := r.RemoveServer(s.ID, 0, to).Error(); err != nil {
+			return fmt.Errorf("remove server %s: %w", s.ID, err)
+		}
+		delete(lead.addedAt, s.ID)
+	}
+	if servers, err = raftServers(r); err != nil {
+		return err
+	}
+	inConfig := map[raft.ServerID]raft.Server{}
+	voters := 0
+	for _, s := range servers {
+		inConfig[s.ID] = s
+		if s.Suffrage == raft.Voter {
+			voters++
+		}
+	}
+	// Add alive brokers as non-voters.
+	for _, id := range slices.Sorted(maps.Keys(recs)) {
+		rec := recs[id]
+		m, ok := members[id]
+		if rec.State != BrokerAlive || !ok || m.Incarnation != rec.Incarnation || m.Status != MemberAlive || rec.RaftAddr == "" {
+			continue
+		}
+		sid := serverID(id, rec.Incarnation)
+		if _, ok := inConfig[sid]; ok {
+			continue
+		}
+		c.log.Info().Str("server_id", string(sid)).Str("addr", rec.RaftAddr).Msg("adding to the metadata raft group as a non-voter")
+		f := r.AddNonvoter(sid, raft.ServerAddress(rec.RaftAddr), 0, to)
+		if err := f.Error(); err != nil {
+			return fmt.Errorf("add non-voter %s: %w", sid, err)
+		}
+		lead.addedAt[sid] = f.Index()
+		inConfig[sid] = raft.Server{ID: sid, Suffrage: raft.Nonvoter, Address: raft.ServerAddress(rec.RaftAddr)}
+	}
+	// Promote caught-up non-voters while there are fewer voters than wanted.
+	ids := slices.Sorted(maps.Keys(inConfig))
+	for _, sid := range ids {
+		s := inConfig[sid]
+		if voters >= c.cfg.Voters {
+			break
+		}
+		if s.Suffrage != raft.Nonvoter {
+			continue
+		}
+		id, _, ok := parseServerID(sid)
+		m, alive := members[id]
+		if !ok || !alive || m.Status != MemberAlive || serverID(id, m.Incarnation) != sid {
+			continue
+		}
+		need, ok := lead.addedAt[sid]
+		if !ok {
+			lead.addedAt[sid] = r.LastIndex()
+			continue
+		}
+		if m.Applied < need {
+			continue
+		}
+		c.log.Info().Str("server_id", string(sid)).Uint64("applied", m.Applied).Msg("promoting to voter: caught up")
+		if err := r.AddVoter(sid, s.Address, 0, to).Error(); err != nil {
+			return fmt.Errorf("promote %s: %w", sid, err)
+		}
+		voters++
+	}
+	// Record who votes.
+	if servers, err = raftServers(r); err != nil {
+		return err
+	}
+	for _, id := range slices.Sorted(maps.Keys(recs)) {
+		rec := recs[id]
+		want := false
+		for _, s := range servers {
+			if s.ID == serverID(id, rec.Incarnation) && s.Suffrage == raft.Voter {
+				want = true
+			}
+		}
+		if rec.Voter == want {
+			continue
+		}
+		rec.Voter = want
+		if err := c.propose(context.Background(), cmdUpsertBroker, upsertBrokerCmd{Broker: rec}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func raftServers(r *raft.Raft) ([]raft.Server, error) {
+	f := r.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, err
+	}
+	s := slices.Clone(f.Configuration().Servers)
+	sort.Slice(s, func(i, j int) bool { return s[i].ID < s[j].ID })
+	return s, nil
+}
+
+// reconcileReplicas moves the replicas of lost brokers and fills under-replicated
+// partitions from the alive brokers (Repair), one command per topic.
+func (c *Cluster) reconcileReplicas(ctx context.Context, recs map[int32]brokerRecord, now time.Time) error {
+	all, topics, err := c.fsm.allAssignments()
+	if err != nil {
+		return err
+	}
+	lost := map[int32]bool{}
+	for id, rec := range recs {
+		if c.lost(rec, now) {
+			lost[id] = true
+		}
+	}
+	alive := aliveBrokers(recs)
+	load := LoadOf(all)
+	for _, name := range slices.Sorted(maps.Keys(all)) {
+		t := topics[name]
+		changed := Repair(all[name], int(t.ReplicationFactor), lost, alive, load)
+		if len(changed) == 0 {
+			continue
+		}
+		cmd := setAssignmentsCmd{Topic: name, TopicID: t.ID}
+		for _, p := range slices.Sorted(maps.Keys(changed)) {
+			cmd.Changes = append(cmd.Changes, assignmentDelta{Partition: p, Replicas: changed[p]})
+		}
+		c.log.Info().Str("topic", name).Int("partitions", len(cmd.Changes)).Msg("reassigning replicas")
+		if err := c.propose(ctx, cmdSetAssignments, cmd); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// newHCLogger adapts zerolog for hashicorp/raft (warnings and errors only).
+func newHCLogger(l zerolog.Logger, name string) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Name:   name,
+		Level:  hclog.Warn,
+		Output: hcWriter{l.With().Str("component", name).Logger()},
+	})
+}
+
+type hcWriter struct{ log zerolog.Logger }
+
+func (w hcWriter) Write(p []byte) (int, error) {
+	s := strings.TrimRight(string(p), "\n")
+	switch {
+	case strings.Contains(s, "[ERROR]"):
+		w.log.Error().Msg(s)
+	default:
+		w.log.Warn().Msg(s)
+	}
+	return len(p), nil
+}
