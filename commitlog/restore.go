@@ -99,9 +99,13 @@ type RestoreOptions struct {
 	Files []string
 	// LastIndex and LastTerm: the adopted log must end at exactly this entry.
 	LastIndex, LastTerm uint64
+	// LastBytes, if positive, is how much of the last file to adopt (a snapshot that linked a
+	// segment which was still being appended to records its length at the snapshot index).
+	LastBytes int64
 	// Link places a file into the log's directory without copying it (os.Link: a hard link).
-	// Nil copies it through Options.FS. A linked file must not be written by anyone else
-	// afterwards; the log appends to the last one.
+	// Nil copies it through Options.FS. The last file is always copied (up to LastBytes): the
+	// log appends to it, and the source must not change. The others are never written by
+	// the log (it truncates only above its commit index), so sharing them is safe.
 	Link func(oldname, newname string) error
 }
 
@@ -186,10 +190,13 @@ func (l *Log) Restore(o RestoreOptions) error {
 	for i, src := range o.Files {
 		dst, _, _ := segmentPaths(l.dir, bases[i])
 		var err error
-		if o.Link != nil {
+		switch {
+		case i == len(o.Files)-1:
+			err = l.copyFile(src, dst, o.LastBytes)
+		case o.Link != nil:
 			err = o.Link(src, dst)
-		} else {
-			err = l.copyFile(src, dst)
+		default:
+			err = l.copyFile(src, dst, 0)
 		}
 		if err != nil {
 			return l.restoreBroken(fmt.Errorf("restore: place %s: %w", src, err))
@@ -233,8 +240,9 @@ func (l *Log) readSegmentHeader(path string) (segmentHeader, error) {
 	return hdr, nil
 }
 
-// copyFile copies src to dst through the FS and syncs dst (not its directory).
-func (l *Log) copyFile(src, dst string) error {
+// copyFile copies src (its first limit bytes if limit > 0) to dst through the FS and syncs dst
+// (not its directory).
+func (l *Log) copyFile(src, dst string, limit int64) error {
 	fs := l.opts.FS
 	in, err := fs.OpenFile(src, os.O_RDONLY, 0)
 	if err != nil {
@@ -247,8 +255,12 @@ func (l *Log) copyFile(src, dst string) error {
 	}
 	buf := make([]byte, 1<<20)
 	var off int64
-	for {
-		n, rerr := in.ReadAt(buf, off)
+	for limit <= 0 || off < limit {
+		chunk := buf
+		if limit > 0 && int64(len(chunk)) > limit-off {
+			chunk = chunk[:limit-off]
+		}
+		n, rerr := in.ReadAt(chunk, off)
 		if n > 0 {
 			if _, err := out.WriteAt(buf[:n], off); err != nil {
 				out.Close()
@@ -257,6 +269,10 @@ func (l *Log) copyFile(src, dst string) error {
 			off += int64(n)
 		}
 		if rerr == io.EOF {
+			if limit > 0 && off < limit {
+				out.Close()
+				return fmt.Errorf("%w: %s holds %d bytes, want %d", ErrCorrupt, src, off, limit)
+			}
 			break
 		}
 		if rerr != nil {
