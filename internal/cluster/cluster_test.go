@@ -1,0 +1,573 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/hashicorp/serf/serf"
+	"github.com/rs/zerolog"
+)
+
+// testNet is a set of in-process brokers: Raft over InmemTransport (all connected), Serf on
+// loopback.
+type testNet struct {
+	t     *testing.T
+	mu    sync.Mutex
+	trans map[raft.ServerAddress]*raft.InmemTransport
+	nodes map[int32]*testNode
+	opts  func(*Config)
+}
+
+type testNode struct {
+	id    int32
+	dir   string
+	serf  string // the Serf address it bound (reused on restart)
+	trans *raft.InmemTransport
+	c     *Cluster
+}
+
+func newTestNet(t *testing.T, opts func(*Config)) *testNet {
+	n := &testNet{t: t, trans: map[raft.ServerAddress]*raft.InmemTransport{}, nodes: map[int32]*testNode{}, opts: opts}
+	t.Cleanup(func() {
+		n.mu.Lock()
+		nodes := slices.Collect(func(yield func(*testNode) bool) {
+			for _, nd := range n.nodes {
+				if !yield(nd) {
+					return
+				}
+			}
+		})
+		n.mu.Unlock()
+		for _, nd := range nodes {
+			n.stop(nd)
+		}
+	})
+	return n
+}
+
+func testLogger(t *testing.T) zerolog.Logger {
+	if os.Getenv("CLUSTER_TEST_LOG") == "" {
+		return zerolog.Nop()
+	}
+	return zerolog.New(zerolog.NewConsoleWriter()).Level(zerolog.InfoLevel).With().Timestamp().Logger()
+}
+
+func fastRaft(c *raft.Config) {
+	c.HeartbeatTimeout = 150 * time.Millisecond
+	c.ElectionTimeout = 150 * time.Millisecond
+	c.LeaderLeaseTimeout = 100 * time.Millisecond
+	c.CommitTimeout = 5 * time.Millisecond
+}
+
+func fastSerf(c *serf.Config) {
+	ml := c.MemberlistConfig
+	ml.ProbeInterval = 100 * time.Millisecond
+	ml.ProbeTimeout = 50 * time.Millisecond
+	ml.SuspicionMult = 1
+	ml.GossipInterval = 10 * time.Millisecond
+	ml.PushPullInterval = 500 * time.Millisecond
+	ml.TCPTimeout = time.Second
+	ml.DeadNodeReclaimTime = time.Millisecond
+	c.ReapInterval = time.Second
+	c.ReconnectInterval = 200 * time.Millisecond
+	c.LeavePropagateDelay = 100 * time.Millisecond
+}
+
+// start starts broker id with dir (a new temp dir if ""), joining the given Serf addresses.
+func (n *testNet) start(id int32, dir, serfBind string, join ...string) *testNode {
+	n.t.Helper()
+	if dir == "" {
+		dir = n.t.TempDir()
+	}
+	if serfBind == "" {
+		serfBind = "127.0.0.1:0"
+	}
+	addr := raft.ServerAddress(fmt.Sprintf("broker-%d", id))
+	_, tr := raft.NewInmemTransport(addr)
+	n.mu.Lock()
+	for a, other := range n.trans {
+		if a == addr {
+			continue
+		}
+		tr.Connect(a, other)
+		other.Connect(addr, tr)
+	}
+	n.trans[addr] = tr
+	n.mu.Unlock()
+	cfg := DefaultConfig()
+	cfg.DataDir, cfg.BrokerID, cfg.Advertise, cfg.SerfBind, cfg.Join = dir, id, fmt.Sprintf("grpc-%d:9092", id), serfBind, join
+	cfg.Transport = tr
+	cfg.ReconcileInterval = 100 * time.Millisecond
+	cfg.ApplyTimeout = 5 * time.Second
+	cfg.Logger = testLogger(n.t).With().Int32("node", id).Logger()
+	cfg.TuneRaft, cfg.TuneSerf = fastRaft, fastSerf
+	if n.opts != nil {
+		n.opts(&cfg)
+	}
+	c, err := New(cfg)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	if err := c.Start(); err != nil {
+		_ = c.Close()
+		n.t.Fatal(err)
+	}
+	nd := &testNode{id: id, dir: dir, serf: c.SerfAddr(), trans: tr, c: c}
+	n.mu.Lock()
+	n.nodes[id] = nd
+	n.mu.Unlock()
+	return nd
+}
+
+// stop closes a broker (no leave: a crash as the others see it) and cuts its transport.
+func (n *testNet) stop(nd *testNode) {
+	if err := nd.c.Close(); err != nil {
+		n.t.Logf("close broker %d: %v", nd.id, err)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.nodes[nd.id] == nd {
+		delete(n.nodes, nd.id)
+	}
+	if n.trans[nd.trans.LocalAddr()] == nd.trans {
+		delete(n.trans, nd.trans.LocalAddr())
+	}
+	for _, other := range n.trans {
+		other.Disconnect(nd.trans.LocalAddr())
+	}
+	_ = nd.trans.Close()
+}
+
+// waitFor polls cond until it holds or the timeout passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s: %v", timeout, what, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (n *testNet) leader(t *testing.T) *testNode {
+	t.Helper()
+	var l *testNode
+	waitFor(t, 10*time.Second, "a metadata leader", func() error {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		for _, nd := range n.nodes {
+			if nd.c.IsLeader() {
+				l = nd
+				return nil
+			}
+		}
+		return errors.New("none")
+	})
+	return l
+}
+
+func brokerSummary(c *Cluster) string {
+	bs, err := c.Brokers()
+	if err != nil {
+		return err.Error()
+	}
+	s := ""
+	for _, b := range bs {
+		s += fmt.Sprintf("%d:%s:voter=%v ", b.ID, b.State, b.Voter)
+	}
+	return s
+}
+
+// waitBrokers waits until every node's metadata shows exactly want (id:state:voter=...).
+func (n *testNet) waitBrokers(t *testing.T, want string) {
+	t.Helper()
+	waitFor(t, 20*time.Second, "brokers "+want, func() error {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		for _, nd := range n.nodes {
+			if got := brokerSummary(nd.c); got != want {
+				return fmt.Errorf("broker %d sees %q", nd.id, got)
+			}
+		}
+		return nil
+	})
+}
+
+func (n *testNet) startThree(t *testing.T) (a, b, c *testNode) {
+	a = n.start(1, "", "")
+	n.leader(t)
+	b = n.start(2, "", "", a.serf)
+	c = n.start(3, "", "", a.serf)
+	n.waitBrokers(t, "1:alive:voter=true 2:alive:voter=true 3:alive:voter=true ")
+	return a, b, c
+}
+
+func assignmentString(c *Cluster, topicName string) string {
+	as, err := c.Assignment(topicName)
+	if err != nil {
+		return err.Error()
+	}
+	return fmt.Sprint(as)
+}
+
+// waitSameAssignment waits until every node has the same assignment of topicName as want.
+func (n *testNet) waitSameAssignment(t *testing.T, topicName, want string) {
+	t.Helper()
+	waitFor(t, 10*time.Second, "assignment of "+topicName+" everywhere", func() error {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		for _, nd := range n.nodes {
+			if got := assignmentString(nd.c, topicName); got != want {
+				return fmt.Errorf("broker %d: %s, want %s", nd.id, got, want)
+			}
+		}
+		return nil
+	})
+}
+
+func TestClusterBootstrapReplicateFailover(t *testing.T) {
+	n := newTestNet(t, func(c *Config) { c.FailedTimeout = time.Hour })
+	a, b, c := n.startThree(t)
+	if l := n.leader(t); l != a {
+		t.Fatalf("leader is %d, want the bootstrapping broker 1", l.id)
+	}
+	if id, addr, ok := c.c.Leader(); !ok || id != 1 || addr != "grpc-1:9092" {
+		t.Errorf("Leader() on 3 = %d %q %v", id, addr, ok)
+	}
+	w := c.c.Watch()
+	defer w.Close()
+
+	// A follower refuses with the leader's address.
+	ctx := context.Background()
+	_, _, err := b.c.CreateTopic(ctx, TopicSpec{Name: "orders", Partitions: 6, ReplicationFactor: 3})
+	var nle *NotLeaderError
+	if !errors.As(err, &nle) || nle.LeaderID != 1 || nle.LeaderAddr != "grpc-1:9092" || !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("CreateTopic on a follower: %v", err)
+	}
+	// Bad input is refused before Raft.
+	if _, _, err := a.c.CreateTopic(ctx, TopicSpec{Name: "x", Partitions: 1, ReplicationFactor: 4}); !errors.Is(err, ErrNotEnoughBrokers) {
+		t.Errorf("RF 4 on 3 brokers: %v", err)
+	}
+	if _, _, err := a.c.CreateTopic(ctx, TopicSpec{Name: "..", Partitions: 1, ReplicationFactor: 1}); err == nil {
+		t.Error("bad name accepted")
+	}
+
+	info, asg, err := a.c.CreateTopic(ctx, TopicSpec{Name: "orders", Partitions: 6, ReplicationFactor: 3, Configs: map[string]string{"retention.ms": "60000"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.ID == "" || info.Configs["retention.ms"] != "60000" {
+		t.Errorf("created %+v", info)
+	}
+	if _, _, err := a.c.CreateTopic(ctx, TopicSpec{Name: "orders", Partitions: 1, ReplicationFactor: 1}); !errors.Is(err, ErrTopicExists) {
+		t.Errorf("second create: %v", err)
+	}
+	n.waitSameAssignment(t, "orders", fmt.Sprint(asg))
+	_, leads := counts(func() [][]int32 {
+		var out [][]int32
+		for _, p := range asg {
+			out = append(out, p.Replicas)
+		}
+		return out
+	}())
+	if fmt.Sprint(leads) != "map[1:2 2:2 3:2]" {
+		t.Errorf("preferred leaders %v, want 2 each", leads)
+	}
+	waitFor(t, 5*time.Second, "the watcher to see the topic", func() error {
+		select {
+		case <-w.C():
+		case <-time.After(time.Second):
+		}
+		for _, ch := range w.Changes() {
+			if ch.Kind == ChangeTopicCreated && ch.Topic == "orders" && len(ch.Partitions) == 6 {
+				return nil
+			}
+		}
+		return errors.New("no topic-created change yet")
+	})
+	if _, err := a.c.AlterTopic(ctx, "orders", map[string]string{"retention.ms": "1000"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.c.CommitOffsets(ctx, "billing", []OffsetCommit{{Topic: "orders", TopicID: info.ID, Partition: 2, Offset: 17}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "alter and offsets on broker 3", func() error {
+		ti, err := c.c.Topic("orders")
+		if err != nil || ti.Configs["retention.ms"] != "1000" {
+			return fmt.Errorf("topic %+v %v", ti, err)
+		}
+		offs, err := c.c.FetchOffsets("billing")
+		if err != nil || len(offs) != 1 || offs[0].Offset != 17 {
+			return fmt.Errorf("offsets %+v %v", offs, err)
+		}
+		return nil
+	})
+
+	// Kill the metadata leader: another leads, and the state survives.
+	n.stop(a)
+	l := n.leader(t)
+	if l == a {
+		t.Fatal("the stopped broker still leads")
+	}
+	if got := assignmentString(l.c, "orders"); got != fmt.Sprint(asg) {
+		t.Errorf("after failover: %s, want %v", got, asg)
+	}
+	n.waitBrokers(t, "1:failed:voter=true 2:alive:voter=true 3:alive:voter=true ")
+	if _, _, err := l.c.CreateTopic(ctx, TopicSpec{Name: "payments", Partitions: 2, ReplicationFactor: 2}); err != nil {
+		t.Fatalf("create on the new leader: %v", err)
+	}
+	as, err := l.c.Assignment("payments")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range as {
+		if slices.Contains(p.Replicas, 1) {
+			t.Errorf("payments placed a replica on the failed broker 1: %+v", as)
+		}
+	}
+	if err := l.c.DeleteTopic(ctx, "payments"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.c.Topic("payments"); !errors.Is(err, ErrUnknownTopic) {
+		t.Errorf("after delete: %v", err)
+	}
+
+	// Broker 1 comes back with its data: it rejoins as the voter it was.
+	a2 := n.start(1, a.dir, a.serf, b.serf)
+	n.waitBrokers(t, "1:alive:voter=true 2:alive:voter=true 3:alive:voter=true ")
+	n.waitSameAssignment(t, "orders", fmt.Sprint(asg))
+	if a2.c.Incarnation() != a.c.Incarnation() {
+		t.Error("incarnation changed across a restart")
+	}
+}
+
+func TestClusterFourthBrokerRebalanceLeave(t *testing.T) {
+	n := newTestNet(t, func(c *Config) { c.FailedTimeout = time.Hour })
+	a, b, _ := n.startThree(t)
+	ctx := context.Background()
+	if _, _, err := a.c.CreateTopic(ctx, TopicSpec{Name: "events", Partitions: 6, ReplicationFactor: 2}); err != nil {
+		t.Fatal(err)
+	}
+	// A fourth broker joins as a non-voter (3 voters already).
+	d := n.start(4, "", "", b.serf)
+	n.waitBrokers(t, "1:alive:voter=true 2:alive:voter=true 3:alive:voter=true 4:alive:voter=false ")
+	cfg := a.c.raft.Load().GetConfiguration().Configuration()
+	for _, s := range cfg.Servers {
+		if s.ID == d.c.localID && s.Suffrage != raft.Nonvoter {
+			t.Errorf("broker 4 is %v in the raft configuration, want a non-voter", s.Suffrage)
+		}
+	}
+	// A rebalance moves replicas onto it...
+	moves, err := a.c.Rebalance(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(moves) == 0 {
+		t.Fatal("rebalance moved nothing")
+	}
+	for _, m := range moves {
+		if m.To != 4 {
+			t.Errorf("move %+v not onto broker 4", m)
+		}
+	}
+	// ... and it takes new work.
+	_, asg, err := a.c.CreateTopic(ctx, TopicSpec{Name: "fresh", Partitions: 4, ReplicationFactor: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	on4 := 0
+	for _, p := range asg {
+		if p.Replicas[0] == 4 {
+			on4++
+		}
+	}
+	if on4 < 1 {
+		t.Errorf("broker 4 got %d of 4 new partitions: %v", on4, asg)
+	}
+	all, _, _ := a.c.fsm.allAssignments()
+	reps, _ := counts(append(slices.Clone(all["events"]), all["fresh"]...))
+	if spread(reps, []int32{1, 2, 3, 4}) > 1 {
+		t.Errorf("after rebalance: %v", reps)
+	}
+
+	// Broker 2 leaves: its replicas move, it leaves the Raft group, and the non-voter 4
+	// becomes a voter in its place.
+	if err := b.c.Leave(); err != nil {
+		t.Fatal(err)
+	}
+	n.stop(b)
+	n.waitBrokers(t, "1:alive:voter=true 2:left:voter=false 3:alive:voter=true 4:alive:voter=true ")
+	waitFor(t, 10*time.Second, "broker 2's replicas reassigned", func() error {
+		for _, name := range []string{"events", "fresh"} {
+			as, err := a.c.Assignment(name)
+			if err != nil {
+				return err
+			}
+			rf := map[string]int{"events": 2, "fresh": 1}[name]
+			for _, p := range as {
+				if slices.Contains(p.Replicas, 2) || len(p.Replicas) != rf {
+					return fmt.Errorf("%s: %+v", name, as)
+				}
+			}
+		}
+		return nil
+	})
+	l := n.leader(t)
+	for _, s := range l.c.raft.Load().GetConfiguration().Configuration().Servers {
+		if id, _, _ := parseServerID(s.ID); id == 2 {
+			t.Errorf("broker 2 still in the raft configuration: %+v", s)
+		}
+	}
+}
+
+func TestClusterWipedBrokerRejoinsAsNonVoter(t *testing.T) {
+	n := newTestNet(t, func(c *Config) { c.FailedTimeout = time.Hour })
+	a, _, c := n.startThree(t)
+	ctx := context.Background()
+	_, asg, err := a.c.CreateTopic(ctx, TopicSpec{Name: "orders", Partitions: 3, ReplicationFactor: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldID := c.c.localID
+	n.stop(c)
+	if err := os.RemoveAll(c.dir); err != nil {
+		t.Fatal(err)
+	}
+	// Watch the leader's configuration: the new identity never votes while the old one is
+	// still there.
+	stop := make(chan struct{})
+	violations := make(chan string, 1)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			f := a.c.raft.Load().GetConfiguration()
+			if f.Error() != nil {
+				continue
+			}
+			hasOld, newVoter := false, false
+			for _, s := range f.Configuration().Servers {
+				id, _, _ := parseServerID(s.ID)
+				hasOld = hasOld || s.ID == oldID
+				newVoter = newVoter || (id == 3 && s.ID != oldID && s.Suffrage == raft.Voter)
+			}
+			if hasOld && newVoter {
+				select {
+				case violations <- fmt.Sprint(f.Configuration().Servers):
+				default:
+				}
+			}
+		}
+	}()
+	c2 := n.start(3, c.dir, c.serf, a.serf)
+	if c2.c.Incarnation() == c.c.Incarnation() {
+		t.Fatal("a wiped data dir kept its incarnation")
+	}
+	// It is re-added under its new identity, first as a non-voter, then promoted once it has
+	// caught up; the old identity is gone.
+	n.waitBrokers(t, "1:alive:voter=true 2:alive:voter=true 3:alive:voter=true ")
+	close(stop)
+	wg.Wait()
+	select {
+	case v := <-violations:
+		t.Errorf("the new identity voted while the old one was in the configuration: %s", v)
+	default:
+	}
+	for _, s := range a.c.raft.Load().GetConfiguration().Configuration().Servers {
+		if s.ID == oldID {
+			t.Errorf("old identity %s still in the configuration", oldID)
+		}
+	}
+	bs, _ := a.c.Brokers()
+	if bs[2].Incarnation != c2.c.Incarnation() {
+		t.Errorf("broker 3's recorded incarnation %s, want %s", bs[2].Incarnation, c2.c.Incarnation())
+	}
+	// It has the metadata.
+	n.waitSameAssignment(t, "orders", fmt.Sprint(asg))
+}
+
+// TestVoteGuard: a broker that is not a voter in its own configuration (a wiped data dir
+// answering at its old address) refuses votes and pre-votes; other RPCs pass.
+func TestVoteGuard(t *testing.T) {
+	_, cand := raft.NewInmemTransport("cand")
+	_, target := raft.NewInmemTransport("target")
+	cand.Connect("target", target)
+	voter := false
+	var mu sync.Mutex
+	g := newVoteGuard(target, func() bool { mu.Lock(); defer mu.Unlock(); return voter })
+	done := make(chan struct{})
+	defer close(done)
+	go g.run(done)
+	tr := g.transport()
+	if _, ok := tr.(raft.WithPreVote); !ok {
+		t.Fatal("guard hides pre-vote support")
+	}
+	var resp raft.RequestVoteResponse
+	err := cand.RequestVote("target/x", "target", &raft.RequestVoteRequest{Term: 5, LastLogIndex: 10, LastLogTerm: 4}, &resp)
+	if err == nil || resp.Granted {
+		t.Fatalf("vote from a non-voter: err %v granted %v", err, resp.Granted)
+	}
+	var presp raft.RequestPreVoteResponse
+	if err := cand.RequestPreVote("target/x", "target", &raft.RequestPreVoteRequest{Term: 5}, &presp); err == nil || presp.Granted {
+		t.Fatalf("pre-vote from a non-voter: err %v", err)
+	}
+	// Once a voter, the request reaches Raft (here: the test answering).
+	mu.Lock()
+	voter = true
+	mu.Unlock()
+	go func() {
+		rpc := <-tr.Consumer()
+		rpc.Respond(&raft.RequestVoteResponse{Term: 5, Granted: true}, nil)
+	}()
+	if err := cand.RequestVote("target/x", "target", &raft.RequestVoteRequest{Term: 5}, &resp); err != nil || !resp.Granted {
+		t.Fatalf("vote from a voter: %v %v", err, resp.Granted)
+	}
+}
+
+func TestLoadOrCreateIdentity(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := LoadOrCreateBrokerID(dir, -1); err == nil {
+		t.Error("no id, none requested: no error")
+	}
+	id, err := LoadOrCreateBrokerID(dir, 7)
+	if err != nil || id != 7 {
+		t.Fatal(id, err)
+	}
+	if id, err := LoadOrCreateBrokerID(dir, -1); err != nil || id != 7 {
+		t.Error(id, err)
+	}
+	if _, err := LoadOrCreateBrokerID(dir, 8); err == nil {
+		t.Error("another id accepted for the same data dir")
+	}
+	inc, created, err := LoadOrCreateIncarnation(dir)
+	if err != nil || !created || inc == "" {
+		t.Fatal(inc, created, err)
+	}
+	inc2, created, err := LoadOrCreateIncarnation(dir)
+	if err != nil || created || inc2 != inc {
+		t.Error(inc2, created, err)
+	}
+	if sid := serverID(7, inc); true {
+		if id, got, ok := parseServerID(sid); !ok || id != 7 || got != inc {
+			t.Errorf("parseServerID(%s) = %d %s %v", sid, id, got, ok)
+		}
+	}
+}
