@@ -52,6 +52,7 @@ type conn struct {
 
 	mu        sync.Mutex
 	high, low [][]byte
+	urgent    bool // an urgent frame is queued: flush without lingering
 	err       error
 	pending   map[uint64]*call
 	nextID    uint64
@@ -85,13 +86,21 @@ func (c *conn) start() bool {
 	return true
 }
 
-// enqueueLocked queues a frame; c.mu is held.
-func (c *conn) enqueueLocked(f []byte, high bool) {
+// enqueueLocked queues a frame; c.mu is held. It reports whether the writer needs a wakeup:
+// for the first frame queued, which starts the linger, and for an urgent frame, which ends it.
+// Later lazy frames join the pending write without waking anyone.
+func (c *conn) enqueueLocked(f []byte, high, lazy bool) bool {
+	wasEmpty := len(c.high) == 0 && len(c.low) == 0
 	if high {
 		c.high = append(c.high, f)
 	} else {
 		c.low = append(c.low, f)
 	}
+	if !lazy && !c.urgent {
+		c.urgent = true
+		return true
+	}
+	return wasEmpty
 }
 
 func (c *conn) signal() {
@@ -102,19 +111,21 @@ func (c *conn) signal() {
 }
 
 // send queues a response frame (inbound connections). Dropped if the connection failed.
-func (c *conn) send(f []byte) {
+func (c *conn) send(f []byte, lazy bool) {
 	c.mu.Lock()
 	if c.err != nil {
 		c.mu.Unlock()
 		return
 	}
-	c.enqueueLocked(f, true)
+	wake := c.enqueueLocked(f, true, lazy)
 	c.mu.Unlock()
-	c.signal()
+	if wake {
+		c.signal()
+	}
 }
 
 // request queues a request frame and registers its call.
-func (c *conn) request(kind byte, group string, payload []byte, high bool) (uint64, *call, error) {
+func (c *conn) request(kind byte, group string, payload []byte, high, lazy bool) (uint64, *call, error) {
 	cl := &call{ch: make(chan result, 1), start: time.Now()}
 	c.mu.Lock()
 	if c.err != nil {
@@ -125,9 +136,11 @@ func (c *conn) request(kind byte, group string, payload []byte, high bool) (uint
 	c.nextID++
 	id := c.nextID
 	c.pending[id] = cl
-	c.enqueueLocked(appendFrame(make([]byte, 0, 4+frameHeaderLen+len(group)+len(payload)), kind, id, group, payload), high)
+	wake := c.enqueueLocked(appendFrame(make([]byte, 0, 4+frameHeaderLen+len(group)+len(payload)), kind, id, group, payload), high, lazy)
 	c.mu.Unlock()
-	c.signal()
+	if wake {
+		c.signal()
+	}
 	return id, cl, nil
 }
 
@@ -191,11 +204,39 @@ const lowBatchBytes = 256 << 10
 func (c *conn) writeLoop() {
 	bw := bufio.NewWriterSize(c.nc, 64<<10)
 	var batch [][]byte
+	var linger *time.Timer
+	if c.n.linger > 0 {
+		linger = time.NewTimer(time.Hour)
+		linger.Stop()
+		defer linger.Stop()
+	}
 	for {
 		select {
 		case <-c.wake:
 		case <-c.closed:
 			return
+		}
+		if linger != nil {
+			// Only lazy frames queued (heartbeats, empty AppendEntries, their responses): hold
+			// them a little so that other groups' join the same write.
+			linger.Reset(c.n.linger)
+		hold:
+			for {
+				c.mu.Lock()
+				urgent := c.urgent
+				c.mu.Unlock()
+				if urgent {
+					break
+				}
+				select {
+				case <-c.wake:
+				case <-linger.C:
+					break hold
+				case <-c.closed:
+					return
+				}
+			}
+			linger.Stop()
 		}
 		wrote := false
 		for {
@@ -218,6 +259,9 @@ func (c *conn) writeLoop() {
 				if len(c.low) == 0 {
 					c.low = nil
 				}
+			}
+			if len(c.high) == 0 && len(c.low) == 0 {
+				c.urgent = false // everything queued is about to be written
 			}
 			err := c.err
 			c.mu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"sync"
 
 	"github.com/hashicorp/go-msgpack/v2/codec"
 	"github.com/hashicorp/raft"
@@ -171,17 +172,54 @@ func (r *bytesReaderT) Read(p []byte) (int, error) {
 // msgpackHandle matches NetworkTransport's encoding (TimeNotBuiltin: raft's default format).
 var msgpackHandle = &codec.MsgpackHandle{BasicHandle: codec.BasicHandle{TimeNotBuiltin: true}}
 
-func encodeMsg(v any) ([]byte, error) {
-	var out []byte
-	enc := codec.NewEncoderBytes(&out, msgpackHandle)
-	if err := enc.Encode(v); err != nil {
+// encoder is a pooled msgpack encoder and its output buffer (codecs are costly to create).
+type encoder struct {
+	enc *codec.Encoder
+	buf []byte
+}
+
+var encoders = sync.Pool{New: func() any {
+	e := &encoder{buf: make([]byte, 0, 1024)}
+	e.enc = codec.NewEncoderBytes(&e.buf, msgpackHandle)
+	return e
+}}
+
+var decoders = sync.Pool{New: func() any { return codec.NewDecoderBytes(nil, msgpackHandle) }}
+
+// encodeMsg encodes v; the result is valid until release is called.
+func encodeMsg(v any) (payload []byte, release func(), err error) {
+	e := encoders.Get().(*encoder)
+	out := e.buf[:0]
+	e.enc.ResetBytes(&out)
+	if err := e.enc.Encode(v); err != nil {
+		encoders.Put(e)
+		return nil, nil, err
+	}
+	return out, func() {
+		if cap(out) <= 64<<10 {
+			e.buf = out[:0]
+		}
+		encoders.Put(e)
+	}, nil
+}
+
+// encodeMsgCopy encodes v into a new slice.
+func encodeMsgCopy(v any) ([]byte, error) {
+	b, release, err := encodeMsg(v)
+	if err != nil {
 		return nil, err
 	}
-	return out, nil
+	defer release()
+	return append([]byte(nil), b...), nil
 }
 
 func decodeMsg(b []byte, v any) error {
-	return codec.NewDecoderBytes(b, msgpackHandle).Decode(v)
+	d := decoders.Get().(*codec.Decoder)
+	d.ResetBytes(b)
+	err := d.Decode(v)
+	d.ResetBytes([]byte{}) // drop the reference to b
+	decoders.Put(d)
+	return err
 }
 
 // newRequest returns a zero request struct for a request kind.

@@ -23,7 +23,7 @@ func TestFrameRoundTrip(t *testing.T) {
 		kindInstallSnapshot: &raft.InstallSnapshotRequest{SnapshotVersion: 1, Term: 2, LastLogIndex: 100, Size: 12345, Configuration: []byte{1, 2}},
 	}
 	for kind, req := range reqs {
-		payload, err := encodeMsg(req)
+		payload, err := encodeMsgCopy(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -77,9 +77,9 @@ func TestFrameLimits(t *testing.T) {
 }
 
 func FuzzDecodeFrame(f *testing.F) {
-	payload, _ := encodeMsg(&raft.AppendEntriesRequest{Term: 1, Entries: []*raft.Log{{Index: 1, Data: []byte("x")}}})
+	payload, _ := encodeMsgCopy(&raft.AppendEntriesRequest{Term: 1, Entries: []*raft.Log{{Index: 1, Data: []byte("x")}}})
 	f.Add(appendFrame(nil, kindAppendEntries, 1, "g", payload))
-	payload, _ = encodeMsg(&raft.RequestVoteRequest{Term: 2})
+	payload, _ = encodeMsgCopy(&raft.RequestVoteRequest{Term: 2})
 	f.Add(appendFrame(nil, kindRequestVote, 9, "group-with-longer-name", payload))
 	f.Add(appendFrame(nil, kindSnapshotChunk, 3, "g", []byte("data")))
 	f.Add(appendFrame(nil, kindError, 3, "", []byte("no such group")))

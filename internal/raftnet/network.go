@@ -20,6 +20,7 @@ import (
 const (
 	DefaultTimeout         = 10 * time.Second
 	DefaultMaxRPCsInFlight = 4
+	DefaultLinger          = 5 * time.Millisecond
 	minBackoff             = 10 * time.Millisecond
 	maxBackoff             = time.Second
 	inboxLen               = 64
@@ -57,6 +58,11 @@ type Config struct {
 	// MaxRPCsInFlight is the depth of an AppendEntries pipeline (default 4). 1 disables
 	// pipelining (raft then sends AppendEntries synchronously).
 	MaxRPCsInFlight int
+	// Linger is how long a connection may hold lazy frames (heartbeats, AppendEntries without
+	// entries, and their responses) so that other groups' frames share the write. Any other
+	// frame (entries, votes, their responses) is written at once, with whatever is held.
+	// Default DefaultLinger; negative: never hold (write as soon as the writer is free).
+	Linger time.Duration
 }
 
 // Network is one broker's Raft networking: the multiplexed connections to every peer broker and
@@ -67,6 +73,7 @@ type Network struct {
 	timeout     time.Duration
 	maxFrame    int
 	maxInFlight int
+	linger      time.Duration
 	stats       stats
 
 	mu     sync.Mutex
@@ -120,6 +127,12 @@ func New(cfg Config) (*Network, error) {
 	}
 	if n.maxFrame <= 0 {
 		n.maxFrame = DefaultMaxFrame
+	}
+	switch {
+	case cfg.Linger == 0:
+		n.linger = DefaultLinger
+	case cfg.Linger > 0:
+		n.linger = cfg.Linger
 	}
 	if n.maxInFlight == 0 {
 		n.maxInFlight = DefaultMaxRPCsInFlight

@@ -24,7 +24,7 @@ func (t *Transport) InstallSnapshot(_ raft.ServerID, target raft.ServerAddress, 
 		return raft.ErrTransportShutdown
 	default:
 	}
-	payload, err := encodeMsg(args)
+	payload, err := encodeMsgCopy(args)
 	if err != nil {
 		return err
 	}

@@ -71,39 +71,42 @@ func (t *Transport) Close() error {
 
 // AppendEntries implements raft.Transport.
 func (t *Transport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
-	return t.rpc(target, kindAppendEntries, args, resp, isHeartbeat(args))
+	return t.rpc(target, kindAppendEntries, args, resp, isHeartbeat(args), len(args.Entries) == 0)
 }
 
 // RequestVote implements raft.Transport.
 func (t *Transport) RequestVote(_ raft.ServerID, target raft.ServerAddress, args *raft.RequestVoteRequest, resp *raft.RequestVoteResponse) error {
-	return t.rpc(target, kindRequestVote, args, resp, true)
+	return t.rpc(target, kindRequestVote, args, resp, true, false)
 }
 
 // RequestPreVote implements raft.WithPreVote.
 func (t *Transport) RequestPreVote(_ raft.ServerID, target raft.ServerAddress, args *raft.RequestPreVoteRequest, resp *raft.RequestPreVoteResponse) error {
-	return t.rpc(target, kindRequestPreVote, args, resp, true)
+	return t.rpc(target, kindRequestPreVote, args, resp, true, false)
 }
 
 // TimeoutNow implements raft.Transport.
 func (t *Transport) TimeoutNow(_ raft.ServerID, target raft.ServerAddress, args *raft.TimeoutNowRequest, resp *raft.TimeoutNowResponse) error {
-	return t.rpc(target, kindTimeoutNow, args, resp, true)
+	return t.rpc(target, kindTimeoutNow, args, resp, true, false)
 }
 
-func (t *Transport) rpc(target raft.ServerAddress, kind byte, args, resp any, high bool) error {
+// rpc sends a request and waits for its response. high: ahead of queued bulk frames; lazy: may
+// wait up to Config.Linger to share a write.
+func (t *Transport) rpc(target raft.ServerAddress, kind byte, args, resp any, high, lazy bool) error {
 	select {
 	case <-t.closed:
 		return raft.ErrTransportShutdown
 	default:
 	}
-	payload, err := encodeMsg(args)
-	if err != nil {
-		return err
-	}
 	c, err := t.n.getConn(target, t.closed)
 	if err != nil {
 		return err
 	}
-	id, cl, err := c.request(kind, t.group, payload, high)
+	payload, release, err := encodeMsg(args)
+	if err != nil {
+		return err
+	}
+	id, cl, err := c.request(kind, t.group, payload, high, lazy)
+	release()
 	if err != nil {
 		return err
 	}
@@ -162,19 +165,21 @@ func (n *Network) handleRequest(c *conn, f frame) error {
 	id, group := f.id, f.group
 	t := n.group(group)
 	if t == nil {
-		c.send(errorFrame(id, group, fmt.Sprintf("raftnet: no raft group %q on %s", group, n.cfg.Advertise)))
+		c.send(errorFrame(id, group, fmt.Sprintf("raftnet: no raft group %q on %s", group, n.cfg.Advertise)), false)
 		return nil
 	}
 	if err := decodeMsg(f.payload, req); err != nil {
 		return fmt.Errorf("raftnet: decoding request of group %q: %w", group, err)
 	}
+	ae, isAppend := req.(*raft.AppendEntriesRequest)
+	lazy := isAppend && len(ae.Entries) == 0 // the response of a lazy request is lazy too
 	respCh := make(chan raft.RPCResponse, 1)
 	in := inbound{
 		rpc:    raft.RPC{Command: req, RespChan: respCh},
 		respCh: respCh,
-		reply:  func(r raft.RPCResponse) { c.send(responseFrame(id, group, r)) },
+		reply:  func(r raft.RPCResponse) { c.send(responseFrame(id, group, r), lazy) },
 	}
-	if ae, ok := req.(*raft.AppendEntriesRequest); ok && isHeartbeat(ae) {
+	if isAppend && isHeartbeat(ae) {
 		if fn := t.heartbeat.Load(); fn != nil {
 			(*fn)(in.rpc)
 			select {
@@ -210,10 +215,11 @@ func responseFrame(id uint64, group string, r raft.RPCResponse) []byte {
 	if r.Error != nil {
 		return errorFrame(id, group, r.Error.Error())
 	}
-	payload, err := encodeMsg(r.Response)
+	payload, release, err := encodeMsg(r.Response)
 	if err != nil {
 		return errorFrame(id, group, "raftnet: encoding response: "+err.Error())
 	}
+	defer release()
 	return appendFrame(make([]byte, 0, 4+frameHeaderLen+len(group)+len(payload)), kindResponse, id, group, payload)
 }
 
@@ -278,11 +284,12 @@ func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.App
 		return nil, raft.ErrTransportShutdown
 	default:
 	}
-	payload, err := encodeMsg(args)
+	payload, release, err := encodeMsg(args)
 	if err != nil {
 		return nil, err
 	}
-	id, cl, err := p.c.request(kindAppendEntries, p.t.group, payload, isHeartbeat(args))
+	id, cl, err := p.c.request(kindAppendEntries, p.t.group, payload, isHeartbeat(args), len(args.Entries) == 0)
+	release()
 	if err != nil {
 		return nil, err
 	}
