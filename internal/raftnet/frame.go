@@ -170,7 +170,11 @@ func (r *bytesReaderT) Read(p []byte) (int, error) {
 }
 
 // msgpackHandle matches NetworkTransport's encoding (TimeNotBuiltin: raft's default format).
-var msgpackHandle = &codec.MsgpackHandle{BasicHandle: codec.BasicHandle{TimeNotBuiltin: true}}
+var msgpackHandle = func() *codec.MsgpackHandle {
+	h := &codec.MsgpackHandle{}
+	h.TimeNotBuiltin = true
+	return h
+}()
 
 // encoder is a pooled msgpack encoder and its output buffer (codecs are costly to create).
 type encoder struct {
@@ -243,7 +247,8 @@ func newRequest(kind byte) (any, error) {
 func isHeartbeat(req *raft.AppendEntriesRequest) bool {
 	leaderAddr := req.RPCHeader.Addr
 	if len(leaderAddr) == 0 {
-		leaderAddr = req.Leader //nolint:staticcheck // deprecated field, still sent by raft
+		//lint:ignore SA1019 raft still fills the deprecated field; NetworkTransport reads it too
+		leaderAddr = req.Leader
 	}
 	return req.Term != 0 && leaderAddr != nil && req.PrevLogEntry == 0 && req.PrevLogTerm == 0 &&
 		len(req.Entries) == 0 && req.LeaderCommitIndex == 0

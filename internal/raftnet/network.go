@@ -20,7 +20,7 @@ import (
 const (
 	DefaultTimeout         = 10 * time.Second
 	DefaultMaxRPCsInFlight = 4
-	DefaultLinger          = 5 * time.Millisecond
+	DefaultLinger          = 10 * time.Millisecond
 	minBackoff             = 10 * time.Millisecond
 	maxBackoff             = time.Second
 	inboxLen               = 64

@@ -1,0 +1,97 @@
+// Package raftnet is a multiplexed raft.Transport: every Raft group of a broker (one per
+// partition, hundreds per broker) talks to the same group on the other brokers over one shared
+// connection per broker pair and direction, on the broker's one port.
+//
+// # Why
+//
+// With hashicorp/raft's NetworkTransport every group has its own listener and connections, and
+// every message costs a write system call and a wakeup on both ends; idle groups cost CPU in
+// proportion to their number (see ../shared/raft-log.md, "Many groups per broker"). Here one
+// writer goroutine per connection puts every queued frame of every group into one buffered
+// write, and holds lazy frames (heartbeats, AppendEntries without entries, and their responses)
+// up to Config.Linger (default 10ms) so that other groups' frames join the same write. Anything
+// else (entries, votes, TimeoutNow, their responses) is written at once, together with what is
+// held. Heartbeats and votes are also queued ahead of bulk AppendEntries, so a busy group's
+// replication does not delay another group's heartbeats by more than the frame being written.
+//
+// # Use
+//
+//	n, _ := raftnet.New(raftnet.Config{Advertise: "10.0.0.1:9420", Listener: raftLn})
+//	trans, _ := n.Transport("orders/3") // one per group
+//	r, _ := raft.NewRaft(conf, fsm, logs, stable, snaps, trans)
+//
+// Server addresses in Raft configurations are broker addresses (Config.Advertise of the peer);
+// the group name routes a request to the same group on the peer. A request for a group the
+// peer has not created (yet) gets an error response at once, and raft retries with its backoff.
+// Transport.Close (raft calls it on Shutdown) removes only that group; Network.Close closes
+// everything, including Config.Listener.
+//
+// # One port, split by cmux
+//
+// Every Raft connection starts with Marker (0x1e: below 0x20, so it can be neither HTTP/1 nor
+// HTTP/2). The broker's cmux routes those connections to the Network:
+//
+//	cfg.Mux = func(m cmux.CMux) { raftLn = raftnet.Listen(m) } // m.Match(raftnet.Match)
+//
+// cmux replays the sniffed bytes, so the Network reads the Marker again and checks it. The
+// Network writes the preamble itself after Config.Dial returns, so a custom Dial (TLS, a test
+// network) only has to connect.
+//
+// # Wire format
+//
+// A connection starts with a 3-byte preamble:
+//
+//	[Marker 0x1e][version 1][type: 1 multiplexed, 2 snapshot]
+//
+// then carries frames, all integers big-endian:
+//
+//	[u32 length][u8 kind][u64 request id][u16 group-name length][group name][payload]
+//
+// length counts the bytes after itself (11 + name + payload). A reader rejects a length above
+// Config.MaxFrame (default 128 MiB) or below 11, and a group-name length above 1024 or beyond
+// the frame, before allocating; frames above 1 MiB are buffered as their bytes arrive, so a
+// lying length prefix costs at most about what was actually sent.
+//
+// Kinds:
+//
+//	1 AppendEntries   payload: msgpack raft.AppendEntriesRequest
+//	2 RequestVote     payload: msgpack raft.RequestVoteRequest
+//	3 InstallSnapshot payload: msgpack raft.InstallSnapshotRequest (snapshot connections only)
+//	4 TimeoutNow      payload: msgpack raft.TimeoutNowRequest
+//	5 RequestPreVote  payload: msgpack raft.RequestPreVoteRequest
+//	6 SnapshotChunk   payload: raw snapshot bytes; an empty chunk ends the data
+//	0x80 Response     payload: msgpack of the request's response struct
+//	0x81 Error        payload: UTF-8 error text (raft's error, or the peer's refusal)
+//
+// msgpack is go-msgpack/v2 with raft's NetworkTransport settings (TimeNotBuiltin).
+//
+// A multiplexed connection is one-way in its requests: the dialer sends requests of any group,
+// the acceptor answers each with a Response or Error frame carrying the request's id and group,
+// in any order (ids are per connection). Each side dials its own connection to the other, so a
+// broker pair has two. An AppendEntries pipeline (Config.MaxRPCsInFlight requests in flight)
+// uses the same connection; its futures complete in the order sent.
+//
+// InstallSnapshot uses a connection of its own (type 2), dialed for one snapshot and closed
+// after it: the request frame, the data as SnapshotChunk frames of up to 64 KiB, an empty
+// chunk, then one Response or Error frame back. The receiver hands raft an io.Reader that
+// decodes the chunk frames straight from the connection, so a snapshot never sits in memory
+// and never delays other groups' traffic.
+//
+// # Failures and time limits
+//
+// Connections are dialed on first use. When one fails (read or write error, or a request timed
+// out with nothing at all received on the connection since it was sent), its outstanding
+// requests fail at once and the next request redials. After a failed dial, requests to that
+// broker fail at once for a backoff, 10ms doubling up to 1s. Dials, each request's wait for its
+// response and each write are bounded by Config.Timeout (default 10s, as NetworkTransport is
+// usually configured); an InstallSnapshot gets Timeout per 256 KiB. Closing a group's
+// transport fails its outstanding requests at once.
+//
+// # Receiving
+//
+// Requests of a group are handed to raft's Consumer channel one at a time in arrival order by a
+// goroutine of the group, so that a slow group (disk) never stalls a connection shared with
+// others; the connection's reader blocks only when a group has 64 requests queued. Heartbeats
+// go to raft's heartbeat handler (SetHeartbeatHandler) straight from the reader, as in
+// NetworkTransport: they never wait behind the group's other requests.
+package raftnet
