@@ -16,8 +16,15 @@ import (
 
 // serve answers a transport's RPCs like a follower would, recording snapshot data.
 func serve(t *testing.T, tr raft.Transport, snapshots chan<- []byte) {
+	done := t.Context().Done()
 	go func() {
-		for rpc := range tr.Consumer() {
+		for {
+			var rpc raft.RPC
+			select {
+			case rpc = <-tr.Consumer():
+			case <-done:
+				return
+			}
 			switch req := rpc.Command.(type) {
 			case *raft.AppendEntriesRequest:
 				rpc.Respond(&raft.AppendEntriesResponse{Term: req.Term, LastLog: req.PrevLogEntry + uint64(len(req.Entries)), Success: true}, nil)
