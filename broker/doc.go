@@ -14,8 +14,9 @@
 // trying matchers in this order:
 //
 //  1. Matchers registered by Config.Mux (the extension point, see below).
-//  2. gRPC: an HTTP/2 connection whose first request carries "content-type: application/grpc",
-//     matched by cmux.HTTP2MatchHeaderFieldSendSettings. The SendSettings variant is required:
+//  2. gRPC: an HTTP/2 connection whose first request's content-type starts with
+//     "application/grpc" (plain, or "+proto" as the SDK sends), matched by
+//     cmux.HTTP2MatchHeaderFieldPrefixSendSettings. The SendSettings variant is required:
 //     grpc-go clients wait for the server's SETTINGS frame before they send headers, so a
 //     matcher that only reads would hang them.
 //  3. HTTP/1.1: any other connection that has sent at least one byte. It serves /healthz (200

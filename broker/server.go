@@ -19,6 +19,8 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+
+	"github.com/runnel-io/runnel/internal/wirecodec"
 )
 
 // Defaults for Config.
@@ -169,6 +171,8 @@ func New(cfg Config) (*Server, error) {
 
 	s.grpcSrv = grpc.NewServer(
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgBytes),
+		// Protobuf on the wire, without copying record batches twice (internal/wirecodec).
+		grpc.ForceServerCodecV2(wirecodec.Codec),
 		grpc.ChainUnaryInterceptor(s.metrics.unary(s.log), recoverUnary(s.log)),
 		grpc.ChainStreamInterceptor(s.metrics.stream(s.log), recoverStream(s.log)),
 	)
@@ -195,7 +199,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Mux != nil {
 		cfg.Mux(s.mux)
 	}
-	s.grpcLn = s.mux.MatchWithWriters(cmux.HTTP2MatchHeaderFieldSendSettings("content-type", "application/grpc"))
+	// A prefix: gRPC clients send "application/grpc" or "application/grpc+<codec>" (the SDK
+	// sends "application/grpc+proto").
+	s.grpcLn = s.mux.MatchWithWriters(cmux.HTTP2MatchHeaderFieldPrefixSendSettings("content-type", "application/grpc"))
 	s.httpLn = s.mux.Match(anyData)
 	return s, nil
 }

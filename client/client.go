@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/runnel-io/runnel/internal/wirecodec"
 	runnelv1 "github.com/runnel-io/runnel/proto/runnel/v1"
 )
 
@@ -51,7 +52,8 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 	for _, addr := range o.brokers {
 		conn, err := grpc.NewClient(addr,
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsgBytes), grpc.MaxCallSendMsgSize(maxMsgBytes)))
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsgBytes), grpc.MaxCallSendMsgSize(maxMsgBytes),
+				grpc.ForceCodecV2(wirecodec.Codec))) // protobuf, batches copied once less
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
 			continue

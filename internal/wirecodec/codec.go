@@ -1,0 +1,142 @@
+// Package wirecodec is the gRPC codec of Runnel's broker and SDK: the standard protobuf
+// encoding (content-subtype "proto", so any gRPC client interoperates), with two shortcuts
+// for the messages that carry record batches, which are most of the bytes Runnel moves:
+//
+//   - Marshal of a message whose batches are the bulk of it (FetchResponse, SubscribeResponse,
+//     and a ProduceStreamRequest or ProduceRequest with one partition entry) encodes the small
+//     fields and hands gRPC the batch bytes as a buffer of their own, without copying them.
+//     gRPC keeps a reference until it has written them, so the caller must not modify the
+//     batches after sending (the broker and the SDK never do: each batch is a fresh slice).
+//   - Unmarshal of a large message copies gRPC's received buffers once into a fresh slice
+//     and decodes with aliasing, so its bytes fields point into that slice instead of being
+//     copied a second time. Small messages take the standard path.
+//
+// Each shortcut saves one copy of every batch byte on a path that is otherwise bound by
+// memory copies (produce: client marshal and broker unmarshal; consume: broker marshal and
+// client unmarshal).
+package wirecodec
+
+import (
+	"fmt"
+
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/runtime/protoiface"
+
+	runnelv1 "github.com/runnel-io/runnel/proto/runnel/v1"
+)
+
+// Name is the codec's name: the standard one, so the wire format and content-type are
+// protobuf's.
+const Name = "proto"
+
+// aliasThreshold is the message size from which Unmarshal copies once and aliases, instead of
+// decoding from a pooled buffer (which must then copy every bytes field out of it).
+const aliasThreshold = 64 << 10
+
+// Codec is the codec; pass it with grpc.ForceServerCodecV2 and grpc.ForceCodecV2.
+var Codec encoding.CodecV2 = codec{}
+
+type codec struct{}
+
+func (codec) Name() string { return Name }
+
+func (codec) Marshal(v any) (mem.BufferSlice, error) {
+	m, ok := v.(proto.Message)
+	if !ok {
+		return nil, fmt.Errorf("wirecodec: cannot marshal %T: not a proto.Message", v)
+	}
+	switch m := m.(type) {
+	case *runnelv1.SubscribeResponse:
+		if len(m.GetBatches()) >= aliasThreshold {
+			return marshalTail(m, &m.Batches, 4)
+		}
+	case *runnelv1.FetchResponse:
+		if len(m.GetBatches()) >= aliasThreshold {
+			return marshalTail(m, &m.Batches, 4)
+		}
+	case *runnelv1.ProduceStreamRequest:
+		if r := m.GetRequest(); oneBigPartition(r) {
+			inner, err := marshalProduceRequest(r)
+			if err != nil {
+				return nil, err
+			}
+			head := &runnelv1.ProduceStreamRequest{CorrelationId: m.GetCorrelationId()}
+			return wrap(head, 2, inner)
+		}
+	case *runnelv1.ProduceRequest:
+		if oneBigPartition(m) {
+			return marshalProduceRequest(m)
+		}
+	}
+	b, err := proto.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	return mem.BufferSlice{mem.SliceBuffer(b)}, nil
+}
+
+func (codec) Unmarshal(data mem.BufferSlice, v any) error {
+	m, ok := v.(proto.Message)
+	if !ok {
+		return fmt.Errorf("wirecodec: cannot unmarshal into %T: not a proto.Message", v)
+	}
+	if data.Len() < aliasThreshold {
+		buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+		defer buf.Free()
+		return proto.Unmarshal(buf.ReadOnlyData(), m)
+	}
+	b := data.Materialize() // a fresh slice that nothing else uses: safe to alias
+	_, err := proto.UnmarshalOptions{}.UnmarshalState(protoiface.UnmarshalInput{
+		Message: m.ProtoReflect(),
+		Buf:     b,
+		Flags:   protoiface.UnmarshalAliasBuffer,
+	})
+	return err
+}
+
+// oneBigPartition reports a ProduceRequest of the SDK's shape: one batch entry, large.
+func oneBigPartition(r *runnelv1.ProduceRequest) bool {
+	return r != nil && len(r.GetPartitions()) == 1 && len(r.GetTopics()) == 0 &&
+		len(r.GetPartitions()[0].GetBatches()) >= aliasThreshold
+}
+
+// marshalProduceRequest encodes a ProduceRequest with one partition entry, its batches not
+// copied.
+func marshalProduceRequest(r *runnelv1.ProduceRequest) (mem.BufferSlice, error) {
+	p := r.GetPartitions()[0]
+	entry, err := marshalTail(p, &p.Batches, 3)
+	if err != nil {
+		return nil, err
+	}
+	head := runnelv1.ProduceRequest{Acks: r.GetAcks()}
+	return wrap(&head, 2, entry)
+}
+
+// marshalTail encodes m with the bytes field *field (number num) appended last, referenced,
+// not copied. Field order does not matter in the protobuf wire format.
+func marshalTail[M proto.Message](m M, field *[]byte, num protowire.Number) (mem.BufferSlice, error) {
+	big := *field
+	*field = nil
+	head, err := proto.Marshal(m)
+	*field = big
+	if err != nil {
+		return nil, err
+	}
+	head = protowire.AppendTag(head, num, protowire.BytesType)
+	head = protowire.AppendVarint(head, uint64(len(big)))
+	return mem.BufferSlice{mem.SliceBuffer(head), mem.SliceBuffer(big)}, nil
+}
+
+// wrap encodes m followed by field num holding the already encoded message body.
+func wrap(m proto.Message, num protowire.Number, body mem.BufferSlice) (mem.BufferSlice, error) {
+	head, err := proto.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	head = protowire.AppendTag(head, num, protowire.BytesType)
+	head = protowire.AppendVarint(head, uint64(body.Len()))
+	return append(mem.BufferSlice{mem.SliceBuffer(head)}, body...), nil
+}
