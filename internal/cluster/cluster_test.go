@@ -483,6 +483,20 @@ func TestClusterWipedBrokerRejoinsAsNonVoter(t *testing.T) {
 	}
 	// It is re-added under its new identity, first as a non-voter, then promoted once it has
 	// caught up; the old identity is gone.
+	waitFor(t, 20*time.Second, "broker 3 re-added as a voter under its new incarnation", func() error {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		for _, nd := range n.nodes {
+			bs, err := nd.c.Brokers()
+			if err != nil || len(bs) != 3 {
+				return fmt.Errorf("broker %d: %v %v", nd.id, bs, err)
+			}
+			if b := bs[2]; b.Incarnation != c2.c.Incarnation() || b.State != BrokerAlive || !b.Voter {
+				return fmt.Errorf("broker %d sees %+v", nd.id, b)
+			}
+		}
+		return nil
+	})
 	n.waitBrokers(t, "1:alive:voter=true 2:alive:voter=true 3:alive:voter=true ")
 	close(stop)
 	wg.Wait()
