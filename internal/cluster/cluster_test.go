@@ -585,3 +585,64 @@ func TestLoadOrCreateIdentity(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterFailedBrokerAndSnapshots: with 5 voters wanted, a fourth broker joins as a
+// voter once caught up, over a Raft snapshot (the log is compacted to a few entries, so it
+// gets the bbolt file streamed). A broker failed for longer than FailedTimeout is removed
+// from the Raft group and its replicas move.
+func TestClusterFailedBrokerAndSnapshots(t *testing.T) {
+	n := newTestNet(t, func(c *Config) {
+		c.FailedTimeout = 500 * time.Millisecond
+		c.Voters = 5
+		c.TuneRaft = func(rc *raft.Config) {
+			fastRaft(rc)
+			rc.SnapshotThreshold = 4
+			rc.SnapshotInterval = 50 * time.Millisecond
+			rc.TrailingLogs = 1
+		}
+	})
+	a, _, c := n.startThree(t)
+	ctx := context.Background()
+	for i := range 10 {
+		if _, _, err := a.c.CreateTopic(ctx, TopicSpec{Name: fmt.Sprintf("t%d", i), Partitions: 2, ReplicationFactor: 2}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, "a snapshot on the leader", func() error {
+		snaps, err := a.c.snaps.List()
+		if err != nil || len(snaps) == 0 {
+			return fmt.Errorf("%d snapshots (%v)", len(snaps), err)
+		}
+		return nil
+	})
+	d := n.start(4, "", "", c.serf)
+	n.waitBrokers(t, "1:alive:voter=true 2:alive:voter=true 3:alive:voter=true 4:alive:voter=true ")
+	want, _ := a.c.Topics()
+	got, _ := d.c.Topics()
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("broker 4 topics %v, want %v", got, want)
+	}
+	for _, ti := range want {
+		n.waitSameAssignment(t, ti.Name, assignmentString(a.c, ti.Name))
+	}
+
+	// Broker 3 fails (no leave): recorded failed, then after FailedTimeout removed from the
+	// Raft group, its replicas moved to keep RF 2.
+	n.stop(c)
+	n.waitBrokers(t, "1:alive:voter=true 2:alive:voter=true 3:failed:voter=false 4:alive:voter=true ")
+	l := n.leader(t)
+	waitFor(t, 10*time.Second, "broker 3's replicas moved", func() error {
+		for _, ti := range want {
+			as, err := l.c.Assignment(ti.Name)
+			if err != nil {
+				return err
+			}
+			for _, p := range as {
+				if slices.Contains(p.Replicas, 3) || len(p.Replicas) != 2 {
+					return fmt.Errorf("%s: %+v", ti.Name, as)
+				}
+			}
+		}
+		return nil
+	})
+}
