@@ -73,7 +73,7 @@ func BenchmarkIdleGroups(b *testing.B) {
 	if v, err := time.ParseDuration(os.Getenv("RAFTNET_MEASURE")); err == nil && v > 0 {
 		measure = v
 	}
-	for _, kind := range []string{"raftnet/linger=none", "raftnet/linger=5ms", "raftnet/linger=20ms", "NetworkTransport"} {
+	for _, kind := range []string{"raftnet/linger=none", "raftnet/linger=10ms", "NetworkTransport"} {
 		b.Run(fmt.Sprintf("%s/groups=%d", kind, groups), func(b *testing.B) {
 			benchIdle(b, kind, groups, measure)
 		})
@@ -97,7 +97,7 @@ func benchIdle(b *testing.B, kind string, groups int, measure time.Duration) {
 				continue
 			}
 			if g == 0 {
-				linger := map[string]time.Duration{"raftnet/linger=none": -1, "raftnet/linger=5ms": 5 * time.Millisecond, "raftnet/linger=20ms": 20 * time.Millisecond}[kind]
+				linger := map[string]time.Duration{"raftnet/linger=none": -1, "raftnet/linger=10ms": 10 * time.Millisecond}[kind]
 				n, err := New(Config{
 					Linger:    linger,
 					Advertise: raft.ServerAddress(ln.Addr().String()),
@@ -172,6 +172,9 @@ func benchIdle(b *testing.B, kind string, groups int, measure time.Duration) {
 		for i := range trans {
 			for _, t := range trans[i] {
 				_ = t.(raft.WithClose).Close()
+				if nt, ok := t.(*raft.NetworkTransport); ok {
+					nt.CloseStreams() // its pooled connections, so that the peers' handlers end
+				}
 			}
 		}
 	}()
