@@ -238,6 +238,11 @@ type Cluster struct {
 	raft  atomic.Pointer[raft.Raft]
 	ml    *Membership
 
+	// decideMu serializes the leader's read-decide-propose sequences (CreateTopic,
+	// AlterTopic, Rebalance, the control loop's reconcile), so that no decision is made on
+	// state another one is about to change.
+	decideMu sync.Mutex
+
 	watchMu  sync.Mutex
 	watchers map[*Watcher]struct{} // under watchMu
 
@@ -405,6 +410,32 @@ func (c *Cluster) notLeader() error {
 	return &NotLeaderError{LeaderID: id, LeaderAddr: addr}
 }
 
+// beginDecision takes decideMu and makes sure this broker leads and has applied everything
+// committed before it became leader (a Barrier), so that a decision reads current state.
+// On success the caller must call c.decideMu.Unlock.
+func (c *Cluster) beginDecision(ctx context.Context) error {
+	r := c.raft.Load()
+	if r == nil {
+		return ErrClosed
+	}
+	if r.State() != raft.Leader {
+		return c.notLeader()
+	}
+	c.decideMu.Lock()
+	timeout := c.cfg.ApplyTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(dl))
+	}
+	if err := r.Barrier(timeout).Error(); err != nil {
+		c.decideMu.Unlock()
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return c.notLeader()
+		}
+		return fmt.Errorf("cluster: barrier: %w", err)
+	}
+	return nil
+}
+
 // propose commits a command through the metadata Raft group and returns the state
 // machine's answer. Only the leader proposes; others get a NotLeaderError. A proposal
 // whose leader lost leadership before it committed may or may not have been applied.
@@ -497,9 +528,10 @@ func (c *Cluster) CreateTopic(ctx context.Context, spec TopicSpec) (TopicInfo, [
 	if spec.ReplicationFactor > MaxReplicationFactor {
 		return TopicInfo{}, nil, fmt.Errorf("topic %q: replication factor %d, over the limit of %d", spec.Name, spec.ReplicationFactor, MaxReplicationFactor)
 	}
-	if !c.IsLeader() {
-		return TopicInfo{}, nil, c.notLeader()
+	if err := c.beginDecision(ctx); err != nil {
+		return TopicInfo{}, nil, err
 	}
+	defer c.decideMu.Unlock()
 	recs, err := c.fsm.brokers()
 	if err != nil {
 		return TopicInfo{}, nil, err
@@ -537,6 +569,10 @@ func (c *Cluster) DeleteTopic(ctx context.Context, name string) error {
 // AlterTopic changes a topic's config (on the metadata leader): set adds or changes
 // overrides, del removes them (back to the default). It returns the topic as altered.
 func (c *Cluster) AlterTopic(ctx context.Context, name string, set map[string]string, del []string) (TopicInfo, error) {
+	if err := c.beginDecision(ctx); err != nil {
+		return TopicInfo{}, err
+	}
+	defer c.decideMu.Unlock()
 	rec, ok, err := c.fsm.topic(name)
 	if err != nil {
 		return TopicInfo{}, err
@@ -565,8 +601,10 @@ func (c *Cluster) AlterTopic(ctx context.Context, name string, set map[string]st
 	for _, k := range del {
 		delete(keys, k)
 	}
+	prev := rec.Configs
 	rec.Configs = canonicalOverrides(cfg, slices.Collect(maps.Keys(keys)))
-	if err := c.propose(ctx, cmdAlterTopic, alterTopicCmd{Name: name, Configs: rec.Configs}); err != nil {
+	cmd := alterTopicCmd{Name: name, ID: rec.ID, Configs: rec.Configs, IfConfigs: prev, Conditional: true}
+	if err := c.propose(ctx, cmdAlterTopic, cmd); err != nil {
 		return TopicInfo{}, err
 	}
 	return topicInfoOf(rec), nil
@@ -594,9 +632,10 @@ func (c *Cluster) DeleteGroup(ctx context.Context, group string) error {
 // emptiest until replica counts differ by at most one, and evens out preferred leaders
 // (PlanRebalance). It returns the replica moves committed.
 func (c *Cluster) Rebalance(ctx context.Context) ([]Move, error) {
-	if !c.IsLeader() {
-		return nil, c.notLeader()
+	if err := c.beginDecision(ctx); err != nil {
+		return nil, err
 	}
+	defer c.decideMu.Unlock()
 	recs, err := c.fsm.brokers()
 	if err != nil {
 		return nil, err

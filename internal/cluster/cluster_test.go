@@ -608,10 +608,12 @@ func TestClusterFailedBrokerAndSnapshots(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 10*time.Second, "a snapshot on the leader", func() error {
-		snaps, err := a.c.snaps.List()
-		if err != nil || len(snaps) == 0 {
-			return fmt.Errorf("%d snapshots (%v)", len(snaps), err)
+	// Once the leader's log no longer starts at 1, a new broker can only catch up from a
+	// snapshot (InstallSnapshot: Persist on the leader, Restore on the new broker).
+	waitFor(t, 10*time.Second, "the leader's log compacted after a snapshot", func() error {
+		first, err := a.c.store.FirstIndex()
+		if err != nil || first <= 1 {
+			return fmt.Errorf("first index %d (%v)", first, err)
 		}
 		return nil
 	})

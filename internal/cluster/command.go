@@ -92,7 +92,12 @@ type deleteTopicCmd struct {
 
 type alterTopicCmd struct {
 	Name    string            `json:"name"`
-	Configs map[string]string `json:"configs"` // the new overrides, replacing the old
+	ID      string            `json:"id,omitempty"` // if set, only this incarnation of the topic
+	Configs map[string]string `json:"configs"`      // the new overrides, replacing the old
+	// Conditional: apply only if the overrides are still IfConfigs (compare and set, so
+	// that two alterations never lose one another's keys).
+	Conditional bool              `json:"conditional,omitempty"`
+	IfConfigs   map[string]string `json:"if_configs,omitempty"`
 }
 
 type setAssignmentsCmd struct {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -41,6 +42,8 @@ var (
 	ErrUnknownTopic = errors.New("cluster: unknown topic")
 	ErrUnknownGroup = errors.New("cluster: unknown group")
 	ErrStaleTopic   = errors.New("cluster: topic was deleted and created again")
+	// ErrConcurrentChange rejects a conditional change whose condition no longer holds.
+	ErrConcurrentChange = errors.New("cluster: changed concurrently; retry")
 )
 
 // bbolt layout of meta.db:
@@ -267,6 +270,12 @@ func applyCommand(tx *bolt.Tx, index uint64, data []byte) ([]Change, error) {
 		rec, ok, err := getTopic(tx, c.Name)
 		if err != nil || !ok {
 			return nil, orReject(err, unknownTopic(c.Name))
+		}
+		if c.ID != "" && c.ID != rec.ID {
+			return nil, reject(fmt.Errorf("topic %q: %w", c.Name, ErrStaleTopic))
+		}
+		if c.Conditional && !maps.Equal(rec.Configs, c.IfConfigs) {
+			return nil, reject(fmt.Errorf("topic %q: %w", c.Name, ErrConcurrentChange))
 		}
 		rec.Configs = c.Configs
 		if len(rec.Configs) == 0 {

@@ -130,6 +130,8 @@ func TestFSMApply(t *testing.T) {
 		{cmdDeleteTopic, deleteTopicCmd{Name: "nope"}, ErrUnknownTopic},
 		{cmdDeleteTopic, deleteTopicCmd{Name: "orders", ID: "other"}, ErrStaleTopic},
 		{cmdAlterTopic, alterTopicCmd{Name: "nope"}, ErrUnknownTopic},
+		{cmdAlterTopic, alterTopicCmd{Name: "orders", Conditional: true, IfConfigs: map[string]string{"retention.ms": "7"}}, ErrConcurrentChange},
+		{cmdAlterTopic, alterTopicCmd{Name: "orders", ID: "other"}, ErrStaleTopic},
 		{cmdSetAssignments, setAssignmentsCmd{Topic: "orders", TopicID: "other", Changes: []assignmentDelta{{0, []int32{1}}}}, ErrStaleTopic},
 		{cmdSetAssignments, setAssignmentsCmd{Topic: "orders", Changes: []assignmentDelta{{7, []int32{1}}}}, nil},
 		{cmdDeleteGroup, deleteGroupCmd{Group: "nope"}, ErrUnknownGroup},

@@ -219,7 +219,10 @@ func (c *Cluster) loop() {
 			lead = &leaderState{addedAt: map[raft.ServerID]uint64{}}
 			c.log.Info().Msg("metadata leader")
 		}
-		if err := c.reconcile(lead); err != nil {
+		c.decideMu.Lock()
+		err := c.reconcile(lead)
+		c.decideMu.Unlock()
+		if err != nil {
 			c.log.Warn().Err(err).Msg("reconcile")
 		}
 	}
