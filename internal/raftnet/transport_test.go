@@ -281,3 +281,48 @@ func TestThroughCmux(t *testing.T) {
 		t.Fatal("Match")
 	}
 }
+
+// TestStuckGroup: a group whose raft does not take requests (a slow disk) makes its own RPCs
+// time out, but never delays another group on the same connection, and the connection stays.
+func TestStuckGroup(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	a, b := newNet(t, timeout), newNet(t, timeout)
+	stuckA, _ := a.Transport("stuck")
+	closeT(t, stuckA)
+	okA, _ := a.Transport("ok")
+	closeT(t, okA)
+	stuckB, err := b.transport("stuck") // nobody consumes
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeT(t, stuckB)
+	okB, _ := b.Transport("ok")
+	closeT(t, okB)
+	serve(t, okB, nil)
+
+	const n = 10
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			errs <- stuckA.RequestVote("b", b.Addr(), &raft.RequestVoteRequest{Term: 1}, new(raft.RequestVoteResponse))
+		}()
+	}
+	// All have arrived: one held by the group's dispatcher, the rest queued.
+	waitFor(t, 5*time.Second, "the stuck group's requests to arrive", func() bool { return len(stuckB.inbox) == n-1 })
+	c, err := a.getConn(b.Addr(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resp raft.RequestVoteResponse
+	if err := okA.RequestVote("b", b.Addr(), &raft.RequestVoteRequest{Term: 2}, &resp); err != nil || !resp.Granted {
+		t.Fatalf("other group behind a stuck one: %v", err)
+	}
+	for range n {
+		if err := <-errs; !errors.Is(err, ErrTimeout) {
+			t.Fatalf("stuck group's RPC: %v, want ErrTimeout", err)
+		}
+	}
+	if c2, err := a.getConn(b.Addr(), nil); err != nil || c2 != c {
+		t.Fatalf("connection replaced after timeouts of one group (err %v)", err)
+	}
+}
