@@ -223,8 +223,11 @@ type CommittedOffset struct {
 // Cluster is this broker's membership in the cluster and its replica of the metadata.
 //
 // Goroutines (all tracked by wg and stopped by Close): Raft's own; Serf's own and
-// Membership's translator; the vote guard's RPC filter; and the control loop (loop.go
+// Membership's translator; the vote guard's RPC filter; and the control loop (Cluster.loop
 // in meta.go), which on the metadata leader turns Serf's view into committed changes.
+//
+// Lock order: decideMu, then fsm.mu (inside the fsm's methods); watchMu, then a Watcher's
+// mu. publish (watchMu) runs on Raft's FSM goroutine and takes no other lock.
 type Cluster struct {
 	cfg         Config
 	log         zerolog.Logger
@@ -295,7 +298,7 @@ func New(cfg Config) (*Cluster, error) {
 // Incarnation returns this broker's data directory incarnation.
 func (c *Cluster) Incarnation() string { return c.incarnation }
 
-// SerfAddr returns the address this broker gossips on (after Start).
+// SerfAddr returns the address this broker gossips on (valid after Start).
 func (c *Cluster) SerfAddr() string { return c.ml.Addr() }
 
 // Brokers returns every broker the metadata knows, by id.

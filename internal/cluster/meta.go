@@ -19,7 +19,8 @@ import (
 )
 
 // Start starts the metadata Raft group and Serf, bootstraps a new cluster if this broker's
-// Raft state is new and no seed is given, and joins the seeds otherwise.
+// Raft state is new and no seed is given, and joins the seeds otherwise. After an error,
+// Close releases what was started.
 func (c *Cluster) Start() error {
 	if !c.started.CompareAndSwap(false, true) {
 		return errors.New("cluster: already started")
