@@ -169,7 +169,9 @@ func (n *Network) handleRequest(c *conn, f frame) error {
 		return nil
 	}
 	if err := decodeMsg(f.payload, req); err != nil {
-		return fmt.Errorf("raftnet: decoding request of group %q: %w", group, err)
+		// The framing is intact: refuse this request only, not the connection's other groups.
+		c.send(errorFrame(id, group, fmt.Sprintf("raftnet: decoding request of group %q: %v", group, err)), false)
+		return nil
 	}
 	ae, isAppend := req.(*raft.AppendEntriesRequest)
 	lazy := isAppend && len(ae.Entries) == 0 // the response of a lazy request is lazy too
