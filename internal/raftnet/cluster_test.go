@@ -154,3 +154,64 @@ func TestInstallSnapshot(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "replication after the snapshot", func() bool { return nodes[2].fsm.count() == entries+1 })
 }
+
+// TestReplicationUnderLoad: several groups replicating large entries at once (pipelined, bulk
+// frames) while their heartbeats share the connections; every replica gets every entry.
+func TestReplicationUnderLoad(t *testing.T) {
+	const groups, entries, size = 5, 100, 32 << 10
+	conf := func(i int) *raft.Config {
+		// Slower timeouts than the other tests: the race detector makes msgpack of large
+		// entries slow enough on a small machine to starve a 150ms leader lease.
+		c := testRaftConfig(brokerID(i))
+		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = time.Second, time.Second, 500*time.Millisecond
+		return c
+	}
+	nets := []*Network{newNet(t, 5*time.Second), newNet(t, 5*time.Second), newNet(t, 5*time.Second)}
+	nodes := make([][]*node, groups)
+	for g := range groups {
+		for i := range nets {
+			nodes[g] = append(nodes[g], startNode(t, nets, i, fmt.Sprintf("g%d", g), conf(i), true, 0))
+		}
+	}
+	waitFor(t, 20*time.Second, "a leader in every group", func() bool {
+		for g := range groups {
+			if leaderOf(nodes[g], nil) < 0 {
+				return false
+			}
+		}
+		return true
+	})
+	data := make([]byte, size)
+	var wg sync.WaitGroup
+	errs := make(chan error, groups)
+	for g := range groups {
+		r := nodes[g][leaderOf(nodes[g], nil)].r
+		wg.Go(func() {
+			futures := make([]raft.ApplyFuture, 0, entries)
+			for range entries {
+				futures = append(futures, r.Apply(data, 10*time.Second))
+			}
+			for _, f := range futures {
+				if err := f.Error(); err != nil {
+					errs <- fmt.Errorf("group %d: %w", g, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "every replica to apply every entry", func() bool {
+		for g := range groups {
+			for _, n := range nodes[g] {
+				if n.fsm.count() != entries {
+					return false
+				}
+			}
+		}
+		return true
+	})
+}

@@ -60,6 +60,7 @@
 //	4 TimeoutNow      payload: msgpack raft.TimeoutNowRequest
 //	5 RequestPreVote  payload: msgpack raft.RequestPreVoteRequest
 //	6 SnapshotChunk   payload: raw snapshot bytes; an empty chunk ends the data
+//	7 Heartbeat       payload: msgpack raft.AppendEntriesRequest that is raft's heartbeat
 //	0x80 Response     payload: msgpack of the request's response struct
 //	0x81 Error        payload: UTF-8 error text (raft's error, or the peer's refusal)
 //
@@ -89,9 +90,12 @@
 //
 // # Receiving
 //
-// Requests of a group are handed to raft's Consumer channel one at a time in arrival order by a
-// goroutine of the group, so that a slow group (disk) never stalls a connection shared with
-// others; the connection's reader blocks only when a group has 64 requests queued. Heartbeats
-// go to raft's heartbeat handler (SetHeartbeatHandler) straight from the reader, as in
-// NetworkTransport: they never wait behind the group's other requests.
+// A connection's reader only copies a request's payload and queues it for its group; a
+// goroutine per group decodes the requests and hands them to raft's Consumer channel one at a
+// time in arrival order. So neither a slow group (disk) nor decoding a group's large
+// AppendEntries stalls a connection shared with other groups; the reader blocks only when a
+// group has 64 requests queued. Heartbeats (kind 7) are decoded by the reader and go to raft's
+// heartbeat handler (SetHeartbeatHandler) at once, as in NetworkTransport: they never wait
+// behind the group's other requests. (The handler persists the term when a heartbeat carries a
+// newer one; that rare write is done on the reader.)
 package raftnet

@@ -34,6 +34,7 @@ const (
 	kindTimeoutNow      byte = 4
 	kindRequestPreVote  byte = 5
 	kindSnapshotChunk   byte = 6 // raw snapshot bytes following kindInstallSnapshot; empty = end
+	kindHeartbeat       byte = 7 // an AppendEntries that is raft's heartbeat: decoded on arrival
 	kindResponse        byte = 0x80
 	kindError           byte = 0x81 // payload: UTF-8 error text
 )
@@ -229,7 +230,7 @@ func decodeMsg(b []byte, v any) error {
 // newRequest returns a zero request struct for a request kind.
 func newRequest(kind byte) (any, error) {
 	switch kind {
-	case kindAppendEntries:
+	case kindAppendEntries, kindHeartbeat:
 		return &raft.AppendEntriesRequest{}, nil
 	case kindRequestVote:
 		return &raft.RequestVoteRequest{}, nil

@@ -82,6 +82,8 @@ func FuzzDecodeFrame(f *testing.F) {
 	payload, _ = encodeMsgCopy(&raft.RequestVoteRequest{Term: 2})
 	f.Add(appendFrame(nil, kindRequestVote, 9, "group-with-longer-name", payload))
 	f.Add(appendFrame(nil, kindSnapshotChunk, 3, "g", []byte("data")))
+	payload, _ = encodeMsgCopy(&raft.AppendEntriesRequest{Term: 3, RPCHeader: raft.RPCHeader{Addr: []byte("a:1")}})
+	f.Add(appendFrame(nil, kindHeartbeat, 4, "g", payload))
 	f.Add(appendFrame(nil, kindError, 3, "", []byte("no such group")))
 	f.Add([]byte{0, 0, 0, 0})
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 1})

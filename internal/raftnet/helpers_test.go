@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -128,7 +129,10 @@ func testRaftConfig(id raft.ServerID) *raft.Config {
 	c.LeaderLeaseTimeout = 150 * time.Millisecond
 	c.CommitTimeout = 20 * time.Millisecond
 	c.LogOutput = io.Discard
-	c.LogLevel = "ERROR"
+	if os.Getenv("RAFTNET_DEBUG") != "" {
+		c.LogOutput = os.Stderr
+		c.LogLevel = "WARN"
+	}
 	return c
 }
 

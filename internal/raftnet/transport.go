@@ -29,9 +29,32 @@ var (
 
 // inbound is a request for this group read from a connection, waiting for raft.
 type inbound struct {
+	kind   byte
+	raw    []byte // the encoded request, when rpc.Command is still to be decoded
+	lazy   bool   // set when decoded: an AppendEntries without entries (its response is lazy)
 	rpc    raft.RPC
 	respCh chan raft.RPCResponse
 	reply  func(raft.RPCResponse)
+}
+
+// decode sets rpc.Command from raw.
+func (in *inbound) decode() error {
+	if in.raw == nil {
+		return nil
+	}
+	req, err := newRequest(in.kind)
+	if err != nil {
+		return err
+	}
+	if err := decodeMsg(in.raw, req); err != nil {
+		return fmt.Errorf("raftnet: decoding %T: %w", req, err)
+	}
+	in.raw = nil
+	if ae, ok := req.(*raft.AppendEntriesRequest); ok {
+		in.lazy = len(ae.Entries) == 0
+	}
+	in.rpc.Command = req
+	return nil
 }
 
 // Group returns the group's name.
@@ -71,7 +94,16 @@ func (t *Transport) Close() error {
 
 // AppendEntries implements raft.Transport.
 func (t *Transport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
-	return t.rpc(target, kindAppendEntries, args, resp, isHeartbeat(args), len(args.Entries) == 0)
+	return t.rpc(target, appendKind(args), args, resp, isHeartbeat(args), len(args.Entries) == 0)
+}
+
+// appendKind is the frame kind of an AppendEntries: heartbeats have their own, so that the
+// receiver can take them on its fast path without decoding anything else on arrival.
+func appendKind(args *raft.AppendEntriesRequest) byte {
+	if isHeartbeat(args) {
+		return kindHeartbeat
+	}
+	return kindAppendEntries
 }
 
 // RequestVote implements raft.Transport.
@@ -136,6 +168,10 @@ func (t *Transport) dispatch() {
 		case <-t.closed:
 			return
 		}
+		if err := in.decode(); err != nil {
+			in.reply(raft.RPCResponse{Error: err})
+			continue
+		}
 		select {
 		case t.consumeCh <- in.rpc:
 		case <-t.closed:
@@ -153,13 +189,14 @@ func (t *Transport) dispatch() {
 }
 
 // handleRequest handles a frame read from an inbound multiplexed connection. An error closes
-// the connection (protocol violation).
+// the connection (protocol violation). Only heartbeats are decoded here; other requests are
+// copied and decoded by their group's goroutine, so that decoding a group's large AppendEntries
+// does not hold up the other groups' frames on the connection.
 func (n *Network) handleRequest(c *conn, f frame) error {
 	if f.kind == kindInstallSnapshot || f.kind == kindSnapshotChunk {
 		return fmt.Errorf("raftnet: frame kind %d on a multiplexed connection", f.kind)
 	}
-	req, err := newRequest(f.kind)
-	if err != nil {
+	if _, err := newRequest(f.kind); err != nil {
 		return err
 	}
 	id, group := f.id, f.group
@@ -168,21 +205,21 @@ func (n *Network) handleRequest(c *conn, f frame) error {
 		c.send(errorFrame(id, group, fmt.Sprintf("raftnet: no raft group %q on %s", group, n.cfg.Advertise)), false)
 		return nil
 	}
-	if err := decodeMsg(f.payload, req); err != nil {
-		// The framing is intact: refuse this request only, not the connection's other groups.
-		c.send(errorFrame(id, group, fmt.Sprintf("raftnet: decoding request of group %q: %v", group, err)), false)
-		return nil
-	}
-	ae, isAppend := req.(*raft.AppendEntriesRequest)
-	lazy := isAppend && len(ae.Entries) == 0 // the response of a lazy request is lazy too
 	respCh := make(chan raft.RPCResponse, 1)
 	in := inbound{
-		rpc:    raft.RPC{Command: req, RespChan: respCh},
+		kind:   f.kind,
 		respCh: respCh,
-		reply:  func(r raft.RPCResponse) { c.send(responseFrame(id, group, r), lazy) },
+		rpc:    raft.RPC{RespChan: respCh},
 	}
-	if isAppend && isHeartbeat(ae) {
-		if fn := t.heartbeat.Load(); fn != nil {
+	if f.kind == kindHeartbeat {
+		req := new(raft.AppendEntriesRequest)
+		if err := decodeMsg(f.payload, req); err != nil {
+			c.send(errorFrame(id, group, fmt.Sprintf("raftnet: decoding request of group %q: %v", group, err)), false)
+			return nil
+		}
+		in.rpc.Command = req
+		in.reply = func(r raft.RPCResponse) { c.send(responseFrame(id, group, r), true) }
+		if fn := t.heartbeat.Load(); fn != nil && isHeartbeat(req) {
 			(*fn)(in.rpc)
 			select {
 			case r := <-respCh:
@@ -199,6 +236,9 @@ func (n *Network) handleRequest(c *conn, f frame) error {
 			}
 			return nil
 		}
+	} else {
+		in.raw = append([]byte(nil), f.payload...)
+		in.reply = func(r raft.RPCResponse) { c.send(responseFrame(id, group, r), in.lazy) }
 	}
 	select {
 	case t.inbox <- in:
@@ -290,7 +330,7 @@ func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.App
 	if err != nil {
 		return nil, err
 	}
-	id, cl, err := p.c.request(kindAppendEntries, p.t.group, payload, isHeartbeat(args), len(args.Entries) == 0)
+	id, cl, err := p.c.request(appendKind(args), p.t.group, payload, isHeartbeat(args), len(args.Entries) == 0)
 	release()
 	if err != nil {
 		return nil, err
