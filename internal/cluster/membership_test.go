@@ -68,12 +68,17 @@ func TestMembershipEvents(t *testing.T) {
 	if err := c.Leave(); err != nil {
 		t.Fatal(err)
 	}
-	if ev := nextEvent(t, a, 3); ev.Type != MemberLeave || ev.Member.Status != MemberLeft {
-		t.Fatalf("leave event %+v", ev)
+	// (On a loaded machine a failure may be suspected first; the leave follows.)
+	for ev := nextEvent(t, a, 3); ev.Type != MemberLeave || ev.Member.Status != MemberLeft; ev = nextEvent(t, a, 3) {
+		if ev.Type != MemberFail {
+			t.Fatalf("leave event %+v", ev)
+		}
 	}
 	_ = b.Close()
-	if ev := nextEvent(t, a, 2); ev.Type != MemberFail || ev.Member.Status != MemberFailed {
-		t.Fatalf("failure event %+v", ev)
+	for ev := nextEvent(t, a, 2); ev.Type != MemberFail || ev.Member.Status != MemberFailed; ev = nextEvent(t, a, 2) {
+		if ev.Type != MemberUpdate {
+			t.Fatalf("failure event %+v", ev)
+		}
 	}
 	states := map[int32]MemberStatus{}
 	for _, m := range a.Members() {
