@@ -158,7 +158,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		return nil
 	}
 	local, paths, err := f.snaps.Files(m.ID)
-	if err != nil || local.Index != m.Index || local.Term != m.Term {
+	if err == nil && local.Index == m.Index && local.Term == m.Term {
+		m = local // every segment the snapshot holds (Open may have streamed fewer)
+	} else {
 		// Not one of ours (raft.Restore of a user's stream): stage it.
 		staging, err := os.MkdirTemp(f.snaps.Dir(), "restore-*"+tmpSuffix)
 		if err != nil {

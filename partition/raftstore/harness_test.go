@@ -55,6 +55,8 @@ type node struct {
 	snaps *SnapshotStore
 	fsm   *FSM
 	r     *raft.Raft
+
+	stopOnce sync.Once
 }
 
 type cluster struct {
@@ -86,9 +88,11 @@ func (c *cluster) all() []*node {
 func raftConfig(id raft.ServerID) *raft.Config {
 	conf := raft.DefaultConfig()
 	conf.LocalID = id
-	conf.HeartbeatTimeout = 100 * time.Millisecond
-	conf.ElectionTimeout = 100 * time.Millisecond
-	conf.LeaderLeaseTimeout = 100 * time.Millisecond
+	// Short enough for quick elections, long enough that the race detector's slowdown does not
+	// cost a leader its lease under load.
+	conf.HeartbeatTimeout = 400 * time.Millisecond
+	conf.ElectionTimeout = 400 * time.Millisecond
+	conf.LeaderLeaseTimeout = 400 * time.Millisecond
 	conf.CommitTimeout = 5 * time.Millisecond
 	conf.TrailingLogs = math.MaxUint64
 	conf.SnapshotThreshold = math.MaxUint64 // snapshots are taken by the tests
@@ -109,6 +113,7 @@ func (c *cluster) start(id raft.ServerID, dir string) *node {
 	if n.log, err = commitlog.Open(filepath.Join(dir, "log"), logOptions(n.snaps)); err != nil {
 		t.Fatal(err)
 	}
+	n.snaps.SetLogFirstIndex(n.log.FirstIndex)
 	n.logs = NewLogStore(n.log)
 	stable, err := OpenStableStore(nil, dir)
 	if err != nil {
@@ -131,24 +136,22 @@ func (c *cluster) start(id raft.ServerID, dir string) *node {
 
 // stop shuts raft down and closes the log (a clean restart can follow). Idempotent.
 func (n *node) stop() {
-	if n.r == nil {
-		return
-	}
-	n.r.Shutdown().Error()
-	n.trans.Close()
-	n.log.Close()
-	n.r = nil
+	n.stopOnce.Do(func() {
+		n.r.Shutdown().Error()
+		n.trans.Close()
+		n.log.Close()
+	})
 }
 
-// remove stops a node and forgets it (disconnecting every transport from it).
+// remove forgets a node (disconnecting every transport from it) and stops it.
 func (c *cluster) remove(n *node) {
-	n.stop()
 	c.mu.Lock()
 	delete(c.nodes, n.id)
 	for _, o := range c.nodes {
 		o.trans.Disconnect(n.addr)
 	}
 	c.mu.Unlock()
+	n.stop()
 }
 
 // partition cuts n off from every other node, both ways; heal reconnects.
@@ -209,7 +212,7 @@ func (c *cluster) leader(among ...*node) *node {
 	waitFor(c.t, "a leader", func() bool {
 		l = nil
 		for _, n := range among {
-			if n.r != nil && n.r.State() == raft.Leader {
+			if n.r.State() == raft.Leader {
 				if l != nil {
 					return false
 				}
@@ -238,15 +241,23 @@ func apply(t *testing.T, n *node, batch []byte) (ApplyResult, error) {
 	}
 }
 
-func mustApply(t *testing.T, n *node, count int, tag string) []ApplyResult {
+// mustApply applies count batches through the current leader, retrying one whose leader
+// changed (it may then be in the log twice: these tests compare replicas, not contents).
+func (c *cluster) mustApply(count int, tag string) []ApplyResult {
+	t := c.t
 	t.Helper()
 	var out []ApplyResult
 	for i := 0; i < count; i++ {
-		res, err := apply(t, n, makeBatch(t, 1+i%4, fmt.Sprint(tag, i)))
-		if err != nil {
-			t.Fatalf("apply %s%d: %v", tag, i, err)
+		for attempt := 0; ; attempt++ {
+			res, err := apply(t, c.leader(), makeBatch(t, 1+i%4, fmt.Sprint(tag, i)))
+			if err == nil {
+				out = append(out, res)
+				break
+			}
+			if attempt == 20 {
+				t.Fatalf("apply %s%d: %v", tag, i, err)
+			}
 		}
-		out = append(out, res)
 	}
 	return out
 }

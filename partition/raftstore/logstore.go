@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 
@@ -22,6 +23,8 @@ type LogStore struct {
 	// failed). GetLog serves term-0 placeholders for (log.LastIndex(), believed], so that raft
 	// sees a conflict there and truncates (raft-log.md, trap 3).
 	believed uint64
+
+	placeholders atomic.Int64 // placeholder entries served (for tests and metrics)
 }
 
 // NewLogStore adapts l. l must be opened before raft is created and outlive it.
@@ -60,6 +63,7 @@ func (s *LogStore) GetLog(index uint64, out *raft.Log) error {
 		s.mu.Unlock()
 		if index > s.log.LastIndex() && index <= believed {
 			*out = raft.Log{Index: index, Term: 0, Type: raft.LogNoop}
+			s.placeholders.Add(1)
 			return nil
 		}
 		return raft.ErrLogNotFound

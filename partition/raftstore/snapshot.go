@@ -146,7 +146,16 @@ type SnapshotStore struct {
 
 	mu     sync.Mutex // serialises Close (publish and reap) and List
 	latest atomic.Uint64
+	// logFirst, if set, is the log's first index: Open leaves out segments the log has
+	// deleted since (retention), so a follower receives the retained log, not what the snapshot
+	// still pins.
+	logFirst atomic.Pointer[func() uint64]
 }
+
+// SetLogFirstIndex tells the store where the log now starts (commitlog.Log.FirstIndex): Open
+// then streams only the snapshot's segments that end at or after it (always the last one).
+// Without it a snapshot streams every segment it links, including ones retention deleted since.
+func (s *SnapshotStore) SetLogFirstIndex(fn func() uint64) { s.logFirst.Store(&fn) }
 
 // NewSnapshotStore opens (or creates) the store in dir, keeping the retain newest snapshots
 // (at least 1). Leftover temporary directories are removed.
@@ -284,12 +293,24 @@ func (s *SnapshotStore) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, erro
 	if err != nil {
 		return nil, nil, err
 	}
-	head, err := encodeManifest(&m.Manifest)
+	man := m.Manifest
+	if fn := s.logFirst.Load(); fn != nil {
+		first := (*fn)()
+		k := 0
+		for k < len(man.Segments)-1 && man.Segments[k].LastIndex < first {
+			k++
+		}
+		man.Segments = man.Segments[k:]
+	}
+	head, err := encodeManifest(&man)
 	if err != nil {
 		return nil, nil, err
 	}
 	meta := m.SnapshotMeta
-	return &meta, &snapshotReader{dir: filepath.Join(s.dir, id), head: bytes.NewReader(head), segs: m.Manifest.Segments}, nil
+	if meta.Size, err = man.streamSize(); err != nil {
+		return nil, nil, err
+	}
+	return &meta, &snapshotReader{dir: filepath.Join(s.dir, id), head: bytes.NewReader(head), segs: man.Segments}, nil
 }
 
 // Files returns a local snapshot's manifest and the paths of its segment files, oldest first,
