@@ -12,6 +12,7 @@
 //	...
 //	<dir>/recovery-point                  base offset of the first segment not known fully synced
 //	<dir>/clean-shutdown                  present only between a clean Close and the next Open
+//	<dir>/restore-in-progress             present only while Restore swaps the segments
 //
 // Files whose names end in .log, .index or .timeindex but are not 20 digits are refused
 // (ErrCorrupt), never parsed as base offset 0. Other foreign files are ignored with a warning.
@@ -123,11 +124,24 @@
 // index (log compaction by the replication layer). Truncate(offset) and TruncateFrom(index)
 // remove a suffix (a Raft conflict, or a follower realigning), durably.
 //
+// # Snapshots and Restore
+//
+// SnapshotSegments(index) describes the segments holding [FirstIndex, index], the last cut just
+// after the entry index (its byte length and next offset there): what a snapshot links. Restore
+// replaces the whole log with given segment files (a follower installing a snapshot): it makes
+// a restore-in-progress marker durable, removes every segment, places the new files (hard links
+// through RestoreOptions.Link, except the last, which is copied up to RestoreOptions.LastBytes
+// because the log appends to it), syncs the directory, removes the marker and recovers the log
+// from the files with every frame verified; it fails with ErrCorrupt unless the result ends at
+// exactly the expected index and term. Open treats a marker it finds as a restore cut short:
+// it discards every segment (an empty log), never mixing old and new; the caller restores again
+// from the snapshot it still holds.
+//
 // # The log as a Raft log (design for the partition's Raft group)
 //
 // Design decision 5: a partition's data is written once per replica, so this log is the
-// partition's hashicorp/raft LogStore, not a second copy beside it. The partition package
-// (next issues) adapts it as follows; what that needs of this package is implemented here.
+// partition's hashicorp/raft LogStore, not a second copy beside it. Package partition/raftstore
+// adapts it as follows; what that needs of this package is implemented here.
 //
 //   - StoreLog(s) maps raft.Log{Index, Term, Type, Data, Extensions, AppendedAt} to Entry and
 //     calls AppendEntries, which returns once durable under the default SyncGroup. A command's
@@ -141,14 +155,16 @@
 //     conflict and maps to TruncateFrom(min). Config.TrailingLogs = math.MaxUint64 keeps raft
 //     from asking for compaction at all.
 //   - Snapshots copy no segment data: FSM.Snapshot persists a small manifest (applied index,
-//     term, high watermark, and the list of sealed segments with their base index/offset and
-//     sizes plus the active segment's length at the snapshot index, from Segments). The
-//     snapshot store hard-links the sealed segment files; Open of a snapshot streams the
-//     manifest and then the segment bytes, with meta.Size equal to the exact byte count. A
-//     follower that receives one writes the segments into place and reopens its log on them;
-//     a follower whose log already holds the snapshot's index with the same term does nothing
-//     (Restore is idempotent). A follower whose longer diverged tail survives a restore is
-//     served placeholder term-0 entries above the snapshot index so raft truncates it.
+//     term, high watermark, and the list of segments with their base index/offset and sizes,
+//     the last one's length cut at the snapshot index, from SnapshotSegments). The snapshot
+//     store hard-links those segment files (the active one too: only its recorded length is
+//     used, and those bytes never change); Open of a snapshot streams the manifest and then the
+//     segment bytes of the segments the log still retains, with meta.Size equal to the exact
+//     byte count. A follower that receives one writes the segments into the snapshot's
+//     directory, and Restore adopts them as the log (see "Snapshots and Restore"); a follower
+//     whose log already holds the snapshot's index with the same term does nothing (Restore is
+//     idempotent). A follower whose longer diverged tail survives a restore is served
+//     placeholder term-0 entries above the snapshot index so raft truncates it.
 //   - Retention in a replicated partition runs with RetentionGuard = the latest local
 //     snapshot's index, so raft's restart scan (from the snapshot index + 1) always finds its
 //     entries, and a leader always has a snapshot before it could need to send one.
