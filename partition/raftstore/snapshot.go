@@ -310,7 +310,17 @@ func (s *SnapshotStore) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, erro
 	if meta.Size, err = man.streamSize(); err != nil {
 		return nil, nil, err
 	}
-	return &meta, &snapshotReader{dir: filepath.Join(s.dir, id), head: bytes.NewReader(head), segs: man.Segments}, nil
+	// Open every file now: a reaped snapshot's files stay readable while it is streamed.
+	r := &snapshotReader{head: bytes.NewReader(head), segs: man.Segments}
+	for _, seg := range man.Segments {
+		f, err := os.Open(filepath.Join(s.dir, id, seg.fileName()))
+		if err != nil {
+			r.Close()
+			return nil, nil, err
+		}
+		r.files = append(r.files, f)
+	}
+	return &meta, r, nil
 }
 
 // Files returns a local snapshot's manifest and the paths of its segment files, oldest first,
@@ -351,16 +361,15 @@ func (s *SnapshotStore) reapLocked() error {
 	return errors.Join(errs...)
 }
 
-// snapshotReader streams the manifest, then each segment's first Bytes bytes, opening the
-// files one at a time.
+// snapshotReader streams the manifest, then each segment's first Bytes bytes.
 type snapshotReader struct {
-	dir  string
-	head *bytes.Reader
-	segs []SegmentRef
-	cur  *os.File
-	left int64
-	mu   sync.Mutex
-	done bool
+	head  *bytes.Reader
+	segs  []SegmentRef
+	files []*os.File // one per segment, opened by Open
+	cur   int
+	pos   int64 // read position in files[cur]
+	mu    sync.Mutex
+	done  bool
 }
 
 func (r *snapshotReader) Read(p []byte) (int, error) {
@@ -372,27 +381,19 @@ func (r *snapshotReader) Read(p []byte) (int, error) {
 	if r.head.Len() > 0 {
 		return r.head.Read(p)
 	}
-	for r.cur == nil || r.left == 0 {
-		if r.cur != nil {
-			r.cur.Close()
-			r.cur = nil
-		}
-		if len(r.segs) == 0 {
-			return 0, io.EOF
-		}
-		f, err := os.Open(filepath.Join(r.dir, r.segs[0].fileName()))
-		if err != nil {
-			return 0, err
-		}
-		r.cur, r.left, r.segs = f, r.segs[0].Bytes, r.segs[1:]
+	for r.cur < len(r.segs) && r.pos == r.segs[r.cur].Bytes {
+		r.cur, r.pos = r.cur+1, 0
 	}
-	if int64(len(p)) > r.left {
-		p = p[:r.left]
+	if r.cur == len(r.segs) {
+		return 0, io.EOF
 	}
-	n, err := r.cur.Read(p)
-	r.left -= int64(n)
+	if left := r.segs[r.cur].Bytes - r.pos; int64(len(p)) > left {
+		p = p[:left]
+	}
+	n, err := r.files[r.cur].ReadAt(p, r.pos)
+	r.pos += int64(n)
 	if err == io.EOF {
-		if r.left > 0 {
+		if n < len(p) {
 			return n, io.ErrUnexpectedEOF // the file is shorter than the manifest says
 		}
 		err = nil
@@ -400,17 +401,17 @@ func (r *snapshotReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Close releases the open file. It is idempotent.
+// Close releases the files. It is idempotent.
 func (r *snapshotReader) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.done = true
-	if r.cur != nil {
-		err := r.cur.Close()
-		r.cur = nil
-		return err
+	var errs []error
+	for _, f := range r.files {
+		errs = append(errs, f.Close())
 	}
-	return nil
+	r.files = nil
+	return errors.Join(errs...)
 }
 
 // Sink is the SnapshotStore's raft.SnapshotSink. It parses what is written into it: the
@@ -524,12 +525,25 @@ func (k *Sink) LinkSegments(m *Manifest, paths []string) error {
 	if len(paths) != len(m.Segments) {
 		return errors.New("raftstore: one path per segment")
 	}
+	first := 0
 	for i, p := range paths {
-		if err := os.Link(p, filepath.Join(k.dir, m.Segments[i].fileName())); err != nil {
+		err := os.Link(p, filepath.Join(k.dir, m.Segments[i].fileName()))
+		if errors.Is(err, os.ErrNotExist) && i < len(paths)-1 {
+			// Retention deleted it (and, oldest first, every one before it) since the log
+			// listed them: the snapshot starts after it.
+			for j := first; j < i; j++ {
+				os.Remove(filepath.Join(k.dir, m.Segments[j].fileName()))
+			}
+			first = i + 1
+			continue
+		}
+		if err != nil {
 			return err
 		}
 	}
-	k.manifest, k.linked = m, true
+	trimmed := *m
+	trimmed.Segments = m.Segments[first:]
+	k.manifest, k.linked = &trimmed, true
 	return nil
 }
 

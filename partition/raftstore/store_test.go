@@ -330,3 +330,44 @@ func TestSnapshotStoreStream(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestSnapshotSkipsSegmentsDeletedMeanwhile: a segment that retention deleted between the
+// log listing it and the snapshot linking it (oldest first) is left out, not a failure.
+func TestSnapshotSkipsSegmentsDeletedMeanwhile(t *testing.T) {
+	l, snaps := openTestLog(t)
+	s := NewLogStore(l)
+	if err := s.StoreLogs(raftLogs(t, 1, 80, 1)); err != nil {
+		t.Fatal(err)
+	}
+	infos, err := l.SnapshotSegments(70)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(infos) < 3 {
+		t.Fatalf("%d segments", len(infos))
+	}
+	m := &Manifest{Index: 70, Term: 1, HighWatermark: infos[len(infos)-1].NextOffset}
+	var paths []string
+	for _, in := range infos {
+		m.Segments = append(m.Segments, SegmentRef{BaseIndex: in.BaseIndex, LastIndex: in.LastIndex,
+			BaseOffset: in.BaseOffset, NextOffset: in.NextOffset, Bytes: in.Bytes})
+		paths = append(paths, in.Path)
+	}
+	if _, err := l.DeleteSegmentsThrough(infos[1].LastIndex); err != nil {
+		t.Fatal(err)
+	}
+	sink, _ := snaps.Create(1, 70, 1, raft.Configuration{}, 0, nil)
+	if err := sink.(*Sink).LinkSegments(m, paths); err != nil {
+		t.Fatal(err)
+	}
+	if err := sink.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, files, err := snaps.Files(sink.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) != len(infos)-2 || got.Segments[0].BaseIndex != l.FirstIndex() {
+		t.Fatalf("snapshot holds %d segments from %d; the log %d from %d", len(files), got.Segments[0].BaseIndex, len(infos)-2, l.FirstIndex())
+	}
+}
