@@ -322,6 +322,16 @@ func TestSnapshotStoreStream(t *testing.T) {
 			t.Fatalf("entry %d differs after restore", i)
 		}
 	}
+	// A stream that is not one of the local store's snapshots is staged, then adopted.
+	l3, snaps3 := openTestLog(t)
+	fsm3 := NewFSM(NewLogStore(l3), snaps3, nil)
+	if err := fsm3.Restore(io.NopCloser(bytes.NewReader(stream))); err != nil {
+		t.Fatal(err)
+	}
+	if l3.LastIndex() != 70 || l3.EndOffset() != m.HighWatermark || fsm3.HighWatermark() != m.HighWatermark {
+		t.Fatalf("staged restore: last %d end %d", l3.LastIndex(), l3.EndOffset())
+	}
+
 	// The adopted log continues where the snapshot ends.
 	if err := s2.DeleteRange(71, 90); err != nil {
 		t.Fatal(err)
