@@ -55,7 +55,7 @@ type conn struct {
 	urgent    bool // an urgent frame is queued: flush without lingering
 	err       error
 	pending   map[uint64]*call
-	nextID    uint64
+	nextID    atomic.Uint64
 
 	wake   chan struct{}
 	closed chan struct{}
@@ -124,8 +124,23 @@ func (c *conn) send(f []byte, lazy bool) {
 	}
 }
 
-// request queues a request frame and registers its call.
-func (c *conn) request(kind byte, group string, payload []byte, high, lazy bool) (uint64, *call, error) {
+// request encodes a request, queues it and registers its call.
+func (c *conn) request(kind byte, group string, v any, high, lazy bool) (uint64, *call, error) {
+	id := c.nextID.Add(1)
+	f, err := encodeFrame(kind, id, group, v, sizeHint(v))
+	if err != nil {
+		return 0, nil, err
+	}
+	return c.enqueueRequest(id, f, high, lazy)
+}
+
+// requestRaw queues a request with a payload already encoded.
+func (c *conn) requestRaw(kind byte, group string, payload []byte, high, lazy bool) (uint64, *call, error) {
+	id := c.nextID.Add(1)
+	return c.enqueueRequest(id, appendFrame(nil, kind, id, group, payload), high, lazy)
+}
+
+func (c *conn) enqueueRequest(id uint64, f []byte, high, lazy bool) (uint64, *call, error) {
 	cl := &call{ch: make(chan result, 1), start: time.Now()}
 	c.mu.Lock()
 	if c.err != nil {
@@ -133,10 +148,8 @@ func (c *conn) request(kind byte, group string, payload []byte, high, lazy bool)
 		c.mu.Unlock()
 		return 0, nil, err
 	}
-	c.nextID++
-	id := c.nextID
 	c.pending[id] = cl
-	wake := c.enqueueLocked(appendFrame(make([]byte, 0, 4+frameHeaderLen+len(group)+len(payload)), kind, id, group, payload), high, lazy)
+	wake := c.enqueueLocked(f, high, lazy)
 	c.mu.Unlock()
 	if wake {
 		c.signal()
@@ -271,10 +284,8 @@ func (c *conn) writeLoop() {
 			if len(batch) == 0 {
 				break
 			}
-			if !wrote {
-				_ = c.nc.SetWriteDeadline(time.Now().Add(c.n.timeout))
-				wrote = true
-			}
+			_ = c.nc.SetWriteDeadline(time.Now().Add(c.n.timeout))
+			wrote = true
 			for _, f := range batch {
 				if _, err := bw.Write(f); err != nil {
 					c.fail(err)

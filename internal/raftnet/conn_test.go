@@ -32,11 +32,11 @@ func TestHeartbeatsFirst(t *testing.T) {
 	c, fr, _ := pipeConn(t, -1)
 	big := make([]byte, 300<<10)
 	for range 3 {
-		if _, _, err := c.request(kindAppendEntries, "bulk", big, false, false); err != nil {
+		if _, _, err := c.requestRaw(kindAppendEntries, "bulk", big, false, false); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, _, err := c.request(kindAppendEntries, "hb", []byte{1}, true, true); err != nil {
+	if _, _, err := c.requestRaw(kindAppendEntries, "hb", []byte{1}, true, true); err != nil {
 		t.Fatal(err)
 	}
 	if !c.start() {
@@ -64,12 +64,12 @@ func TestCoalescing(t *testing.T) {
 	}
 	const groups = 50
 	for g := range groups {
-		if _, _, err := c.request(kindAppendEntries, string(rune('A'+g)), []byte{byte(g)}, true, true); err != nil {
+		if _, _, err := c.requestRaw(kindAppendEntries, string(rune('A'+g)), []byte{byte(g)}, true, true); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// An urgent frame (a vote) ends the linger at once.
-	if _, _, err := c.request(kindRequestVote, "vote", []byte{9}, true, false); err != nil {
+	if _, _, err := c.requestRaw(kindRequestVote, "vote", []byte{9}, true, false); err != nil {
 		t.Fatal(err)
 	}
 	for range groups + 1 {

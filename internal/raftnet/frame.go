@@ -56,12 +56,14 @@ var (
 	errGroupTooLong  = errors.New("raftnet: group name too long")
 )
 
-// frame is one decoded frame. payload aliases the reader's buffer until the next read.
+// frame is one decoded frame. payload aliases the reader's buffer until the next read, unless
+// owned is set (a large frame read into a buffer of its own, which the reader forgets).
 type frame struct {
 	kind    byte
 	id      uint64
 	group   string
 	payload []byte
+	owned   bool
 }
 
 // appendFrame appends the encoding of a frame to dst.
@@ -97,32 +99,31 @@ func (fr *frameReader) next() (frame, error) {
 	if n < frameHeaderLen {
 		return frame{}, errFrameShort
 	}
-	if cap(fr.buf) > 1<<20 {
-		fr.buf = nil // don't keep a large frame's buffer for the connection's lifetime
-	}
-	var b []byte
 	if int(n) <= 1<<20 {
 		if cap(fr.buf) < int(n) {
 			fr.buf = make([]byte, 0, max(int(n), 4096))
 		}
-		b = fr.buf[:n]
+		b := fr.buf[:n]
 		if _, err := io.ReadFull(fr.r, b); err != nil {
 			return frame{}, noEOF(err)
 		}
-	} else {
-		// Grow as the bytes arrive, so a lying length prefix costs at most about what was sent.
-		b = fr.buf[:0]
-		for len(b) < int(n) {
-			step := min(int(n)-len(b), max(len(b), 1<<20))
-			b = slices.Grow(b, step)
-			if _, err := io.ReadFull(fr.r, b[len(b):len(b)+step]); err != nil {
-				return frame{}, noEOF(err)
-			}
-			b = b[:len(b)+step]
-		}
-		fr.buf = b
+		return fr.parse(b)
 	}
-	return fr.parse(b)
+	// A large frame gets a buffer of its own, handed over with the frame (no copy). Up to
+	// 16 MiB it is allocated at once; beyond, it grows as the bytes arrive, so that a lying
+	// length prefix costs at most about what was actually sent.
+	b := make([]byte, 0, min(int(n), 16<<20))
+	for len(b) < int(n) {
+		step := min(int(n)-len(b), max(cap(b)-len(b), len(b)))
+		b = slices.Grow(b, step)
+		if _, err := io.ReadFull(fr.r, b[len(b):len(b)+step]); err != nil {
+			return frame{}, noEOF(err)
+		}
+		b = b[:len(b)+step]
+	}
+	f, err := fr.parse(b)
+	f.owned = true
+	return f, err
 }
 
 func noEOF(err error) error {
@@ -206,6 +207,42 @@ func encodeMsg(v any) (payload []byte, release func(), err error) {
 		}
 		encoders.Put(e)
 	}, nil
+}
+
+// encodeFrame encodes a frame whose payload is msgpack of v, straight into the frame's buffer
+// when sizeHint (the payload's expected size) is enough.
+func encodeFrame(kind byte, id uint64, group string, v any, sizeHint int) ([]byte, error) {
+	hl := 4 + frameHeaderLen + len(group)
+	buf := appendFrame(make([]byte, 0, hl+sizeHint), kind, id, group, nil)
+	e := encoders.Get().(*encoder)
+	defer encoders.Put(e)
+	out := buf[hl:hl]
+	e.enc.ResetBytes(&out)
+	err := e.enc.Encode(v)
+	keep := e.buf[:0]
+	e.enc.ResetBytes(&keep) // drop the reference to buf
+	if err != nil {
+		return nil, err
+	}
+	if len(out) > 0 && (cap(buf) < hl+len(out) || &buf[:hl+1][hl] != &out[0]) {
+		buf = append(buf, out...) // the hint was short: the encoder moved to a buffer of its own
+	} else {
+		buf = buf[:hl+len(out)]
+	}
+	binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))
+	return buf, nil
+}
+
+// sizeHint estimates the encoded size of a request or response.
+func sizeHint(v any) int {
+	if ae, ok := v.(*raft.AppendEntriesRequest); ok {
+		n := 256
+		for _, e := range ae.Entries {
+			n += 64 + len(e.Data) + len(e.Extensions)
+		}
+		return n
+	}
+	return 256
 }
 
 // encodeMsgCopy encodes v into a new slice.

@@ -19,7 +19,7 @@ import (
 // Defaults of Config.
 const (
 	DefaultTimeout         = 10 * time.Second
-	DefaultMaxRPCsInFlight = 4
+	DefaultMaxRPCsInFlight = 2
 	DefaultLinger          = 10 * time.Millisecond
 	minBackoff             = 10 * time.Millisecond
 	maxBackoff             = time.Second
@@ -55,8 +55,9 @@ type Config struct {
 	Timeout time.Duration
 	// MaxFrame caps the length of a frame read (default DefaultMaxFrame).
 	MaxFrame int
-	// MaxRPCsInFlight is the depth of an AppendEntries pipeline (default 4). 1 disables
-	// pipelining (raft then sends AppendEntries synchronously).
+	// MaxRPCsInFlight is the depth of an AppendEntries pipeline (default 2, as NetworkTransport:
+	// see its MaxRPCsInFlight for why more rarely helps). 1 disables pipelining (raft then sends
+	// AppendEntries synchronously).
 	MaxRPCsInFlight int
 	// Linger is how long a connection may hold lazy frames (heartbeats, AppendEntries without
 	// entries, and their responses) so that other groups' frames share the write. Any other
@@ -79,7 +80,7 @@ type Network struct {
 	mu     sync.Mutex
 	closed bool
 	groups map[string]*Transport
-	peers  map[raft.ServerAddress]*peer
+	peers  map[peerKey]*peer
 	conns  map[io.Closer]struct{}
 	wg     sync.WaitGroup
 	done   chan struct{}
@@ -118,7 +119,7 @@ func New(cfg Config) (*Network, error) {
 		maxFrame:    cfg.MaxFrame,
 		maxInFlight: cfg.MaxRPCsInFlight,
 		groups:      make(map[string]*Transport),
-		peers:       make(map[raft.ServerAddress]*peer),
+		peers:       make(map[peerKey]*peer),
 		conns:       make(map[io.Closer]struct{}),
 		done:        make(chan struct{}),
 	}
@@ -351,7 +352,21 @@ func (n *Network) dialRaw(addr raft.ServerAddress, typ byte) (net.Conn, error) {
 	return nc, nil
 }
 
-// peer is the outbound side towards one broker: its multiplexed connection, dialed on demand.
+// Lanes: every peer broker gets two multiplexed connections, so that heartbeats, votes and
+// empty AppendEntries never queue behind megabytes of entries in a TCP stream (in the sender's
+// socket buffer or the receiver's).
+const (
+	laneCtrl = 0 // heartbeats, votes, TimeoutNow, AppendEntries without entries
+	laneBulk = 1 // AppendEntries with entries (and pipelined requests behind them)
+)
+
+type peerKey struct {
+	addr raft.ServerAddress
+	lane int
+}
+
+// peer is the outbound side towards one broker on one lane: its multiplexed connection,
+// dialed on demand.
 type peer struct {
 	n    *Network
 	addr raft.ServerAddress
@@ -374,16 +389,17 @@ func (p *peer) drop(c *conn) {
 
 // getConn returns the connection to addr, dialing it if needed. After a failed dial, calls fail
 // at once with the dial's error until a backoff (10ms doubling to 1s) has passed.
-func (n *Network) getConn(addr raft.ServerAddress, cancel <-chan struct{}) (*conn, error) {
+func (n *Network) getConn(addr raft.ServerAddress, lane int, cancel <-chan struct{}) (*conn, error) {
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()
 		return nil, raft.ErrTransportShutdown
 	}
-	p := n.peers[addr]
+	key := peerKey{addr, lane}
+	p := n.peers[key]
 	if p == nil {
 		p = &peer{n: n, addr: addr}
-		n.peers[addr] = p
+		n.peers[key] = p
 	}
 	n.mu.Unlock()
 	for {

@@ -94,7 +94,11 @@ func (t *Transport) Close() error {
 
 // AppendEntries implements raft.Transport.
 func (t *Transport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
-	return t.rpc(target, appendKind(args), args, resp, isHeartbeat(args), len(args.Entries) == 0)
+	lane := laneCtrl
+	if len(args.Entries) > 0 {
+		lane = laneBulk
+	}
+	return t.rpc(target, lane, appendKind(args), args, resp, isHeartbeat(args), len(args.Entries) == 0)
 }
 
 // appendKind is the frame kind of an AppendEntries: heartbeats have their own, so that the
@@ -108,37 +112,32 @@ func appendKind(args *raft.AppendEntriesRequest) byte {
 
 // RequestVote implements raft.Transport.
 func (t *Transport) RequestVote(_ raft.ServerID, target raft.ServerAddress, args *raft.RequestVoteRequest, resp *raft.RequestVoteResponse) error {
-	return t.rpc(target, kindRequestVote, args, resp, true, false)
+	return t.rpc(target, laneCtrl, kindRequestVote, args, resp, true, false)
 }
 
 // RequestPreVote implements raft.WithPreVote.
 func (t *Transport) RequestPreVote(_ raft.ServerID, target raft.ServerAddress, args *raft.RequestPreVoteRequest, resp *raft.RequestPreVoteResponse) error {
-	return t.rpc(target, kindRequestPreVote, args, resp, true, false)
+	return t.rpc(target, laneCtrl, kindRequestPreVote, args, resp, true, false)
 }
 
 // TimeoutNow implements raft.Transport.
 func (t *Transport) TimeoutNow(_ raft.ServerID, target raft.ServerAddress, args *raft.TimeoutNowRequest, resp *raft.TimeoutNowResponse) error {
-	return t.rpc(target, kindTimeoutNow, args, resp, true, false)
+	return t.rpc(target, laneCtrl, kindTimeoutNow, args, resp, true, false)
 }
 
 // rpc sends a request and waits for its response. high: ahead of queued bulk frames; lazy: may
 // wait up to Config.Linger to share a write.
-func (t *Transport) rpc(target raft.ServerAddress, kind byte, args, resp any, high, lazy bool) error {
+func (t *Transport) rpc(target raft.ServerAddress, lane int, kind byte, args, resp any, high, lazy bool) error {
 	select {
 	case <-t.closed:
 		return raft.ErrTransportShutdown
 	default:
 	}
-	c, err := t.n.getConn(target, t.closed)
+	c, err := t.n.getConn(target, lane, t.closed)
 	if err != nil {
 		return err
 	}
-	payload, release, err := encodeMsg(args)
-	if err != nil {
-		return err
-	}
-	id, cl, err := c.request(kind, t.group, payload, high, lazy)
-	release()
+	id, cl, err := c.request(kind, t.group, args, high, lazy)
 	if err != nil {
 		return err
 	}
@@ -237,7 +236,10 @@ func (n *Network) handleRequest(c *conn, f frame) error {
 			return nil
 		}
 	} else {
-		in.raw = append([]byte(nil), f.payload...)
+		in.raw = f.payload
+		if !f.owned {
+			in.raw = append([]byte(nil), f.payload...)
+		}
 		in.reply = func(r raft.RPCResponse) { c.send(responseFrame(id, group, r), in.lazy) }
 	}
 	select {
@@ -257,27 +259,25 @@ func responseFrame(id uint64, group string, r raft.RPCResponse) []byte {
 	if r.Error != nil {
 		return errorFrame(id, group, r.Error.Error())
 	}
-	payload, release, err := encodeMsg(r.Response)
+	f, err := encodeFrame(kindResponse, id, group, r.Response, 128)
 	if err != nil {
 		return errorFrame(id, group, "raftnet: encoding response: "+err.Error())
 	}
-	defer release()
-	return appendFrame(make([]byte, 0, 4+frameHeaderLen+len(group)+len(payload)), kindResponse, id, group, payload)
+	return f
 }
 
 // AppendEntriesPipeline implements raft.Transport: up to Config.MaxRPCsInFlight AppendEntries
-// in flight on the peer's multiplexed connection, completed in the order sent.
+// in flight, completed in the order sent. Requests with entries go on the bulk connection, and so
+// do empty ones while any of those are in flight (so that they arrive in order); an empty one
+// with nothing in flight (an idle group's commit-index update) goes on the control connection,
+// where it is coalesced with other groups' heartbeats.
 func (t *Transport) AppendEntriesPipeline(_ raft.ServerID, target raft.ServerAddress) (raft.AppendPipeline, error) {
 	if t.n.maxInFlight < 2 {
 		return nil, raft.ErrPipelineReplicationNotSupported
 	}
-	c, err := t.n.getConn(target, t.closed)
-	if err != nil {
-		return nil, err
-	}
 	p := &pipeline{
 		t:        t,
-		c:        c,
+		target:   target,
 		inflight: make(chan *appendFuture, t.n.maxInFlight-1),
 		done:     make(chan raft.AppendFuture, t.n.maxInFlight),
 		closed:   make(chan struct{}),
@@ -290,7 +290,8 @@ func (t *Transport) AppendEntriesPipeline(_ raft.ServerID, target raft.ServerAdd
 
 type pipeline struct {
 	t         *Transport
-	c         *conn
+	target    raft.ServerAddress
+	bulk      atomic.Int64 // requests in flight on the bulk connection
 	inflight  chan *appendFuture
 	done      chan raft.AppendFuture
 	closeOnce sync.Once
@@ -303,6 +304,8 @@ type appendFuture struct {
 	resp  *raft.AppendEntriesResponse
 	id    uint64
 	call  *call
+	conn  *conn
+	lane  int
 	err   error
 	ready chan struct{}
 }
@@ -326,24 +329,30 @@ func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.App
 		return nil, raft.ErrTransportShutdown
 	default:
 	}
-	payload, release, err := encodeMsg(args)
+	lane := laneCtrl
+	if len(args.Entries) > 0 || p.bulk.Load() > 0 {
+		lane = laneBulk
+	}
+	c, err := p.t.n.getConn(p.target, lane, p.t.closed)
 	if err != nil {
 		return nil, err
 	}
-	id, cl, err := p.c.request(appendKind(args), p.t.group, payload, isHeartbeat(args), len(args.Entries) == 0)
-	release()
+	id, cl, err := c.request(appendKind(args), p.t.group, args, isHeartbeat(args), len(args.Entries) == 0)
 	if err != nil {
 		return nil, err
 	}
-	f := &appendFuture{start: time.Now(), args: args, resp: resp, id: id, call: cl, ready: make(chan struct{})}
+	if lane == laneBulk {
+		p.bulk.Add(1)
+	}
+	f := &appendFuture{start: time.Now(), args: args, resp: resp, id: id, call: cl, conn: c, lane: lane, ready: make(chan struct{})}
 	select {
 	case p.inflight <- f:
 		return f, nil
 	case <-p.closed:
-		p.c.forget(id)
+		c.forget(id)
 		return nil, raft.ErrPipelineShutdown
 	case <-p.t.closed:
-		p.c.forget(id)
+		c.forget(id)
 		return nil, raft.ErrTransportShutdown
 	}
 }
@@ -353,8 +362,11 @@ func (p *pipeline) receive() {
 	for {
 		select {
 		case f := <-p.inflight:
-			r := p.c.wait(f.id, f.call, p.t.n.timeout, p.closed, p.t.closed)
+			r := f.conn.wait(f.id, f.call, p.t.n.timeout, p.closed, p.t.closed)
 			f.err = decodeResult(r, f.resp)
+			if f.lane == laneBulk {
+				p.bulk.Add(-1)
+			}
 			close(f.ready)
 			select {
 			case p.done <- f:
@@ -379,7 +391,7 @@ func (p *pipeline) drain() {
 	for {
 		select {
 		case f := <-p.inflight:
-			p.c.forget(f.id)
+			f.conn.forget(f.id)
 			f.err = raft.ErrPipelineShutdown
 			close(f.ready)
 		default:

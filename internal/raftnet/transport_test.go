@@ -309,7 +309,7 @@ func TestStuckGroup(t *testing.T) {
 	}
 	// All have arrived: one held by the group's dispatcher, the rest queued.
 	waitFor(t, 5*time.Second, "the stuck group's requests to arrive", func() bool { return len(stuckB.inbox) == n-1 })
-	c, err := a.getConn(b.Addr(), nil)
+	c, err := a.getConn(b.Addr(), laneCtrl, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -322,7 +322,7 @@ func TestStuckGroup(t *testing.T) {
 			t.Fatalf("stuck group's RPC: %v, want ErrTimeout", err)
 		}
 	}
-	if c2, err := a.getConn(b.Addr(), nil); err != nil || c2 != c {
+	if c2, err := a.getConn(b.Addr(), laneCtrl, nil); err != nil || c2 != c {
 		t.Fatalf("connection replaced after timeouts of one group (err %v)", err)
 	}
 }
