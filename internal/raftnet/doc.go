@@ -1,6 +1,6 @@
 // Package raftnet is a multiplexed raft.Transport: every Raft group of a broker (one per
-// partition, hundreds per broker) talks to the same group on the other brokers over one shared
-// connection per broker pair and direction, on the broker's one port.
+// partition, hundreds per broker) talks to the same group on the other brokers over a few
+// shared connections per broker pair, on the broker's one port.
 //
 // # Why
 //
@@ -11,8 +11,13 @@
 // write, and holds lazy frames (heartbeats, AppendEntries without entries, and their responses)
 // up to Config.Linger (default 10ms) so that other groups' frames join the same write. Anything
 // else (entries, votes, TimeoutNow, their responses) is written at once, together with what is
-// held. Heartbeats and votes are also queued ahead of bulk AppendEntries, so a busy group's
-// replication does not delay another group's heartbeats by more than the frame being written.
+// held.
+//
+// Each broker dials two multiplexed connections to each peer: a control lane (heartbeats,
+// votes, TimeoutNow, AppendEntries without entries) and a bulk lane (AppendEntries with
+// entries), so that heartbeats never queue behind megabytes of entries in TCP buffers; with
+// hundreds of groups on one stream they otherwise did, and leaders lost their lease under load.
+// Within a connection, heartbeats and votes are also queued ahead of bulk frames.
 //
 // # Use
 //
@@ -68,9 +73,12 @@
 //
 // A multiplexed connection is one-way in its requests: the dialer sends requests of any group,
 // the acceptor answers each with a Response or Error frame carrying the request's id and group,
-// in any order (ids are per connection). Each side dials its own connection to the other, so a
-// broker pair has two. An AppendEntries pipeline (Config.MaxRPCsInFlight requests in flight)
-// uses the same connection; its futures complete in the order sent.
+// in any order (ids are per connection). Each side dials its own connections to the other (a
+// control and a bulk lane; the acceptor treats them alike), so a broker pair has four. An
+// AppendEntries pipeline (Config.MaxRPCsInFlight requests in flight) sends requests with
+// entries on the bulk lane, and empty ones too while any of those are in flight, so that a
+// group's appends arrive in order; an idle group's empty appends go on the control lane. Its
+// futures complete in the order sent.
 //
 // InstallSnapshot uses a connection of its own (type 2), dialed for one snapshot and closed
 // after it: the request frame, the data as SnapshotChunk frames of up to 64 KiB, an empty
