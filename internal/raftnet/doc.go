@@ -54,8 +54,9 @@
 //
 // length counts the bytes after itself (11 + name + payload). A reader rejects a length above
 // Config.MaxFrame (default 128 MiB) or below 11, and a group-name length above 1024 or beyond
-// the frame, before allocating; frames above 1 MiB are buffered as their bytes arrive, so a
-// lying length prefix costs at most about what was actually sent.
+// the frame, before allocating. A frame above 1 MiB is read into a buffer of its own (handed
+// to the group without a copy), allocated at once up to 16 MiB and beyond that grown as the
+// bytes arrive, so a lying length prefix costs at most 16 MiB or about what was actually sent.
 //
 // Kinds:
 //
