@@ -141,6 +141,10 @@ func (c *conn) requestRaw(kind byte, group string, payload []byte, high, lazy bo
 }
 
 func (c *conn) enqueueRequest(id uint64, f []byte, high, lazy bool) (uint64, *call, error) {
+	if len(f)-4 > c.n.maxFrame {
+		// The peer would drop the connection (and every group's requests on it) over it.
+		return 0, nil, fmt.Errorf("%w: a request of %d bytes (max %d)", errFrameTooLarge, len(f)-4, c.n.maxFrame)
+	}
 	cl := &call{ch: make(chan result, 1), start: time.Now()}
 	c.mu.Lock()
 	if c.err != nil {

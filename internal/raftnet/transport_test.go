@@ -326,3 +326,33 @@ func TestStuckGroup(t *testing.T) {
 		t.Fatalf("connection replaced after timeouts of one group (err %v)", err)
 	}
 }
+
+// TestFrameTooLargeToSend: a request above MaxFrame fails locally; the connection (shared with
+// other groups) stays.
+func TestFrameTooLargeToSend(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := newNet(t, 2*time.Second)
+	b, err := New(Config{Advertise: raft.ServerAddress(ln.Addr().String()), Listener: ln, MaxFrame: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	a.maxFrame = 64 << 10 // as if configured alike
+	ta, _ := a.Transport("g")
+	closeT(t, ta)
+	tb, _ := b.Transport("g")
+	closeT(t, tb)
+	serve(t, tb, nil)
+	var resp raft.AppendEntriesResponse
+	big := &raft.AppendEntriesRequest{Term: 1, Entries: []*raft.Log{{Index: 1, Data: make([]byte, 100<<10)}}}
+	if err := ta.AppendEntries("b", b.Addr(), big, &resp); !errors.Is(err, errFrameTooLarge) {
+		t.Fatalf("oversized request: %v", err)
+	}
+	small := &raft.AppendEntriesRequest{Term: 1, Entries: []*raft.Log{{Index: 1, Data: make([]byte, 1<<10)}}}
+	if err := ta.AppendEntries("b", b.Addr(), small, &resp); err != nil || !resp.Success {
+		t.Fatalf("request after an oversized one: %v", err)
+	}
+}
