@@ -102,8 +102,9 @@
 // A connection's reader only copies a request's payload and queues it for its group; a
 // goroutine per group decodes the requests and hands them to raft's Consumer channel one at a
 // time in arrival order. So neither a slow group (disk) nor decoding a group's large
-// AppendEntries stalls a connection shared with other groups; the reader blocks only when a
-// group has 64 requests queued. Heartbeats (kind 7) are decoded by the reader and go to raft's
+// AppendEntries stalls a connection shared with other groups: the reader never blocks on a
+// group, and a group with 64 requests queued gets error responses until it catches up (raft
+// retries). Heartbeats (kind 7) are decoded by the reader and go to raft's
 // heartbeat handler (SetHeartbeatHandler) at once, as in NetworkTransport: they never wait
 // behind the group's other requests. (The handler persists the term when a heartbeat carries a
 // newer one; that rare write is done on the reader.)

@@ -244,9 +244,10 @@ func (n *Network) handleRequest(c *conn, f frame) error {
 	}
 	select {
 	case t.inbox <- in:
-	case <-t.closed:
-		in.reply(raft.RPCResponse{Error: raft.ErrTransportShutdown})
-	case <-c.closed:
+	default:
+		// Never block the connection's reader on one group (a raft that stopped consuming, a
+		// slow disk): refuse, and raft retries.
+		in.reply(raft.RPCResponse{Error: fmt.Errorf("raftnet: group %q on %s has %d requests queued", group, n.cfg.Advertise, inboxLen)})
 	}
 	return nil
 }

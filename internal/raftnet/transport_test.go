@@ -356,3 +356,42 @@ func TestFrameTooLargeToSend(t *testing.T) {
 		t.Fatalf("request after an oversized one: %v", err)
 	}
 }
+
+// TestFullInbox: a group that stopped taking requests gets error responses once its queue is
+// full, and the connection's other groups are not held up.
+func TestFullInbox(t *testing.T) {
+	a, b := newNet(t, 5*time.Second), newNet(t, 5*time.Second)
+	stuckA, _ := a.Transport("stuck")
+	closeT(t, stuckA)
+	okA, _ := a.Transport("ok")
+	closeT(t, okA)
+	stuckB, err := b.transport("stuck") // nobody consumes
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeT(t, stuckB)
+	okB, _ := b.Transport("ok")
+	closeT(t, okB)
+	serve(t, okB, nil)
+	const n = inboxLen + 1 + 5 // one held by the dispatcher, inboxLen queued, 5 refused
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			errs <- stuckA.RequestVote("b", b.Addr(), &raft.RequestVoteRequest{Term: 1}, new(raft.RequestVoteResponse))
+		}()
+	}
+	var remote *RemoteError
+	for range 5 {
+		if err := <-errs; !errors.As(err, &remote) || !strings.Contains(remote.Msg, "requests queued") {
+			t.Fatalf("request to a full group: %v", err)
+		}
+	}
+	var resp raft.RequestVoteResponse
+	if err := okA.RequestVote("b", b.Addr(), &raft.RequestVoteRequest{Term: 2}, &resp); err != nil || !resp.Granted {
+		t.Fatalf("other group: %v", err)
+	}
+	_ = stuckA.(raft.WithClose).Close() // the rest fail at once
+	for range n - 5 {
+		<-errs
+	}
+}
