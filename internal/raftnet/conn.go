@@ -233,6 +233,12 @@ func (c *conn) writeLoop() {
 		case <-c.closed:
 			return
 		}
+		c.mu.Lock()
+		empty := len(c.high) == 0 && len(c.low) == 0
+		c.mu.Unlock()
+		if empty {
+			continue // a stale wakeup: what it announced went out with the previous write
+		}
 		if linger != nil {
 			// Only lazy frames queued (heartbeats, empty AppendEntries, their responses): hold
 			// them a little so that other groups' join the same write.
