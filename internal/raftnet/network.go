@@ -77,7 +77,7 @@ type Network struct {
 	linger      time.Duration
 	stats       stats
 
-	mu     sync.Mutex
+	mu     sync.RWMutex
 	closed bool
 	groups map[string]*Transport
 	peers  map[peerKey]*peer
@@ -181,8 +181,8 @@ func (n *Network) transport(group string) (*Transport, error) {
 }
 
 func (n *Network) group(name string) *Transport {
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.mu.RLock()
+	defer n.mu.RUnlock()
 	return n.groups[name]
 }
 
