@@ -215,3 +215,21 @@ func TestReplicationUnderLoad(t *testing.T) {
 		return true
 	})
 }
+
+// TestLeadershipTransfer: TimeoutNow through the transport hands leadership to another broker.
+func TestLeadershipTransfer(t *testing.T) {
+	nets := []*Network{newNet(t, 2*time.Second), newNet(t, 2*time.Second), newNet(t, 2*time.Second)}
+	var nodes []*node
+	for i := range nets {
+		nodes = append(nodes, startNode(t, nets, i, "g", testRaftConfig(brokerID(i)), true, 0))
+	}
+	waitFor(t, 10*time.Second, "a leader", func() bool { return leaderOf(nodes, nil) >= 0 })
+	old := leaderOf(nodes, nil)
+	if err := nodes[old].r.LeadershipTransfer().Error(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "another leader", func() bool {
+		l := leaderOf(nodes, nil)
+		return l >= 0 && l != old
+	})
+}
