@@ -47,6 +47,7 @@ type conn struct {
 	nc       net.Conn
 	br       *bufio.Reader
 	peer     *peer // outbound only
+	dialed   time.Time
 	inbound  bool
 	lastRecv atomic.Int64 // unix nanos of the last frame read
 
@@ -72,7 +73,8 @@ func newConn(n *Network, nc net.Conn, br *bufio.Reader, p *peer) *conn {
 		wake:    make(chan struct{}, 1),
 		closed:  make(chan struct{}),
 	}
-	c.lastRecv.Store(time.Now().UnixNano())
+	c.dialed = time.Now()
+	c.lastRecv.Store(c.dialed.UnixNano())
 	return c
 }
 
@@ -210,7 +212,7 @@ func (c *conn) fail(err error) {
 		cl.ch <- result{err: err}
 	}
 	if c.peer != nil {
-		c.peer.drop(c)
+		c.peer.drop(c, err)
 	}
 	c.n.untrack(c)
 	c.n.log.Debug().Err(err).Str("remote", c.nc.RemoteAddr().String()).Bool("inbound", c.inbound).Msg("raft connection closed")

@@ -29,7 +29,8 @@
 // the group name routes a request to the same group on the peer. A request for a group the
 // peer has not created (yet) gets an error response at once, and raft retries with its backoff.
 // Transport.Close (raft calls it on Shutdown) removes only that group; Network.Close closes
-// everything, including Config.Listener.
+// everything but Config.Listener (closing a cmux listener would close the broker's port; its
+// owner closes it, after Network.Close, and until then Raft connections are closed on arrival).
 //
 // # One port, split by cmux
 //

@@ -31,7 +31,10 @@ func newNetOn(t testing.TB, ln net.Listener, timeout time.Duration) *Network {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = n.Close() })
+	t.Cleanup(func() {
+		_ = n.Close()
+		_ = ln.Close()
+	})
 	return n
 }
 

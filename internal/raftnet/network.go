@@ -43,7 +43,8 @@ type Config struct {
 	// group's transport and the address peers dial.
 	Advertise raft.ServerAddress
 	// Listener yields inbound Raft connections, still starting with Marker (cmux replays the
-	// bytes it sniffed). Nil for a Network that only dials. Network.Close closes it.
+	// bytes it sniffed). Nil for a Network that only dials. The caller closes it, after
+	// Network.Close (see Close).
 	Listener net.Listener
 	// Dial opens a connection to a peer broker (default: net.Dialer). The Network writes the
 	// Marker and the rest of the preamble itself.
@@ -139,8 +140,7 @@ func New(cfg Config) (*Network, error) {
 		n.maxInFlight = DefaultMaxRPCsInFlight
 	}
 	if cfg.Listener != nil {
-		n.wg.Add(1)
-		go func() { defer n.wg.Done(); n.acceptLoop() }()
+		go n.acceptLoop() // not in wg: it ends when the Listener's owner closes it
 	}
 	return n, nil
 }
@@ -225,8 +225,11 @@ func (n *Network) untrack(c io.Closer) {
 	n.mu.Unlock()
 }
 
-// Close closes the listener, every connection and every group's transport, and waits for the
-// Network's goroutines. Outstanding RPCs fail.
+// Close closes every connection and every group's transport, and waits for the Network's
+// goroutines, except the one accepting from Config.Listener: Close leaves the Listener open,
+// since closing a cmux listener closes the broker's whole port (the listener's owner closes it,
+// which ends that goroutine). Connections accepted after Close are closed at once. Outstanding
+// RPCs fail.
 func (n *Network) Close() error {
 	n.mu.Lock()
 	if n.closed {
@@ -244,10 +247,6 @@ func (n *Network) Close() error {
 		groups = append(groups, t)
 	}
 	n.mu.Unlock()
-	var err error
-	if n.cfg.Listener != nil {
-		err = n.cfg.Listener.Close()
-	}
 	for _, c := range conns {
 		_ = c.Close()
 	}
@@ -255,10 +254,7 @@ func (n *Network) Close() error {
 		_ = t.Close()
 	}
 	n.wg.Wait()
-	if errors.Is(err, net.ErrClosed) || errors.Is(err, cmux.ErrListenerClosed) {
-		err = nil
-	}
-	return err
+	return nil
 }
 
 func (n *Network) acceptLoop() {
@@ -266,28 +262,18 @@ func (n *Network) acceptLoop() {
 	for {
 		nc, err := n.cfg.Listener.Accept()
 		if err != nil {
-			select {
-			case <-n.done:
-				return
-			default:
-			}
 			if errors.Is(err, net.ErrClosed) || errors.Is(err, cmux.ErrListenerClosed) || errors.Is(err, cmux.ErrServerClosed) {
 				n.log.Debug().Err(err).Msg("raft listener closed")
 				return
 			}
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 			n.log.Warn().Err(err).Msg("raft accept failed")
-			select {
-			case <-n.done:
-				return
-			case <-time.After(delay):
-			}
+			time.Sleep(delay)
 			continue
 		}
 		delay = 0
 		if !n.goTracked(func() { n.serveConn(nc) }) {
-			_ = nc.Close()
-			return
+			_ = nc.Close() // closed Network: keep accepting, so that cmux does not queue them
 		}
 	}
 }
@@ -379,16 +365,27 @@ type peer struct {
 	backoff time.Duration
 }
 
-func (p *peer) drop(c *conn) {
+// drop forgets a failed connection. One that failed soon after it was dialed (a peer that
+// accepts and closes, as a closed Network behind a live port does) counts as a failed dial for
+// the backoff.
+func (p *peer) drop(c *conn, err error) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.conn == c {
 		p.conn = nil
 	}
-	p.mu.Unlock()
+	if time.Since(c.dialed) >= time.Second {
+		p.backoff = 0
+		return
+	}
+	p.backoff = min(max(2*p.backoff, minBackoff), maxBackoff)
+	p.lastErr = fmt.Errorf("raftnet: connection to %s: %w", p.addr, err)
+	p.retryAt = time.Now().Add(p.backoff)
 }
 
-// getConn returns the connection to addr, dialing it if needed. After a failed dial, calls fail
-// at once with the dial's error until a backoff (10ms doubling to 1s) has passed.
+// getConn returns the connection to addr, dialing it if needed. After a failed dial (or a
+// connection that failed within a second), calls fail at once with its error until a backoff
+// (10ms doubling to 1s) has passed.
 func (n *Network) getConn(addr raft.ServerAddress, lane int, cancel <-chan struct{}) (*conn, error) {
 	n.mu.Lock()
 	if n.closed {
@@ -452,7 +449,6 @@ func (n *Network) getConn(addr raft.ServerAddress, lane int, cancel <-chan struc
 			p.retryAt = time.Now().Add(p.backoff)
 			err = p.lastErr
 		} else {
-			p.backoff = 0
 			p.conn = c
 		}
 		p.mu.Unlock()

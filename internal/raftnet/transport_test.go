@@ -178,6 +178,7 @@ func TestConnectionLoss(t *testing.T) {
 	<-tb.Consumer() // the request has arrived
 	start := time.Now()
 	_ = b.Close()
+	_ = ln.Close()
 	if err := <-errc; err == nil {
 		t.Fatal("outstanding request succeeded")
 	}
@@ -339,7 +340,10 @@ func TestFrameTooLargeToSend(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = b.Close() })
+	t.Cleanup(func() {
+		_ = b.Close()
+		_ = ln.Close()
+	})
 	a.maxFrame = 64 << 10 // as if configured alike
 	ta, _ := a.Transport("g")
 	closeT(t, ta)
