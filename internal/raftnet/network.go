@@ -171,7 +171,7 @@ func (n *Network) transport(group string) (*Transport, error) {
 		n:         n,
 		group:     group,
 		consumeCh: make(chan raft.RPC),
-		inbox:     make(chan inbound, inboxLen),
+		inbox:     make(chan *inbound, inboxLen),
 		closed:    make(chan struct{}),
 	}
 	n.groups[group] = t

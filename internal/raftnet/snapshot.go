@@ -129,7 +129,7 @@ func (n *Network) serveSnapshot(nc net.Conn, br *bufio.Reader) {
 	}
 	respCh := make(chan raft.RPCResponse, 1)
 	got := make(chan raft.RPCResponse, 1)
-	in := inbound{
+	in := &inbound{
 		rpc:    raft.RPC{Command: req, Reader: &chunkReader{fr: fr, nc: nc, id: id, timeout: n.timeout}, RespChan: respCh},
 		respCh: respCh,
 		reply:  func(r raft.RPCResponse) { got <- r },

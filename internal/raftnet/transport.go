@@ -15,7 +15,7 @@ type Transport struct {
 	n         *Network
 	group     string
 	consumeCh chan raft.RPC
-	inbox     chan inbound
+	inbox     chan *inbound
 	heartbeat atomic.Pointer[func(raft.RPC)]
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -161,7 +161,7 @@ func decodeResult(r result, resp any) error {
 // responses back.
 func (t *Transport) dispatch() {
 	for {
-		var in inbound
+		var in *inbound
 		select {
 		case in = <-t.inbox:
 		case <-t.closed:
@@ -205,7 +205,7 @@ func (n *Network) handleRequest(c *conn, f frame) error {
 		return nil
 	}
 	respCh := make(chan raft.RPCResponse, 1)
-	in := inbound{
+	in := &inbound{
 		kind:   f.kind,
 		respCh: respCh,
 		rpc:    raft.RPC{RespChan: respCh},
@@ -217,7 +217,8 @@ func (n *Network) handleRequest(c *conn, f frame) error {
 			return nil
 		}
 		in.rpc.Command = req
-		in.reply = func(r raft.RPCResponse) { c.send(responseFrame(id, group, r), true) }
+		in.lazy = len(req.Entries) == 0
+		in.reply = func(r raft.RPCResponse) { c.send(responseFrame(id, group, r), in.lazy) }
 		if fn := t.heartbeat.Load(); fn != nil && isHeartbeat(req) {
 			(*fn)(in.rpc)
 			select {
@@ -240,7 +241,7 @@ func (n *Network) handleRequest(c *conn, f frame) error {
 		if !f.owned {
 			in.raw = append([]byte(nil), f.payload...)
 		}
-		in.reply = func(r raft.RPCResponse) { c.send(responseFrame(id, group, r), in.lazy) }
+		in.reply = func(r raft.RPCResponse) { c.send(responseFrame(id, group, r), in.lazy) } // lazy: set by decode
 	}
 	select {
 	case t.inbox <- in:
