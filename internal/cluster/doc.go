@@ -69,8 +69,9 @@
 //	groups/<group>/<topic>\x00<p BE>   {topic_id, offset, metadata, at_ms}
 //
 // The Raft log and stable store are raft-boltdb (<data-dir>/meta/raft.db); snapshots are a
-// file snapshot store (<data-dir>/meta/snapshots). A snapshot streams the bbolt file as of a
-// read transaction (tx.WriteTo); a restore writes the stream to a temporary file, syncs it,
+// file snapshot store (<data-dir>/meta/snapshots). A snapshot copies the bbolt file in one
+// read transaction (tx.WriteTo) to a temporary file that Persist streams (holding the read
+// transaction until Persist could deadlock against a Restore); a restore writes the stream to a temporary file, syncs it,
 // opens it to check it, and renames it over the state file. Because the state file persists,
 // Apply skips entries at or below meta/applied (Raft replays its log from the last snapshot
 // on start). Apply batches (raft.BatchingFSM) are one bbolt transaction, one fsync.

@@ -53,6 +53,9 @@ var (
 //	topics/<name>                     JSON topicRecord
 //	partitions/<topic>/<p: int32 BE>  JSON partitionRecord (nested bucket per topic)
 //	groups/<group>/<topic>\x00<p BE>  JSON offsetRecord (nested bucket per group)
+//
+// Beside it: state.db.restore (a restore in progress) and state.db.snapshot-* (a snapshot's
+// copy until Raft has persisted it); openFSM removes leftovers of either.
 var (
 	bucketMeta       = []byte("meta")
 	bucketBrokers    = []byte("brokers")
@@ -152,6 +155,13 @@ type fsm struct {
 func openFSM(path string, notify func([]Change)) (*fsm, error) {
 	if notify == nil {
 		notify = func([]Change) {}
+	}
+	// Leftovers of a snapshot or a restore cut short by a crash.
+	_ = os.Remove(path + ".restore")
+	if old, err := filepath.Glob(path + ".snapshot-*"); err == nil {
+		for _, o := range old {
+			_ = os.Remove(o)
+		}
 	}
 	db, err := openStateDB(path)
 	if err != nil {
@@ -474,30 +484,51 @@ func getJSON(b *bolt.Bucket, k []byte, v any) error {
 	return json.Unmarshal(data, v)
 }
 
-// Snapshot implements raft.FSM: a read transaction, written out by Persist.
+// Snapshot implements raft.FSM. It copies the state (tx.WriteTo, one read transaction) to
+// a temporary file beside the state file, which Persist streams and Release removes. The
+// copy is taken at once rather than holding the read transaction until Persist: Raft may
+// Restore (on the FSM goroutine, closing the database, which waits for every read
+// transaction) while its snapshot goroutine holds a snapshot it has not persisted yet and
+// itself waits for Raft's main loop, which waits for the restore: a deadlock. The state is
+// small (metadata), so the copy is cheap.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	tx, err := f.db.Begin(false)
+	tmp, err := os.CreateTemp(filepath.Dir(f.path), filepath.Base(f.path)+".snapshot-*")
 	if err != nil {
 		return nil, fmt.Errorf("cluster: snapshot: %w", err)
 	}
-	return &fsmSnapshot{tx: tx}, nil
+	err = f.db.View(func(tx *bolt.Tx) error {
+		_, err := tx.WriteTo(tmp)
+		return err
+	})
+	if err == nil {
+		_, err = tmp.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		_ = tmp.Close()
+		_ = os.Remove(tmp.Name())
+		return nil, fmt.Errorf("cluster: snapshot: %w", err)
+	}
+	return &fsmSnapshot{file: tmp}, nil
 }
 
-type fsmSnapshot struct{ tx *bolt.Tx }
+type fsmSnapshot struct{ file *os.File }
 
-// Persist streams the bbolt file as of the snapshot's transaction.
+// Persist streams the copy of the state to the sink.
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
-	if _, err := s.tx.WriteTo(sink); err != nil {
+	if _, err := io.Copy(sink, s.file); err != nil {
 		_ = sink.Cancel()
 		return fmt.Errorf("cluster: snapshot: %w", err)
 	}
 	return sink.Close()
 }
 
-// Release ends the snapshot's transaction.
-func (s *fsmSnapshot) Release() { _ = s.tx.Rollback() }
+// Release removes the copy.
+func (s *fsmSnapshot) Release() {
+	_ = s.file.Close()
+	_ = os.Remove(s.file.Name())
+}
 
 // Restore implements raft.FSM: the stream is a whole bbolt file, which replaces the state
 // file once it has been written, synced and opened successfully.

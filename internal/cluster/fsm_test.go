@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -232,6 +233,42 @@ func TestFSMSnapshotRestore(t *testing.T) {
 	}
 	if dump(t, dst.f) != before {
 		t.Error("failed restore changed the state")
+	}
+}
+
+// TestFSMRestoreWhileSnapshotPending: Raft may restore while a snapshot it took is not
+// persisted yet (its snapshot goroutine waiting on the main loop, which waits on the
+// restore); the restore must not wait for that snapshot.
+func TestFSMRestoreWhileSnapshotPending(t *testing.T) {
+	h := newFSMHarness(t)
+	sampleState(h)
+	pending, err := h.f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, _ := h.f.Snapshot()
+	var sink memSink
+	if err := snap.Persist(&sink); err != nil {
+		t.Fatal(err)
+	}
+	snap.Release()
+	done := make(chan error, 1)
+	go func() { done <- h.f.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Restore blocked by a snapshot not yet persisted")
+	}
+	var late memSink
+	if err := pending.Persist(&late); err != nil {
+		t.Fatal(err)
+	}
+	pending.Release()
+	if late.Len() == 0 {
+		t.Error("pending snapshot persisted nothing")
 	}
 }
 
