@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# bench-broker.sh: the broker figures of docs/benchmarks.md (issue 3: produce, latency at a fixed
+# rate, consume), measured through the real binaries (runneld and `runnel bench`), with the peer
+# (NATS JetStream via ../shared/peers/nats-bench) and the disk measured in the same run, interleaved
+# ROUNDS times so that the VM's drifting disk and memory speed affect both sides alike.
+#
+#   scripts/bench-broker.sh            (ROUNDS=3; NATS_BENCH=path to nats-bench; OUT=raw output file)
+#
+# Every measurement prints the command that made it, then its JSON line; a summary table (median
+# of the rounds, and the ratios the issue's goals are stated in) comes last.
+set -euo pipefail
+export LC_ALL=C
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+ROUNDS=${ROUNDS:-3}
+NATS=${NATS_BENCH:-$repo/../shared/peers/nats-bench}
+GO=${GO:-go}
+
+dir=$(mktemp -d "$repo/.bench.XXXXXX")
+pid=
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$dir"; }
+trap cleanup EXIT
+
+$GO build -o "$dir/runneld" ./cmd/runneld
+$GO build -o "$dir/runnel" ./cmd/runnel
+"$NATS" install >/dev/null
+
+port=$((30000 + RANDOM % 20000))
+addr=127.0.0.1:$port
+"$dir/runneld" --data-dir "$dir/data" --addr "$addr" --log-format json >"$dir/runneld.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 100); do curl -sf "http://$addr/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+
+raw=$dir/raw.jsonl
+: >"$raw"
+# m TAG CMD...: run a measurement; its last stdout line (JSON) is kept, tagged.
+m() {
+	local tag=$1; shift
+	echo "\$ $*" | sed "s#$dir/##g; s#$repo/##g"
+	local line
+	line=$("$@" 2>/dev/null | tail -1)
+	echo "$line"
+	echo "{\"tag\":\"$tag\",\"round\":$round,\"result\":$line}" >>"$raw"
+}
+dd_dsync() {
+	local out mbs
+	out=$(dd if=/dev/zero of="$dir/dd" bs=1M count=512 oflag=dsync 2>&1 | tail -1)
+	rm -f "$dir/dd"
+	mbs=$(echo "$out" | awk '{ for (i = 1; i < NF; i++) if ($(i+1) ~ /^s,$/) secs = $i; print 536870912 / secs / 1e6 }')
+	echo '$ dd if=/dev/zero of=FILE bs=1M count=512 oflag=dsync   # 1 MiB writes, each durable (O_DSYNC = write + fdatasync)'
+	echo "$out"
+	echo "{\"tag\":\"dd-dsync-1M\",\"round\":$round,\"result\":{\"mb_per_sec\":$mbs}}" >>"$raw"
+}
+
+R="$dir/runnel --brokers $addr --format json bench"
+for round in $(seq 1 "$ROUNDS"); do
+	echo "== round $round"
+	dd_dsync
+	m runnel-produce-100B $R produce --topic p100-$round --records 2000000 --record-size 100
+	m nats-pub-100B "$NATS" pub --size 100
+	m runnel-produce-1KiB $R produce --topic p1k-$round --records 500000 --record-size 1024
+	m nats-pub-1KiB "$NATS" pub --size 1024
+	m runnel-rate5000-100B $R produce --topic lat-$round --records 50000 --record-size 100 --rate 5000
+	m nats-pubsync-always-100B "$NATS" pub-sync --size 100 --sync always --msgs 20000
+	m runnel-consume-100B $R consume --topic p100-$round
+	m nats-consume-100B "$NATS" consume --size 100
+	m runnel-consume-1KiB $R consume --topic p1k-$round
+	m nats-consume-1KiB "$NATS" consume --size 1024
+done
+[ -n "${OUT:-}" ] && cp "$raw" "$OUT"
+
+python3 - "$raw" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+def vals(tag, key, sub=None):
+    out = []
+    for r in rows:
+        if r["tag"] == tag:
+            v = r["result"][key] if sub is None else r["result"][key][sub]
+            out.append(v)
+    return out
+med = lambda xs: statistics.median(xs) if xs else float("nan")
+print("\n== summary (median of %d rounds; per-round ratios in brackets)" % max(r["round"] for r in rows))
+def ratio(a, ka, b, kb, goal, sa=None, sb=None, lower_better=False):
+    xa, xb = vals(a, ka, sa), vals(b, kb, sb)
+    rs = [x / y if y else float("nan") for x, y in zip(xa, xb)]
+    if lower_better:
+        rs = [y / x if x else float("nan") for x, y in zip(xa, xb)]
+    print("%-28s %12.1f vs %-26s %12.1f  ratio %.2f [%s]  goal %s" % (a, med(xa), b, med(xb), med(rs), ", ".join("%.2f" % r for r in rs), goal))
+ratio("runnel-produce-100B", "records_per_sec", "nats-pub-100B", "records_per_sec", ">= 5")
+ratio("runnel-produce-1KiB", "records_per_sec", "nats-pub-1KiB", "records_per_sec", ">= 3")
+ratio("runnel-produce-1KiB", "mb_per_sec", "dd-dsync-1M", "mb_per_sec", ">= 0.60")
+xa, xb = vals("runnel-rate5000-100B", "latency_ms", "p99"), vals("nats-pubsync-always-100B", "p99_ms")
+print("%-28s p99 %.3f ms [%s] vs %-22s p99 %.3f ms [%s]  goal: runnel <= nats" % ("runnel-rate5000-100B", med(xa), ", ".join("%.3f" % x for x in xa), "nats-pubsync-always", med(xb), ", ".join("%.3f" % x for x in xb)))
+ratio("runnel-consume-100B", "records_per_sec", "nats-consume-100B", "records_per_sec", ">= 3")
+ratio("runnel-consume-1KiB", "records_per_sec", "nats-consume-1KiB", "records_per_sec", ">= 3")
+PY
