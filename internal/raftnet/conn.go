@@ -54,6 +54,9 @@ type conn struct {
 	mu        sync.Mutex
 	high, low [][]byte
 	urgent    bool // an urgent frame is queued: flush without lingering
+	writing   bool // a goroutine is in drain: it alone uses bw, and it writes all that is queued
+	bw        *bufio.Writer
+	batch     [][]byte // drain's scratch, used by whoever is writing
 	err       error
 	pending   map[uint64]*call
 	nextID    atomic.Uint64
@@ -73,6 +76,7 @@ func newConn(n *Network, nc net.Conn, br *bufio.Reader, p *peer) *conn {
 		wake:    make(chan struct{}, 1),
 		closed:  make(chan struct{}),
 	}
+	c.bw = bufio.NewWriterSize(nc, 64<<10)
 	c.dialed = time.Now()
 	c.lastRecv.Store(c.dialed.UnixNano())
 	return c
@@ -119,7 +123,20 @@ func (c *conn) send(f []byte, lazy bool) {
 		c.mu.Unlock()
 		return
 	}
-	wake := c.enqueueLocked(f, true, lazy)
+	c.enqueueAndWrite(f, true, lazy)
+}
+
+// enqueueAndWrite queues a frame (c.mu held; released here). An urgent frame is written at once
+// by the calling goroutine if no one is writing (no hop through the writer goroutine); otherwise
+// the writer goroutine is woken as enqueueLocked says.
+func (c *conn) enqueueAndWrite(f []byte, high, lazy bool) {
+	wake := c.enqueueLocked(f, high, lazy)
+	if (!lazy || c.n.linger <= 0) && !c.writing {
+		c.writing = true
+		c.mu.Unlock()
+		c.drain()
+		return
+	}
 	c.mu.Unlock()
 	if wake {
 		c.signal()
@@ -155,11 +172,7 @@ func (c *conn) enqueueRequest(id uint64, f []byte, high, lazy bool) (uint64, *ca
 		return 0, nil, err
 	}
 	c.pending[id] = cl
-	wake := c.enqueueLocked(f, high, lazy)
-	c.mu.Unlock()
-	if wake {
-		c.signal()
-	}
+	c.enqueueAndWrite(f, high, lazy)
 	return id, cl, nil
 }
 
@@ -220,9 +233,9 @@ func (c *conn) fail(err error) {
 
 const lowBatchBytes = 256 << 10
 
+// writeLoop writes what callers left queued: lazy frames after the linger, and frames queued
+// while another goroutine was writing.
 func (c *conn) writeLoop() {
-	bw := bufio.NewWriterSize(c.nc, 64<<10)
-	var batch [][]byte
 	var linger *time.Timer
 	if c.n.linger > 0 {
 		linger = time.NewTimer(time.Hour)
@@ -239,7 +252,7 @@ func (c *conn) writeLoop() {
 		empty := len(c.high) == 0 && len(c.low) == 0
 		c.mu.Unlock()
 		if empty {
-			continue // a stale wakeup: what it announced went out with the previous write
+			continue // a stale wakeup: what it announced went out with an earlier write
 		}
 		if linger != nil {
 			// Only lazy frames queued (heartbeats, empty AppendEntries, their responses): hold
@@ -263,56 +276,78 @@ func (c *conn) writeLoop() {
 			}
 			linger.Stop()
 		}
-		wrote := false
-		for {
-			batch = batch[:0]
-			c.mu.Lock()
-			if len(c.high) > 0 {
-				batch = append(batch, c.high...)
-				clear(c.high)
-				c.high = c.high[:0]
-			} else if len(c.low) > 0 {
-				// A bounded slice of bulk frames, so that heartbeats queued meanwhile go next.
-				size, i := 0, 0
-				for i < len(c.low) && (i == 0 || size+len(c.low[i]) <= lowBatchBytes) {
-					size += len(c.low[i])
-					i++
-				}
-				batch = append(batch, c.low[:i]...)
-				clear(c.low[:i])
-				c.low = c.low[i:]
-				if len(c.low) == 0 {
-					c.low = nil
-				}
-			}
-			if len(c.high) == 0 && len(c.low) == 0 {
-				c.urgent = false // everything queued is about to be written
-			}
-			err := c.err
+		if c.acquire() && !c.drain() {
+			return
+		}
+	}
+}
+
+// acquire makes the caller the writer if frames are queued and no one is writing.
+func (c *conn) acquire() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.writing || c.err != nil || (len(c.high) == 0 && len(c.low) == 0) {
+		return false
+	}
+	c.writing = true
+	return true
+}
+
+// drain writes everything queued, high priority first, as few writes as the buffer allows, and
+// flushes; it stops being the writer only once the queue is empty and flushed. The caller has
+// set c.writing. False if the connection failed.
+func (c *conn) drain() bool {
+	for {
+		batch := c.batch[:0]
+		c.mu.Lock()
+		if c.err != nil {
 			c.mu.Unlock()
-			if err != nil {
-				return
-			}
-			if len(batch) == 0 {
-				break
-			}
-			_ = c.nc.SetWriteDeadline(time.Now().Add(c.n.timeout))
-			wrote = true
-			for _, f := range batch {
-				if _, err := bw.Write(f); err != nil {
-					c.fail(err)
-					return
-				}
-			}
-			clear(batch)
+			return false
 		}
-		if wrote {
+		if len(c.high) > 0 {
+			batch = append(batch, c.high...)
+			clear(c.high)
+			c.high = c.high[:0]
+		} else if len(c.low) > 0 {
+			// A bounded slice of bulk frames, so that heartbeats queued meanwhile go next.
+			size, i := 0, 0
+			for i < len(c.low) && (i == 0 || size+len(c.low[i]) <= lowBatchBytes) {
+				size += len(c.low[i])
+				i++
+			}
+			batch = append(batch, c.low[:i]...)
+			clear(c.low[:i])
+			c.low = c.low[i:]
+			if len(c.low) == 0 {
+				c.low = nil
+			}
+		}
+		if len(c.high) == 0 && len(c.low) == 0 {
+			c.urgent = false // everything queued is about to be written
+		}
+		if len(batch) == 0 && c.bw.Buffered() == 0 {
+			c.writing = false
+			c.mu.Unlock()
+			return true
+		}
+		c.mu.Unlock()
+		_ = c.nc.SetWriteDeadline(time.Now().Add(c.n.timeout))
+		if len(batch) == 0 {
 			c.n.stats.flushes.Add(1)
-			if err := bw.Flush(); err != nil {
+			if err := c.bw.Flush(); err != nil {
 				c.fail(err)
-				return
+				return false
+			}
+			continue
+		}
+		for _, f := range batch {
+			if _, err := c.bw.Write(f); err != nil {
+				c.fail(err)
+				return false
 			}
 		}
+		clear(batch)
+		c.batch = batch
 	}
 }
 
