@@ -249,6 +249,9 @@ type Cluster struct {
 	watchMu  sync.Mutex
 	watchers map[*Watcher]struct{} // under watchMu
 
+	joined   atomic.Bool // Serf has joined a seed (or there is none)
+	lastJoin time.Time   // the last join attempt; control loop only
+
 	kick      chan struct{} // wakes the control loop (cap 1)
 	done      chan struct{}
 	wg        sync.WaitGroup
@@ -297,6 +300,21 @@ func New(cfg Config) (*Cluster, error) {
 
 // Incarnation returns this broker's data directory incarnation.
 func (c *Cluster) Incarnation() string { return c.incarnation }
+
+// Joined reports whether Serf has reached one of the seeds (true without seeds).
+func (c *Cluster) Joined() bool { return len(c.cfg.Join) == 0 || c.joined.Load() }
+
+// RaftServerID returns the metadata Raft server id of a broker: "<id>/<incarnation>". The
+// partitions' Raft groups can use the same ids, so that a replica whose data dir was wiped
+// is a new server there too.
+func RaftServerID(brokerID int32, incarnation string) raft.ServerID {
+	return serverID(brokerID, incarnation)
+}
+
+// ParseRaftServerID is the inverse of RaftServerID.
+func ParseRaftServerID(id raft.ServerID) (brokerID int32, incarnation string, ok bool) {
+	return parseServerID(id)
+}
 
 // SerfAddr returns the address this broker gossips on (valid after Start).
 func (c *Cluster) SerfAddr() string { return c.ml.Addr() }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"os"
 	"slices"
 	"sync"
@@ -66,6 +67,7 @@ func fastSerf(c *serf.Config) {
 	c.ReapInterval = time.Second
 	c.ReconnectInterval = 200 * time.Millisecond
 	c.LeavePropagateDelay = 100 * time.Millisecond
+	c.BroadcastTimeout = time.Second
 }
 
 // start starts broker id with dir (a new temp dir if ""), joining the given Serf addresses.
@@ -460,6 +462,26 @@ func TestClusterFourthBrokerRebalanceLeave(t *testing.T) {
 		if id, _, _ := parseServerID(s.ID); id == 2 {
 			t.Errorf("broker 2 still in the raft configuration: %+v", s)
 		}
+	}
+}
+
+// TestClusterJoinBeforeSeedIsUp: a broker started before its seed keeps trying to join.
+func TestClusterJoinBeforeSeedIsUp(t *testing.T) {
+	n := newTestNet(t, nil)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed := l.Addr().String()
+	_ = l.Close()
+	b := n.start(2, "", "", seed)
+	if b.c.Joined() {
+		t.Fatal("joined a seed that is not up")
+	}
+	n.start(1, "", seed)
+	n.waitBrokers(t, "1:alive:voter=true 2:alive:voter=true ")
+	if !b.c.Joined() {
+		t.Error("Joined() false after joining")
 	}
 }
 

@@ -92,9 +92,11 @@ type Membership struct {
 	events chan MemberEvent
 	log    zerolog.Logger
 
-	mu      sync.Mutex
-	tags    map[string]string // under mu
-	dropped uint64            // under mu
+	mu          sync.Mutex
+	tags        map[string]string // under mu
+	dropped     uint64            // under mu
+	wantApplied uint64            // under mu: the applied index to gossip
+	tagKick     chan struct{}     // wakes tagger (cap 1)
 
 	done      chan struct{}
 	closeOnce sync.Once
@@ -120,7 +122,8 @@ func NewMembership(cfg MembershipConfig) (*Membership, error) {
 			tagRaftAddr:    cfg.RaftAddr,
 			tagIncarnation: cfg.Incarnation,
 		},
-		done: make(chan struct{}),
+		done:    make(chan struct{}),
+		tagKick: make(chan struct{}, 1),
 	}
 	sc := serf.DefaultConfig()
 	sc.NodeName = "broker-" + strconv.Itoa(int(cfg.BrokerID))
@@ -155,10 +158,14 @@ func NewMembership(cfg MembershipConfig) (*Membership, error) {
 		return nil, fmt.Errorf("cluster: start serf on %s: %w", cfg.Bind, err)
 	}
 	m.serf = s
-	m.wg.Add(1)
+	m.wg.Add(2)
 	go func() {
 		defer m.wg.Done()
 		m.translate(serfEvents)
+	}()
+	go func() {
+		defer m.wg.Done()
+		m.tagger()
 	}()
 	return m, nil
 }
@@ -300,23 +307,46 @@ func (m *Membership) Members() []Member {
 }
 
 // SetApplied gossips this broker's applied metadata index (a non-voter reports how far it
-// has caught up), or removes the tag for 0.
-func (m *Membership) SetApplied(index uint64) error {
+// has caught up), or removes the tag for 0. It does not wait: Serf's SetTags waits for
+// the broadcast (up to its BroadcastTimeout), so a goroutine applies the latest value.
+func (m *Membership) SetApplied(index uint64) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	v := strconv.FormatUint(index, 10)
-	if index == 0 {
-		v = ""
+	m.wantApplied = index
+	m.mu.Unlock()
+	select {
+	case m.tagKick <- struct{}{}:
+	default:
 	}
-	if m.tags[tagApplied] == v {
-		return nil
+}
+
+// tagger applies SetApplied's latest value to the Serf tags.
+func (m *Membership) tagger() {
+	for {
+		select {
+		case <-m.done:
+			return
+		case <-m.tagKick:
+		}
+		m.mu.Lock()
+		v := strconv.FormatUint(m.wantApplied, 10)
+		if m.wantApplied == 0 {
+			v = ""
+		}
+		if m.tags[tagApplied] == v {
+			m.mu.Unlock()
+			continue
+		}
+		if v == "" {
+			delete(m.tags, tagApplied)
+		} else {
+			m.tags[tagApplied] = v
+		}
+		tags := cloneTags(m.tags)
+		m.mu.Unlock()
+		if err := m.serf.SetTags(tags); err != nil {
+			m.log.Debug().Err(err).Msg("gossip applied index")
+		}
 	}
-	if v == "" {
-		delete(m.tags, tagApplied)
-	} else {
-		m.tags[tagApplied] = v
-	}
-	return m.serf.SetTags(cloneTags(m.tags))
 }
 
 // Leave announces a graceful departure (the metadata leader moves this broker's replicas).

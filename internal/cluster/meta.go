@@ -19,8 +19,9 @@ import (
 )
 
 // Start starts the metadata Raft group and Serf, bootstraps a new cluster if this broker's
-// Raft state is new and no seed is given, and joins the seeds otherwise. After an error,
-// Close releases what was started.
+// Raft state is new and no seed is given, and joins the seeds otherwise (if none answers,
+// it keeps trying in the background: brokers started together need not be started in
+// order; Joined reports success). After an error, Close releases what was started.
 func (c *Cluster) Start() error {
 	if !c.started.CompareAndSwap(false, true) {
 		return errors.New("cluster: already started")
@@ -64,7 +65,11 @@ func (c *Cluster) Start() error {
 		return err
 	}
 	if err := c.ml.Join(c.cfg.Join); err != nil {
-		return err
+		// The seeds may not be up yet (brokers started together): the control loop
+		// retries until one answers.
+		c.log.Warn().Err(err).Msg("joining the cluster; retrying")
+	} else {
+		c.joined.Store(true)
 	}
 	c.wg.Add(1)
 	go func() {
@@ -206,6 +211,7 @@ func (c *Cluster) loop() {
 			c.log.Debug().Str("event", string(ev.Type)).Int32("member", ev.Member.ID).
 				Str("status", string(ev.Member.Status)).Msg("serf event")
 		}
+		c.retryJoin()
 		c.reportApplied()
 		if r.State() != raft.Leader {
 			lead = nil
@@ -229,19 +235,33 @@ func (c *Cluster) loop() {
 	}
 }
 
-// reportApplied gossips this broker's applied index while it is a non-voter.
+// retryJoin joins the seeds if Start could not, at most once per ReconcileInterval.
+func (c *Cluster) retryJoin() {
+	if len(c.cfg.Join) == 0 || c.joined.Load() || time.Since(c.lastJoin) < c.cfg.ReconcileInterval {
+		return
+	}
+	c.lastJoin = time.Now()
+	if err := c.ml.Join(c.cfg.Join); err != nil {
+		c.log.Debug().Err(err).Msg("joining the cluster; retrying")
+		return
+	}
+	c.log.Info().Strs("seeds", c.cfg.Join).Msg("joined the cluster")
+	c.joined.Store(true)
+}
+
+// reportApplied gossips this broker's applied index while it is a non-voter. The tag is
+// left in place once it votes: it is only read for non-voters, and a stale value is always
+// below the index at which the leader would add this broker again.
 func (c *Cluster) reportApplied() {
 	r := c.raft.Load()
-	var idx uint64
-	if f := r.GetConfiguration(); f.Error() == nil {
-		for _, s := range f.Configuration().Servers {
-			if s.ID == c.localID && s.Suffrage == raft.Nonvoter {
-				idx = r.AppliedIndex()
-			}
-		}
+	f := r.GetConfiguration()
+	if f.Error() != nil {
+		return
 	}
-	if err := c.ml.SetApplied(idx); err != nil {
-		c.log.Debug().Err(err).Msg("gossip applied index")
+	for _, s := range f.Configuration().Servers {
+		if s.ID == c.localID && s.Suffrage == raft.Nonvoter {
+			c.ml.SetApplied(r.AppliedIndex())
+		}
 	}
 }
 
