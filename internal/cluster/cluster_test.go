@@ -699,3 +699,52 @@ func TestClusterFailedBrokerAndSnapshots(t *testing.T) {
 		return nil
 	})
 }
+
+// TestClusterLeaderLeaves: the metadata leader leaves gracefully: leadership moves first,
+// the new leader removes it from the Raft group and promotes the non-voter in its place.
+func TestClusterLeaderLeaves(t *testing.T) {
+	n := newTestNet(t, func(c *Config) { c.FailedTimeout = time.Hour })
+	a, _, _ := n.startThree(t)
+	n.start(4, "", "", a.serf)
+	n.waitBrokers(t, "1:alive:voter=true 2:alive:voter=true 3:alive:voter=true 4:alive:voter=false ")
+	old := n.leader(t)
+	if err := old.c.Leave(); err != nil {
+		t.Fatal(err)
+	}
+	n.stop(old)
+	states := map[int32]string{1: "alive:voter=true", 2: "alive:voter=true", 3: "alive:voter=true", 4: "alive:voter=true"}
+	states[old.id] = "left:voter=false"
+	n.waitBrokers(t, summary(states))
+	for _, s := range n.leader(t).c.raft.Load().GetConfiguration().Configuration().Servers {
+		if id, _, _ := parseServerID(s.ID); id == old.id {
+			t.Errorf("broker %d still in the raft configuration: %+v", old.id, s)
+		}
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	_, tr := raft.NewInmemTransport("x")
+	good := DefaultConfig()
+	good.DataDir, good.Advertise, good.SerfBind, good.Transport = t.TempDir(), "a:1", "127.0.0.1:0", tr
+	if err := good.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for name, mut := range map[string]func(*Config){
+		"no dir":       func(c *Config) { c.DataDir = "" },
+		"negative id":  func(c *Config) { c.BrokerID = -1 },
+		"no advertise": func(c *Config) { c.Advertise = "" },
+		"no serf":      func(c *Config) { c.SerfBind = "" },
+		"no transport": func(c *Config) { c.Transport = nil },
+		"4 voters":     func(c *Config) { c.Voters = 4 },
+		"bad timeout":  func(c *Config) { c.ApplyTimeout = -1 },
+	} {
+		c := good
+		mut(&c)
+		if err := c.Validate(); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+		if _, err := New(c); err == nil {
+			t.Errorf("%s: New accepted it", name)
+		}
+	}
+}
