@@ -260,32 +260,47 @@ func (p *produceService) append(ctx context.Context, call *produceCall, w where,
 		fail(err)
 		return
 	}
-	offsets, wait, err := pt.AppendAsync(ctx, batches)
+	pend, err := pt.AppendAsync(ctx, batches)
 	if err != nil {
 		fail(err)
 		return
 	}
 	p.s.metrics.appendedBatches(topicName, batches)
-	base := offsets[0]
-	if call.acks != runnelv1.Acks_ACKS_ALL {
+	early := pend.Offsets() // known before the acknowledgement on a single node
+	if call.acks == runnelv1.Acks_ACKS_NONE || (call.acks == runnelv1.Acks_ACKS_LEADER && early != nil) {
 		// ACKS_LEADER and ACKS_NONE answer once the batches are written, before the fsync
 		// (produce.proto). The append still becomes durable, and visible to consumers, when
-		// wait returns: someone must wait, to raise the high watermark over it.
+		// Wait returns: someone must wait, to raise the high watermark over it. (A replicated
+		// partition knows offsets only at the commit: there ACKS_LEADER waits like ACKS_ALL.)
 		go func() {
-			if err := wait(); err != nil {
-				p.s.reg.log.Warn().Err(err).Str("topic", topicName).Int32("partition", part).Msg("acks=none produce failed")
+			if _, err := pend.Wait(); err != nil {
+				p.s.reg.log.Warn().Err(err).Str("topic", topicName).Int32("partition", part).Str("acks", call.acks.String()).Msg("produce failed after it was answered")
 			}
 		}()
+		base := int64(-1)
+		if early != nil {
+			base = early[0]
+		}
 		report(base, nil)
 		return
 	}
-	call.waits = append(call.waits, pendingAck{wait: wait, done: func(err error) {
-		if err != nil {
-			fail(err)
-			return
-		}
-		report(base, nil)
-	}})
+	var base int64
+	call.waits = append(call.waits, pendingAck{
+		wait: func() error {
+			offs, err := pend.Wait()
+			if err == nil {
+				base = offs[0]
+			}
+			return err
+		},
+		done: func(err error) {
+			if err != nil {
+				fail(err)
+				return
+			}
+			report(base, nil)
+		},
+	})
 }
 
 // finish waits for the call's appends to be acknowledged and returns the response.

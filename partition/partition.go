@@ -57,6 +57,8 @@ type Partition struct {
 	closeOnce sync.Once
 	closeErr  error
 
+	rep *replication // nil: a single-node partition, appending directly
+
 	// testHookWait, set by tests before use, runs when a Fetch is about to block.
 	testHookWait func()
 }
@@ -172,66 +174,83 @@ func (p *Partition) UpdateConfig(cfg topic.Config) error {
 // ctx is checked before the append starts; an append under way completes. (With replication
 // ctx will bound the wait for the commit.)
 func (p *Partition) Append(ctx context.Context, batches [][]byte) ([]int64, error) {
-	offsets, wait, err := p.AppendAsync(ctx, batches)
+	pend, err := p.AppendAsync(ctx, batches)
 	if err != nil {
 		return nil, err
 	}
-	if err := wait(); err != nil {
-		return nil, err
-	}
-	return offsets, nil
+	return pend.Wait()
 }
 
-// AppendAsync is Append split in two, for pipelined produce: it checks and writes the batches
-// (appends to a partition land in the order of their AppendAsync calls) and returns their base
-// offsets with a wait function. wait returns once the batches are durable, and raises the high
-// watermark over them (so no reader sees them before); only then may they be acknowledged.
-// The batches' slices are free once AppendAsync returns.
-func (p *Partition) AppendAsync(ctx context.Context, batches [][]byte) ([]int64, func() error, error) {
+// Pending is an append under way (AppendAsync).
+type Pending struct {
+	offsets []int64 // known at once on a single node; from the commits with replication
+	wait    func() ([]int64, error)
+}
+
+// Offsets returns the batches' base offsets if they are known before Wait returns (a
+// partition without replication assigns them as it writes), else nil.
+func (a *Pending) Offsets() []int64 { return a.offsets }
+
+// Wait returns the batches' base offsets once they are acknowledged: durable on this broker,
+// or, with replication, committed by the partition's Raft group (durable on a majority). The
+// high watermark is then at or past them. Wait may be called from any goroutine, more than
+// once.
+func (a *Pending) Wait() ([]int64, error) { return a.wait() }
+
+// AppendAsync is Append split in two, for pipelined produce: it checks and writes (or, with
+// replication, proposes) the batches, so that appends to a partition land in the order of
+// their AppendAsync calls, and returns a Pending whose Wait returns once they may be
+// acknowledged. The high watermark passes them only then, so no reader sees them before.
+// Without replication the batches' slices are free once AppendAsync returns; with it, once
+// Wait returns.
+func (p *Partition) AppendAsync(ctx context.Context, batches [][]byte) (*Pending, error) {
 	if p.closed.Load() {
-		return nil, nil, p.closedErr("append")
+		return nil, p.closedErr("append")
 	}
 	if len(batches) == 0 {
-		return nil, nil, fmt.Errorf("%w: topic %q partition %d", ErrEmptyRequest, p.opts.Topic, p.opts.Partition)
+		return nil, fmt.Errorf("%w: topic %q partition %d", ErrEmptyRequest, p.opts.Topic, p.opts.Partition)
 	}
 	limit := p.cfg.Load().MaxMessageBytes
 	var lastDelta int32
 	for i, b := range batches {
 		if len(b) > limit {
-			return nil, nil, &RecordTooLargeError{Topic: p.opts.Topic, Partition: p.opts.Partition, Batch: i, Size: len(b), Limit: limit}
+			return nil, &RecordTooLargeError{Topic: p.opts.Topic, Partition: p.opts.Partition, Batch: i, Size: len(b), Limit: limit}
 		}
 		h, err := recordbatch.ParseHeader(b)
 		if err != nil {
-			return nil, nil, p.errorf("%w: batch %d of %d: %w", commitlog.ErrInvalidBatch, i, len(batches), err)
+			return nil, p.errorf("%w: batch %d of %d: %w", commitlog.ErrInvalidBatch, i, len(batches), err)
 		}
 		if h.ProducerID != -1 || h.IsTransactional() || h.IsControl() {
 			// A malformed batch's header fields mean nothing: report it as malformed.
 			if _, err := recordbatch.Validate(b, limit); err != nil {
-				return nil, nil, p.errorf("%w: batch %d of %d: %w", commitlog.ErrInvalidBatch, i, len(batches), err)
+				return nil, p.errorf("%w: batch %d of %d: %w", commitlog.ErrInvalidBatch, i, len(batches), err)
 			}
-			return nil, nil, p.errorf("%w: batch %d of %d: producer id %d, transactional %t, control %t (want producer id -1, neither transactional nor control)",
+			return nil, p.errorf("%w: batch %d of %d: producer id %d, transactional %t, control %t (want producer id -1, neither transactional nor control)",
 				ErrUnsupportedBatch, i, len(batches), h.ProducerID, h.IsTransactional(), h.IsControl())
 		}
 		lastDelta = h.LastOffsetDelta
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, nil, p.errorf("append: %w", err)
+		return nil, p.errorf("append: %w", err)
+	}
+	if p.rep != nil {
+		return p.propose(ctx, batches)
 	}
 	offsets, logWait, err := p.log.AppendAsync(batches...)
 	if err != nil {
-		return nil, nil, p.wrap("append", err)
+		return nil, p.wrap("append", err)
 	}
 	end := offsets[len(offsets)-1] + int64(lastDelta) + 1
-	wait := func() error {
+	wait := func() ([]int64, error) {
 		if err := logWait(); err != nil {
-			return p.wrap("append", err)
+			return nil, p.wrap("append", err)
 		}
 		// Durability is monotonic in the log, so this append's end is safe to expose even if
 		// a later append's wait returned first (advance only raises the watermark).
 		p.advance(end)
-		return nil
+		return offsets, nil
 	}
-	return offsets, wait, nil
+	return &Pending{offsets: offsets, wait: wait}, nil
 }
 
 // advance raises the high watermark to end and wakes the waiting fetches.
@@ -341,7 +360,8 @@ func (p *Partition) Close() error {
 		p.closed.Store(true)
 		close(p.done)
 		p.mu.Unlock()
-		if err := p.log.Close(); err != nil {
+		rerr := p.shutdownRaft()
+		if err := errors.Join(rerr, p.log.Close()); err != nil {
 			p.closeErr = p.errorf("close: %w", err)
 		}
 		p.logger.Debug().Msg("partition closed")

@@ -1,0 +1,262 @@
+package partition
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+
+	"github.com/runnel-io/runnel/partition/raftstore"
+	"github.com/runnel-io/runnel/topic"
+)
+
+// Replication makes a partition one replica of a Raft group (OpenReplicated).
+type Replication struct {
+	// ID is this broker's Raft server id in the group.
+	ID raft.ServerID
+	// Transport carries the group's Raft traffic (internal/raftnet, or raft's in-memory
+	// transport in tests).
+	Transport raft.Transport
+	// Bootstrap is the group's initial replica set (this broker included), used only when the
+	// partition has no Raft state yet. Every replica of a new partition bootstraps with the
+	// same set (hashicorp/raft allows that); a replica added later to an existing group gets
+	// none and waits to be added by the leader.
+	Bootstrap []raft.Server
+	// Raft is the base configuration (timeouts); nil means DefaultRaftConfig. LocalID, Logger,
+	// TrailingLogs and the snapshot thresholds are set by OpenReplicated.
+	Raft *raft.Config
+	// ApplyTimeout bounds how long a proposal waits to enter the leader's queue (default 10s).
+	ApplyTimeout time.Duration
+}
+
+// DefaultRaftConfig returns the Raft timeouts partitions use: hashicorp/raft's defaults
+// except a longer CommitTimeout, which only bounds how soon followers learn the commit index
+// once writes stop and costs an empty AppendEntries per follower per period when idle
+// (raft-log.md measured it as the larger part of an idle group's cost).
+func DefaultRaftConfig() *raft.Config {
+	c := raft.DefaultConfig()
+	c.CommitTimeout = 500 * time.Millisecond
+	return c
+}
+
+// ErrNotLeader: this replica is not its partition's leader; produce to the leader
+// (*NotLeaderError names it, if known).
+var ErrNotLeader = errors.New("partition: not the leader")
+
+// NotLeaderError is ErrNotLeader with the leader this replica knows of ("" if none).
+type NotLeaderError struct {
+	Topic     string
+	Partition int32
+	LeaderID  string
+	Leader    string // its address
+	// Indeterminate: the proposal may still commit (leadership was lost after it was sent).
+	Indeterminate bool
+}
+
+func (e *NotLeaderError) Error() string {
+	s := fmt.Sprintf("partition: topic %q partition %d: not the leader", e.Topic, e.Partition)
+	if e.Leader != "" {
+		s += fmt.Sprintf(" (the leader is %s at %s)", e.LeaderID, e.Leader)
+	} else {
+		s += " (no leader known: an election is under way)"
+	}
+	if e.Indeterminate {
+		s += "; leadership was lost after the batch was proposed: it may or may not be committed"
+	}
+	return s
+}
+
+func (e *NotLeaderError) Unwrap() error { return ErrNotLeader }
+
+// replication is a replicated partition's Raft machinery.
+type replication struct {
+	raft    *raft.Raft
+	fsm     *raftstore.FSM
+	logs    *raftstore.LogStore
+	snaps   *raftstore.SnapshotStore
+	stable  *raftstore.StableStore
+	timeout time.Duration
+}
+
+// OpenReplicated opens (or creates) one replica of a partition replicated by its own Raft
+// group: the commitlog under dir/log is the group's Raft log (partition/raftstore), Raft's
+// term and vote live in dir/raft, its snapshots (manifests and hard links, no copies) in
+// dir/snapshots. The high watermark is the committed, applied end of the log; Append
+// proposes to the group and is refused with a *NotLeaderError on a follower.
+func OpenReplicated(dir string, cfg topic.Config, opts Options, rep Replication) (*Partition, error) {
+	name := fmt.Sprintf("topic %q partition %d", opts.Topic, opts.Partition)
+	if rep.ID == "" || rep.Transport == nil {
+		return nil, fmt.Errorf("partition: %s: replication needs an ID and a Transport", name)
+	}
+	snaps, err := raftstore.NewSnapshotStore(filepath.Join(dir, "snapshots"), 2)
+	if err != nil {
+		return nil, fmt.Errorf("partition: %s: snapshots: %w", name, err)
+	}
+	// Retention may delete only what the latest local snapshot covers (raft-log.md trap 4).
+	opts.Log.RetentionGuard = snaps.LatestIndex
+	raftDir := filepath.Join(dir, "raft")
+	if err := os.MkdirAll(raftDir, 0o755); err != nil {
+		return nil, fmt.Errorf("partition: %s: %w", name, err)
+	}
+	p, err := Open(filepath.Join(dir, "log"), cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	p.dir = dir // Delete removes the whole replica
+	fail := func(err error) (*Partition, error) {
+		_ = p.log.Close()
+		return nil, fmt.Errorf("partition: %s: %w", name, err)
+	}
+	snaps.SetLogFirstIndex(p.log.FirstIndex)
+	logs := raftstore.NewLogStore(p.log)
+	stable, err := raftstore.OpenStableStore(opts.Log.FS, raftDir)
+	if err != nil {
+		return fail(fmt.Errorf("raft state: %w", err))
+	}
+	// The high watermark is what the group committed: from the log start until the FSM
+	// (re)applies, not the recovered log end.
+	p.hw.Store(p.log.StartOffset())
+	fsm := raftstore.NewFSM(logs, snaps, p.advance)
+
+	conf := DefaultRaftConfig()
+	if rep.Raft != nil {
+		c := *rep.Raft
+		conf = &c
+	}
+	conf.LocalID = rep.ID
+	conf.TrailingLogs = math.MaxUint64 // raft never asks for a prefix deletion: retention does
+	conf.Logger = hclog.New(&hclog.LoggerOptions{
+		Name: fmt.Sprintf("raft %s/%d", opts.Topic, opts.Partition), Level: hclog.Warn, Output: p.logger,
+	})
+	hasState, err := raft.HasExistingState(logs, stable, snaps)
+	if err != nil {
+		return fail(err)
+	}
+	if !hasState && len(rep.Bootstrap) > 0 {
+		if err := raft.BootstrapCluster(conf, logs, stable, snaps, rep.Transport, raft.Configuration{Servers: rep.Bootstrap}); err != nil {
+			return fail(fmt.Errorf("bootstrap: %w", err))
+		}
+	}
+	r, err := raft.NewRaft(conf, fsm, logs, stable, snaps, rep.Transport)
+	if err != nil {
+		return fail(fmt.Errorf("raft: %w", err))
+	}
+	timeout := rep.ApplyTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	p.rep = &replication{raft: r, fsm: fsm, logs: logs, snaps: snaps, stable: stable, timeout: timeout}
+	return p, nil
+}
+
+// propose hands the batches to the partition's Raft group, in order; the Pending's Wait
+// returns their base offsets once the group has committed and applied them.
+func (p *Partition) propose(ctx context.Context, batches [][]byte) (*Pending, error) {
+	r := p.rep.raft
+	if r.State() != raft.Leader {
+		return nil, p.notLeader(false)
+	}
+	timeout := p.rep.timeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(dl))
+	}
+	futs := make([]raft.ApplyFuture, len(batches))
+	for i, b := range batches {
+		futs[i] = r.Apply(b, timeout)
+	}
+	var (
+		once    sync.Once
+		offsets []int64
+		werr    error
+	)
+	wait := func() ([]int64, error) {
+		once.Do(func() {
+			out := make([]int64, len(futs))
+			for i, f := range futs {
+				if err := f.Error(); err != nil {
+					werr = p.applyErr(i, err)
+					return
+				}
+				res, ok := f.Response().(raftstore.ApplyResult)
+				if !ok {
+					werr = p.errorf("append: batch %d: unexpected apply result %T", i, f.Response())
+					return
+				}
+				out[i] = res.BaseOffset
+			}
+			offsets = out
+		})
+		return offsets, werr
+	}
+	return &Pending{wait: wait}, nil
+}
+
+// applyErr maps a failed proposal's error.
+func (p *Partition) applyErr(i int, err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader):
+		return p.notLeader(false) // refused before it was appended
+	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return p.notLeader(true)
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return p.closedErr("append")
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		return p.errorf("append: batch %d: %w", i, context.DeadlineExceeded)
+	}
+	return p.wrap(fmt.Sprintf("append: batch %d", i), err)
+}
+
+func (p *Partition) notLeader(indeterminate bool) error {
+	addr, id := p.rep.raft.LeaderWithID()
+	return &NotLeaderError{Topic: p.opts.Topic, Partition: p.opts.Partition, LeaderID: string(id), Leader: string(addr), Indeterminate: indeterminate}
+}
+
+// Replicated reports whether the partition is a replica of a Raft group.
+func (p *Partition) Replicated() bool { return p.rep != nil }
+
+// IsLeader reports whether this replica leads its group (always true without replication).
+func (p *Partition) IsLeader() bool { return p.rep == nil || p.rep.raft.State() == raft.Leader }
+
+// Leader returns the group's leader as this replica knows it: its server id and address
+// (empty without replication, or during an election).
+func (p *Partition) Leader() (id, addr string) {
+	if p.rep == nil {
+		return "", ""
+	}
+	a, i := p.rep.raft.LeaderWithID()
+	return string(i), string(a)
+}
+
+// LeaderCh signals this replica's leadership changes (true: it became the leader); nil
+// without replication. hashicorp/raft drops a signal when the reader is slow; read State too.
+func (p *Partition) LeaderCh() <-chan bool {
+	if p.rep == nil {
+		return nil
+	}
+	return p.rep.raft.LeaderCh()
+}
+
+// Raft returns the partition's Raft group (membership changes, snapshots, stats); nil
+// without replication.
+func (p *Partition) Raft() *raft.Raft {
+	if p.rep == nil {
+		return nil
+	}
+	return p.rep.raft
+}
+
+// shutdownRaft stops the Raft group, before the log closes under it.
+func (p *Partition) shutdownRaft() error {
+	if p.rep == nil {
+		return nil
+	}
+	return p.rep.raft.Shutdown().Error()
+}
+
