@@ -259,4 +259,3 @@ func (p *Partition) shutdownRaft() error {
 	}
 	return p.rep.raft.Shutdown().Error()
 }
-
