@@ -274,7 +274,10 @@ func (c *cluster) converged(nodes ...*node) {
 	waitFor(t, "logs to converge", func() bool {
 		last := nodes[0].log.LastIndex()
 		for _, n := range nodes {
-			if n.log.LastIndex() != last || n.r.AppliedIndex() < last || n.r.CommitIndex() < last {
+			// raft's AppliedIndex moves when entries are handed to the FSM goroutine, before
+			// the FSM has applied them: wait for the FSM's own high watermark to reach the end.
+			if n.log.LastIndex() != last || n.r.AppliedIndex() < last || n.r.CommitIndex() < last ||
+				n.fsm.HighWatermark() != n.log.EndOffset() {
 				return false
 			}
 		}
