@@ -16,6 +16,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/runnel-io/runnel/internal/vfs"
 	"github.com/runnel-io/runnel/partition"
 	"github.com/runnel-io/runnel/topic"
 )
@@ -35,7 +36,7 @@ const (
 	topicsDirName  = "topics"
 	topicFileName  = "topic.json"
 	clusterIDFile  = "cluster_id"
-	tempFileSuffix = ".tmp"
+	tempFileSuffix = vfs.TempSuffix
 )
 
 // RegistryOptions configure a Registry.
@@ -130,7 +131,7 @@ func OpenRegistry(opts RegistryOptions) (*Registry, error) {
 	if err := os.MkdirAll(r.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("broker: registry: %w", err)
 	}
-	if err := syncDir(opts.DataDir); err != nil {
+	if err := vfs.SyncDir(opts.DataDir); err != nil {
 		return nil, fmt.Errorf("broker: registry: %w", err)
 	}
 	id, err := r.loadClusterID()
@@ -165,7 +166,7 @@ func (r *Registry) loadClusterID() (string, error) {
 		return "", fmt.Errorf("broker: registry: %w", err)
 	}
 	id := newUUID()
-	if err := writeFileDurable(path, []byte(id+"\n")); err != nil {
+	if err := vfs.WriteFileDurable(path, []byte(id+"\n")); err != nil {
 		return "", fmt.Errorf("broker: registry: %w", err)
 	}
 	return id, nil
@@ -201,7 +202,7 @@ func (r *Registry) load() error {
 			if err := os.RemoveAll(path); err != nil {
 				return fmt.Errorf("broker: registry: remove %s: %w", path, err)
 			}
-			if err := syncDir(r.dir); err != nil {
+			if err := vfs.SyncDir(r.dir); err != nil {
 				return fmt.Errorf("broker: registry: %w", err)
 			}
 			continue
@@ -225,7 +226,7 @@ func (r *Registry) load() error {
 		}
 		ts := &topicState{info: TopicInfo{
 			Name: name, ID: tf.ID, Partitions: tf.Partitions, ReplicationFactor: tf.ReplicationFactor,
-			CreatedAt: tf.CreatedAt, Config: cfg, Overrides: canonicalOverrides(cfg, keysOf(tf.Configs)),
+			CreatedAt: tf.CreatedAt, Config: cfg, Overrides: topic.CanonicalOverrides(cfg, keysOf(tf.Configs)),
 		}}
 		if ts.parts, err = r.openPartitions(name, tf.Partitions, cfg); err != nil {
 			return err
@@ -294,7 +295,7 @@ func (r *Registry) Create(req CreateRequest) (TopicInfo, error) {
 	}
 	info := TopicInfo{
 		Name: req.Name, Partitions: n, ReplicationFactor: rf, Config: cfg,
-		Overrides: canonicalOverrides(cfg, keysOf(req.Configs)),
+		Overrides: topic.CanonicalOverrides(cfg, keysOf(req.Configs)),
 	}
 
 	r.mu.Lock()
@@ -323,14 +324,14 @@ func (r *Registry) Create(req CreateRequest) (TopicInfo, error) {
 		_ = os.RemoveAll(dir)
 		return TopicInfo{}, fmt.Errorf("topic %q: %w: %w", req.Name, ErrStorage, err)
 	}
-	if err := syncDir(r.dir); err != nil {
+	if err := vfs.SyncDir(r.dir); err != nil {
 		return fail(err)
 	}
 	parts, err := r.openPartitions(req.Name, n, cfg)
 	if err != nil {
 		return fail(err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := vfs.SyncDir(dir); err != nil {
 		closeParts(parts)
 		return fail(err)
 	}
@@ -367,7 +368,7 @@ func (r *Registry) Delete(name string) error {
 	delete(r.topics, name)
 	delete(r.byKey, topic.CollisionKey(name))
 	var errs []error
-	if err := syncDir(dir); err != nil {
+	if err := vfs.SyncDir(dir); err != nil {
 		errs = append(errs, err)
 	}
 	for _, p := range ts.parts {
@@ -378,7 +379,7 @@ func (r *Registry) Delete(name string) error {
 	if err := os.RemoveAll(dir); err != nil {
 		errs = append(errs, err)
 	}
-	if err := syncDir(r.dir); err != nil {
+	if err := vfs.SyncDir(r.dir); err != nil {
 		errs = append(errs, err)
 	}
 	r.log.Info().Str("topic", name).Msg("topic deleted")
@@ -528,7 +529,7 @@ func (r *Registry) AlterConfigs(name string, set map[string]string, del []string
 	keys = without(keys, del)
 	info := cloneInfo(ts.info)
 	info.Config = cfg
-	info.Overrides = canonicalOverrides(cfg, keys)
+	info.Overrides = topic.CanonicalOverrides(cfg, keys)
 	if validateOnly {
 		return info, nil, nil
 	}
@@ -601,58 +602,7 @@ func writeTopicFile(dir string, info TopicInfo) error {
 	if err != nil {
 		return err
 	}
-	return writeFileDurable(filepath.Join(dir, topicFileName), append(b, '\n'))
-}
-
-// writeFileDurable writes path atomically and durably: a temporary file, fsynced, renamed
-// over path, and the directory fsynced.
-func writeFileDurable(path string, data []byte) error {
-	tmp := path + tempFileSuffix
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	_, werr := f.Write(data)
-	serr := f.Sync()
-	cerr := f.Close()
-	if err := errors.Join(werr, serr, cerr); err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-// syncDir fsyncs a directory, making the creation, renaming and removal of its entries durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	serr := d.Sync()
-	cerr := d.Close()
-	if err := errors.Join(serr, cerr); err != nil {
-		return fmt.Errorf("sync dir %s: %w", dir, err)
-	}
-	return nil
-}
-
-// canonicalOverrides returns the keys the topic sets, with their canonical values from cfg.
-func canonicalOverrides(cfg topic.Config, keys []string) map[string]string {
-	if len(keys) == 0 {
-		return nil
-	}
-	all := cfg.Map()
-	out := make(map[string]string, len(keys))
-	for _, k := range keys {
-		if v, ok := all[k]; ok {
-			out[k] = v
-		}
-	}
-	return out
+	return vfs.WriteFileDurable(filepath.Join(dir, topicFileName), append(b, '\n'))
 }
 
 func keysOf[V any](m map[string]V) []string {

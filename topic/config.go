@@ -477,3 +477,19 @@ func msDuration(ms int64) time.Duration {
 	}
 	return time.Duration(ms) * time.Millisecond
 }
+
+// CanonicalOverrides returns, for the keys a topic sets itself, their canonical values in cfg
+// (as Map renders them); nil when it sets none.
+func CanonicalOverrides(cfg Config, keys []string) map[string]string {
+	if len(keys) == 0 {
+		return nil
+	}
+	all := cfg.Map()
+	out := make(map[string]string, len(keys))
+	for _, k := range keys {
+		if v, ok := all[k]; ok {
+			out[k] = v
+		}
+	}
+	return out
+}

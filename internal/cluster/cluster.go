@@ -514,21 +514,6 @@ func aliveBrokers(recs map[int32]brokerRecord) []int32 {
 	return out
 }
 
-// canonicalOverrides returns the keys set, with their canonical values from cfg.
-func canonicalOverrides(cfg topic.Config, keys []string) map[string]string {
-	if len(keys) == 0 {
-		return nil
-	}
-	all := cfg.Map()
-	out := make(map[string]string, len(keys))
-	for _, k := range keys {
-		if v, ok := all[k]; ok {
-			out[k] = v
-		}
-	}
-	return out
-}
-
 // CreateTopic creates a topic (on the metadata leader), placing its replicas on the alive
 // brokers (Assign, counting the replicas they hold already), and returns it with its
 // assignment once committed.
@@ -567,7 +552,7 @@ func (c *Cluster) CreateTopic(ctx context.Context, spec TopicSpec) (TopicInfo, [
 	}
 	rec := topicRecord{
 		Name: spec.Name, ID: newUUID(), Partitions: spec.Partitions, ReplicationFactor: spec.ReplicationFactor,
-		Configs: canonicalOverrides(cfg, slices.Collect(maps.Keys(spec.Configs))), CreatedAtMS: time.Now().UnixMilli(),
+		Configs: topic.CanonicalOverrides(cfg, slices.Collect(maps.Keys(spec.Configs))), CreatedAtMS: time.Now().UnixMilli(),
 	}
 	if err := c.propose(ctx, cmdCreateTopic, createTopicCmd{Topic: rec, Replicas: reps}); err != nil {
 		return TopicInfo{}, nil, err
@@ -623,7 +608,7 @@ func (c *Cluster) AlterTopic(ctx context.Context, name string, set map[string]st
 		delete(keys, k)
 	}
 	prev := rec.Configs
-	rec.Configs = canonicalOverrides(cfg, slices.Collect(maps.Keys(keys)))
+	rec.Configs = topic.CanonicalOverrides(cfg, slices.Collect(maps.Keys(keys)))
 	cmd := alterTopicCmd{Name: name, ID: rec.ID, Configs: rec.Configs, IfConfigs: prev, Conditional: true}
 	if err := c.propose(ctx, cmdAlterTopic, cmd); err != nil {
 		return TopicInfo{}, err

@@ -20,6 +20,7 @@ import (
 	"github.com/hashicorp/raft"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/runnel-io/runnel/internal/vfs"
 	"github.com/runnel-io/runnel/topic"
 )
 
@@ -558,7 +559,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if err := os.Rename(tmp, f.path); err != nil {
 		return fmt.Errorf("cluster: restore: %w", err)
 	}
-	if err := syncDir(filepath.Dir(f.path)); err != nil {
+	if err := vfs.SyncDir(filepath.Dir(f.path)); err != nil {
 		return fmt.Errorf("cluster: restore: %w", err)
 	}
 	db, err := openStateDB(f.path)
@@ -579,16 +580,6 @@ func writeSynced(path string, r io.Reader) error {
 	serr := fh.Sync()
 	cerr := fh.Close()
 	return errors.Join(werr, serr, cerr)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	serr := d.Sync()
-	cerr := d.Close()
-	return errors.Join(serr, cerr)
 }
 
 // Reads.

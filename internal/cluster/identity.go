@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/runnel-io/runnel/internal/vfs"
 )
 
 // Files in the data directory.
@@ -45,7 +47,7 @@ func LoadOrCreateBrokerID(dataDir string, requested int32) (int32, error) {
 	if err := os.MkdirAll(dataDir, 0o755); err != nil {
 		return 0, fmt.Errorf("cluster: %w", err)
 	}
-	if err := writeFileDurable(path, []byte(strconv.Itoa(int(requested))+"\n")); err != nil {
+	if err := vfs.WriteFileDurable(path, []byte(strconv.Itoa(int(requested))+"\n")); err != nil {
 		return 0, fmt.Errorf("cluster: %w", err)
 	}
 	return requested, nil
@@ -72,32 +74,10 @@ func LoadOrCreateIncarnation(dataDir string) (string, bool, error) {
 		return "", false, fmt.Errorf("cluster: %w", err)
 	}
 	id := newUUID()
-	if err := writeFileDurable(path, []byte(id+"\n")); err != nil {
+	if err := vfs.WriteFileDurable(path, []byte(id+"\n")); err != nil {
 		return "", false, fmt.Errorf("cluster: %w", err)
 	}
 	return id, true, nil
-}
-
-// writeFileDurable writes path atomically and durably: a temporary file, fsynced, renamed
-// over path, and the directory fsynced.
-func writeFileDurable(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	_, werr := f.Write(data)
-	serr := f.Sync()
-	cerr := f.Close()
-	if err := errors.Join(werr, serr, cerr); err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	return syncDir(filepath.Dir(path))
 }
 
 // newUUID returns a random (version 4) UUID.

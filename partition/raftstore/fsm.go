@@ -13,6 +13,7 @@ import (
 
 	"github.com/runnel-io/runnel/commitlog"
 	"github.com/runnel-io/runnel/internal/recordbatch"
+	"github.com/runnel-io/runnel/internal/vfs"
 )
 
 // ApplyResult is what FSM.Apply returns for a command (raft.ApplyFuture.Response): where the
@@ -202,7 +203,7 @@ func stageSegments(dir string, m *Manifest, r io.Reader) ([]string, error) {
 			return nil, fmt.Errorf("raftstore: stage snapshot segment %d: %w", i, err)
 		}
 	}
-	return paths, syncDir(dir)
+	return paths, vfs.SyncDir(dir)
 }
 
 var _ raft.FSM = (*FSM)(nil)

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/runnel-io/runnel/internal/vfs"
 )
 
 // Snapshot stream: streamMagic, u32 manifest length, the manifest (JSON), then the bytes of every
@@ -598,7 +600,7 @@ func (k *Sink) finish() (published bool, err error) {
 	if err := writeFileSync(filepath.Join(k.dir, metaFileName), b); err != nil {
 		return false, err
 	}
-	if err := syncDir(k.dir); err != nil {
+	if err := vfs.SyncDir(k.dir); err != nil {
 		return false, err
 	}
 	s := k.store
@@ -609,7 +611,7 @@ func (k *Sink) finish() (published bool, err error) {
 		return false, err
 	}
 	k.dir = final
-	if err := syncDir(s.dir); err != nil {
+	if err := vfs.SyncDir(s.dir); err != nil {
 		return true, err
 	}
 	return true, s.reapLocked()
@@ -643,15 +645,6 @@ func writeFileSync(path string, b []byte) error {
 		return err
 	}
 	return f.Close()
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 var _ raft.SnapshotStore = (*SnapshotStore)(nil)
