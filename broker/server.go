@@ -173,6 +173,9 @@ func New(cfg Config) (*Server, error) {
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgBytes),
 		// Protobuf on the wire, without copying record batches twice (internal/wirecodec).
 		grpc.ForceServerCodecV2(wirecodec.Codec),
+		// Large static flow-control windows, so that a producer's stream is not held back by
+		// window updates (gRPC's default starts at 64 KiB and grows by estimate).
+		grpc.InitialWindowSize(4<<20), grpc.InitialConnWindowSize(16<<20),
 		grpc.ChainUnaryInterceptor(s.metrics.unary(s.log), recoverUnary(s.log)),
 		grpc.ChainStreamInterceptor(s.metrics.stream(s.log), recoverStream(s.log)),
 	)

@@ -35,6 +35,9 @@ type Client struct {
 	consumers map[*Consumer]struct{}
 }
 
+// windowBytes is the HTTP/2 flow-control window of each stream the client receives on.
+const windowBytes = 4 << 20
+
 // New connects to the first of the configured brokers that answers within the dial timeout
 // (it calls DescribeCluster to make sure), and returns a Client.
 func New(ctx context.Context, opts ...Option) (*Client, error) {
@@ -52,6 +55,9 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 	for _, addr := range o.brokers {
 		conn, err := grpc.NewClient(addr,
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			// Large static flow-control windows: a consumer's stream is read ahead without
+			// waiting for window updates (gRPC's default starts at 64 KiB and grows by estimate).
+			grpc.WithInitialWindowSize(windowBytes), grpc.WithInitialConnWindowSize(4*windowBytes),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsgBytes), grpc.MaxCallSendMsgSize(maxMsgBytes),
 				grpc.ForceCodecV2(wirecodec.Codec))) // protobuf, batches copied once less
 		if err != nil {
