@@ -52,20 +52,28 @@ dd_dsync() {
 	echo "{\"tag\":\"dd-dsync-1M\",\"round\":$round,\"result\":{\"mb_per_sec\":$mbs}}" >>"$raw"
 }
 
+# Both sides write the same records per measurement (N100 of 100 bytes, N1K of 1 KiB), each
+# round's topics are deleted at its end (the peer starts each run in a fresh directory), and
+# `sync` runs before every measurement, so that no side runs into the other's writeback.
+N100=${N100:-2000000}
+N1K=${N1K:-500000}
 R="$dir/runnel --brokers $addr --format json bench"
 for round in $(seq 1 "$ROUNDS"); do
 	echo "== round $round"
-	dd_dsync
-	m runnel-produce-100B $R produce --topic p100-$round --records 2000000 --record-size 100
-	m nats-pub-100B "$NATS" pub --size 100
-	m runnel-produce-1KiB $R produce --topic p1k-$round --records 500000 --record-size 1024
-	m nats-pub-1KiB "$NATS" pub --size 1024
-	m runnel-rate5000-100B $R produce --topic lat-$round --records 50000 --record-size 100 --rate 5000
-	m nats-pubsync-always-100B "$NATS" pub-sync --size 100 --sync always --msgs 20000
-	m runnel-consume-100B $R consume --topic p100-$round
-	m nats-consume-100B "$NATS" consume --size 100
-	m runnel-consume-1KiB $R consume --topic p1k-$round
-	m nats-consume-1KiB "$NATS" consume --size 1024
+	sync; dd_dsync
+	sync; m runnel-produce-100B $R produce --topic p100-$round --records "$N100" --record-size 100
+	sync; m nats-pub-100B "$NATS" pub --size 100 --msgs "$N100"
+	sync; m runnel-produce-1KiB $R produce --topic p1k-$round --records "$N1K" --record-size 1024
+	sync; m nats-pub-1KiB "$NATS" pub --size 1024 --msgs "$N1K"
+	sync; m runnel-rate5000-100B $R produce --topic lat-$round --records 50000 --record-size 100 --rate 5000
+	sync; m nats-pubsync-always-100B "$NATS" pub-sync --size 100 --sync always --msgs 20000
+	sync; m runnel-consume-100B $R consume --topic p100-$round
+	sync; m nats-consume-100B "$NATS" consume --size 100 --msgs "$N100"
+	sync; m runnel-consume-1KiB $R consume --topic p1k-$round
+	sync; m nats-consume-1KiB "$NATS" consume --size 1024 --msgs "$N1K"
+	"$dir/runnel" --brokers "$addr" topic delete p100-$round >/dev/null
+	"$dir/runnel" --brokers "$addr" topic delete p1k-$round >/dev/null
+	"$dir/runnel" --brokers "$addr" topic delete lat-$round >/dev/null
 done
 [ -n "${OUT:-}" ] && cp "$raw" "$OUT"
 
