@@ -67,7 +67,7 @@ func defaultOptions() options {
 		linger:           0,
 		batchBytes:       1 << 20,
 		maxBufferedBytes: 64 << 20,
-		maxInFlight:      5,
+		maxInFlight:      16,
 		retryBackoff:     100 * time.Millisecond,
 		deliveryTimeout:  2 * time.Minute,
 	}
@@ -131,7 +131,10 @@ func WithCompression(c Compression) Option { return func(o *options) { o.compres
 
 // WithMaxInFlight sets how many produce requests per partition may await acknowledgement at
 // once. 1 keeps a partition's order across retries; more is faster but a retry may reorder.
-// Default 5.
+// Default 16: the broker appends a stream's requests in order, so depth costs nothing without
+// failures, and it keeps a partition's pipeline full while fsyncs of earlier batches run
+// (measured, 1 KiB records in 1 MiB batches: 16 in flight 422-428k records/s, 5 in flight
+// 371-376k; 100-byte records unchanged within noise).
 func WithMaxInFlight(n int) Option { return func(o *options) { o.maxInFlight = n } }
 
 // WithRetryBackoff sets the wait before a retriable produce or subscribe failure is retried.

@@ -115,6 +115,7 @@ type benchProduceOpts struct {
 	producers   int
 	rate        float64
 	compression string
+	maxInFlight int
 }
 
 func (a *app) benchProduceCmd() *cobra.Command {
@@ -138,6 +139,7 @@ func (a *app) benchProduceCmd() *cobra.Command {
 	f.IntVar(&o.producers, "producers", 1, "concurrent producers, each with its own connection")
 	f.Float64Var(&o.rate, "rate", 0, "records per second in all (0: as fast as possible); latency is measured from each record's scheduled time")
 	f.StringVar(&o.compression, "compression", "none", "batch compression: none, gzip, snappy, lz4 or zstd")
+	f.IntVar(&o.maxInFlight, "max-in-flight", 16, "produce requests in flight per partition (the SDK's WithMaxInFlight default)")
 	return c
 }
 
@@ -197,6 +199,8 @@ func (a *app) benchProduce(ctx context.Context, o *benchProduceOpts) error {
 		return usagef("invalid --batch-bytes %d: must be positive", o.batchBytes)
 	case o.linger < 0:
 		return usagef("invalid --linger %s: must not be negative", o.linger)
+	case o.maxInFlight <= 0:
+		return usagef("invalid --max-in-flight %d: must be positive", o.maxInFlight)
 	}
 	acks, err := parseAcks(o.acks)
 	if err != nil {
@@ -212,7 +216,7 @@ func (a *app) benchProduce(ctx context.Context, o *benchProduceOpts) error {
 	clients := make([]*client.Client, o.producers)
 	for i := range clients {
 		c, err := client.New(ctx, a.sdkOptions(client.WithAcks(client.Acks(acks)), client.WithBatchBytes(o.batchBytes),
-			client.WithLinger(o.linger), client.WithCompression(comp))...)
+			client.WithLinger(o.linger), client.WithCompression(comp), client.WithMaxInFlight(o.maxInFlight))...)
 		if err != nil {
 			return err
 		}
