@@ -268,7 +268,7 @@ func (p *producer) produce(ctx context.Context, r *Record, cb func(*Record, erro
 	ps.openSize += size
 	p.buffered += size
 	p.outstanding++
-	if ps.b.EstimatedSize() >= ps.maxBatch || (p.o.linger <= 0 && len(ps.queue) == 0 && ps.inflight < p.maxInFlight()) {
+	if ps.b.EstimatedSize() >= ps.maxBatch || (p.o.linger <= 0 && len(ps.queue) == 0 && ps.inflight < p.eagerInFlight()) {
 		p.sealLocked(ps)
 		sealed = true
 	}
@@ -343,6 +343,16 @@ func (p *producer) flush(ctx context.Context) error {
 		}
 	}
 }
+
+// eagerInFlight is how many requests a partition may have in flight for a batch that is not
+// full to be sent at once (linger 0). Past it, records gather until a batch fills or a request
+// completes: the remaining slots (up to WithMaxInFlight) carry full batches, so a fast
+// producer of small records sends large batches, not many tiny ones, while a lone record is
+// still sent at once.
+func (p *producer) eagerInFlight() int { return min(p.maxInFlight(), eagerSlots) }
+
+// eagerSlots: see eagerInFlight.
+const eagerSlots = 2
 
 func (p *producer) maxInFlight() int {
 	if p.unary {

@@ -68,7 +68,7 @@ func (p *producer) sendReady() {
 	var retryAt time.Time
 	limit := p.maxInFlight()
 	for _, ps := range p.parts {
-		if p.o.linger <= 0 && len(ps.queue) == 0 && ps.inflight < limit {
+		if p.o.linger <= 0 && len(ps.queue) == 0 && ps.inflight < p.eagerInFlight() {
 			p.sealLocked(ps)
 		}
 		for len(ps.queue) > 0 && ps.inflight < limit {
