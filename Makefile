@@ -24,6 +24,8 @@ BENCH      ?= .
 PKG        ?= ./...
 BENCHTIME  ?= 1s
 BENCHCOUNT ?= 1
+# make docker IMAGE_TAG=dev
+IMAGE_TAG  ?= dev
 # make diskbench DIR=/some/disk (default: a temporary directory inside the repository)
 DIR        ?=
 
@@ -34,7 +36,7 @@ GOFILES_CMD = find . \( -name testdata -o -name vendor -o -name '.?*' -o -name '
 
 PROTO_FILES := $(shell find proto -name '*.proto' 2>/dev/null | sort)
 
-.PHONY: build run test vet fuzz bench proto lint clean diskbench help
+.PHONY: build run test vet fuzz bench proto lint clean diskbench docker help
 
 ## build: compile every program under cmd/ into bin/.
 build:
@@ -43,6 +45,11 @@ build:
 	else \
 		mkdir -p bin && echo "$(GO) build -o bin/ ./cmd/..." && $(GO) build -o bin/ ./cmd/...; \
 	fi
+
+## docker: static binaries into bin/docker/ and the image runnel:$(IMAGE_TAG) FROM scratch (see Dockerfile).
+docker:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o bin/docker/ ./cmd/runneld ./cmd/runnel
+	docker build -t runnel:$(IMAGE_TAG) .
 
 ## run: build and start a single-node broker with its defaults (127.0.0.1:9420, data in ./data).
 run: build
