@@ -131,6 +131,10 @@ func (c *cluster) start(id raft.ServerID, dir string) *node {
 	}
 	c.nodes[id] = n
 	c.mu.Unlock()
+	// Stop this node before its directory goes: a directory made by t.TempDir after
+	// newCluster is removed before newCluster's cleanup runs (cleanups run last in, first out),
+	// and a node still running then panics saving its term into a directory that is gone.
+	t.Cleanup(n.stop)
 	return n
 }
 
