@@ -35,10 +35,11 @@ type Error struct {
 	Info *runnelv1.ErrorInfo
 }
 
-// Error implements error.
+// Error implements error: the code, the reason and the broker's message, e.g.
+// `NotFound (UNKNOWN_TOPIC): topic "orders": unknown topic`. No "runnel: " prefix: the SDK's
+// own errors that wrap an *Error carry it once ("runnel: delivery timeout for orders/0: ...").
 func (e *Error) Error() string {
 	var b strings.Builder
-	b.WriteString("runnel: ")
 	b.WriteString(e.Code.String())
 	if e.Reason != "" {
 		b.WriteString(" (")

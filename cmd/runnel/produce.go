@@ -89,8 +89,8 @@ func sdkAcks(a runnelv1.Acks) client.Acks {
 	return client.AcksAll
 }
 
-// sdkError renders an SDK error for the one-line report: the SDK prefixes its messages (and
-// the messages it wraps) with "runnel: ", which the report already starts with.
+// sdkError renders an SDK error for the one-line report: the SDK's own errors start with
+// "runnel: ", which the report already starts with; a broker's error becomes its message.
 func sdkError(err error) error {
 	if err == nil {
 		return nil
