@@ -106,14 +106,6 @@ func (s tpSet) sorted() []TopicPartition {
 	return out
 }
 
-func (s tpSet) clone() tpSet {
-	c := make(tpSet, len(s))
-	for tp := range s {
-		c[tp] = struct{}{}
-	}
-	return c
-}
-
 func (s tpSet) equal(o tpSet) bool {
 	if len(s) != len(o) {
 		return false
@@ -196,6 +188,7 @@ func (g *Group) SetTopicPartitions(topic string, n int32) {
 	for _, m := range g.members {
 		if m.subscribed(topic) {
 			g.bump()
+			g.reconcileAway()
 			return
 		}
 	}
@@ -252,6 +245,7 @@ func (g *Group) Heartbeat(now time.Time, req HeartbeatRequest) HeartbeatResponse
 		}
 	}
 	g.reconcile(now, m)
+	g.reconcileAway()
 	return g.resp(m)
 }
 
@@ -360,7 +354,19 @@ func (g *Group) join(now time.Time, req HeartbeatRequest) HeartbeatResponse {
 		g.bump()
 	}
 	g.reconcile(now, m)
+	g.reconcileAway()
 	return g.resp(m)
+}
+
+// reconcileAway reconciles static members that are away: they own nothing, so their
+// assignment follows their target as far as other members have released it, and they find
+// it ready when they rejoin.
+func (g *Group) reconcileAway() {
+	for _, id := range g.memberIDs() {
+		if m := g.members[id]; m.away {
+			g.reconcile(time.Time{}, m)
+		}
+	}
 }
 
 // reconcile moves m's current assignment toward its target: partitions leave the
@@ -428,9 +434,11 @@ func (g *Group) Leave(now time.Time, req LeaveRequest) error {
 		m.awaySince = now
 		m.owned = tpSet{}
 		m.revokeDeadline = time.Time{}
+		g.reconcileAway()
 		return nil
 	}
 	g.remove(m)
+	g.reconcileAway()
 	return nil
 }
 
@@ -459,6 +467,7 @@ func (g *Group) Tick(now time.Time) []string {
 			g.remove(m)
 		}
 	}
+	g.reconcileAway()
 	return expired
 }
 
