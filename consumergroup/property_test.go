@@ -178,7 +178,7 @@ func (s *sim) owners() map[TopicPartition]string {
 }
 
 func TestProperties(t *testing.T) {
-	for seed := range uint64(60) {
+	for seed := range uint64(40) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			s := &sim{t: t, rng: rand.New(rand.NewPCG(seed, 42)), g: NewGroup(Config{}),
 				now: epoch0, clients: map[string]*client{}, topics: []string{"a", "b", "c"}, lazy: seed%2 == 1}
