@@ -310,8 +310,6 @@ func (g *Group) join(now time.Time, req HeartbeatRequest) HeartbeatResponse {
 			g.nextID++
 			id = "m" + strconv.Itoa(g.nextID)
 		}
-	} else if inherit == nil && g.members[id] != nil {
-		return g.errResp(req, ErrInvalidRequest)
 	}
 	m := &member{id: id, instance: req.InstanceID, rebalanceTimeout: g.cfg.RebalanceTimeout}
 	g.touch(now, m, req)
