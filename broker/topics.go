@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -131,7 +130,7 @@ func OpenRegistry(opts RegistryOptions) (*Registry, error) {
 	if err := os.MkdirAll(r.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("broker: registry: %w", err)
 	}
-	if err := vfs.SyncDir(opts.DataDir); err != nil {
+	if err := vfs.OS.SyncDir(opts.DataDir); err != nil {
 		return nil, fmt.Errorf("broker: registry: %w", err)
 	}
 	id, err := r.loadClusterID()
@@ -165,8 +164,8 @@ func (r *Registry) loadClusterID() (string, error) {
 	if !errors.Is(err, fs.ErrNotExist) {
 		return "", fmt.Errorf("broker: registry: %w", err)
 	}
-	id := newUUID()
-	if err := vfs.WriteFileDurable(path, []byte(id+"\n")); err != nil {
+	id := topic.NewID()
+	if err := vfs.WriteFileAtomic(vfs.OS, path, []byte(id+"\n")); err != nil {
 		return "", fmt.Errorf("broker: registry: %w", err)
 	}
 	return id, nil
@@ -202,7 +201,7 @@ func (r *Registry) load() error {
 			if err := os.RemoveAll(path); err != nil {
 				return fmt.Errorf("broker: registry: remove %s: %w", path, err)
 			}
-			if err := vfs.SyncDir(r.dir); err != nil {
+			if err := vfs.OS.SyncDir(r.dir); err != nil {
 				return fmt.Errorf("broker: registry: %w", err)
 			}
 			continue
@@ -313,7 +312,7 @@ func (r *Registry) Create(req CreateRequest) (TopicInfo, error) {
 	if req.ValidateOnly {
 		return info, nil
 	}
-	info.ID = newUUID()
+	info.ID = topic.NewID()
 	info.CreatedAt = time.Now().UTC().Truncate(time.Millisecond)
 
 	dir := filepath.Join(r.dir, req.Name)
@@ -324,14 +323,14 @@ func (r *Registry) Create(req CreateRequest) (TopicInfo, error) {
 		_ = os.RemoveAll(dir)
 		return TopicInfo{}, fmt.Errorf("topic %q: %w: %w", req.Name, ErrStorage, err)
 	}
-	if err := vfs.SyncDir(r.dir); err != nil {
+	if err := vfs.OS.SyncDir(r.dir); err != nil {
 		return fail(err)
 	}
 	parts, err := r.openPartitions(req.Name, n, cfg)
 	if err != nil {
 		return fail(err)
 	}
-	if err := vfs.SyncDir(dir); err != nil {
+	if err := vfs.OS.SyncDir(dir); err != nil {
 		closeParts(parts)
 		return fail(err)
 	}
@@ -368,7 +367,7 @@ func (r *Registry) Delete(name string) error {
 	delete(r.topics, name)
 	delete(r.byKey, topic.CollisionKey(name))
 	var errs []error
-	if err := vfs.SyncDir(dir); err != nil {
+	if err := vfs.OS.SyncDir(dir); err != nil {
 		errs = append(errs, err)
 	}
 	for _, p := range ts.parts {
@@ -379,7 +378,7 @@ func (r *Registry) Delete(name string) error {
 	if err := os.RemoveAll(dir); err != nil {
 		errs = append(errs, err)
 	}
-	if err := vfs.SyncDir(r.dir); err != nil {
+	if err := vfs.OS.SyncDir(r.dir); err != nil {
 		errs = append(errs, err)
 	}
 	r.log.Info().Str("topic", name).Msg("topic deleted")
@@ -602,7 +601,7 @@ func writeTopicFile(dir string, info TopicInfo) error {
 	if err != nil {
 		return err
 	}
-	return vfs.WriteFileDurable(filepath.Join(dir, topicFileName), append(b, '\n'))
+	return vfs.WriteFileAtomic(vfs.OS, filepath.Join(dir, topicFileName), append(b, '\n'))
 }
 
 func keysOf[V any](m map[string]V) []string {
@@ -636,13 +635,4 @@ func cloneInfo(info TopicInfo) TopicInfo {
 		info.Overrides = m
 	}
 	return info
-}
-
-// newUUID returns a random (version 4) UUID.
-func newUUID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }

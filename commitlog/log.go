@@ -68,6 +68,18 @@ type groupCommit struct {
 	err          error
 }
 
+// takeToken waits for the running group-commit fsync, if any, and keeps others from starting
+// until the caller sets syncing back to false (under mu, with a Broadcast): Close, Restore
+// and truncation change the files an fsync would touch.
+func (g *groupCommit) takeToken() {
+	g.mu.Lock()
+	for g.syncing {
+		g.cond.Wait()
+	}
+	g.syncing = true
+	g.mu.Unlock()
+}
+
 // Open opens (creating if needed) the log in dir and recovers it (see the package doc).
 func Open(dir string, opts Options) (*Log, error) {
 	if err := opts.Validate(); err != nil {
@@ -247,12 +259,7 @@ func (l *Log) Close() error {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		// Take the group-commit token, so no fsync runs on a file being closed.
-		l.gc.mu.Lock()
-		for l.gc.syncing {
-			l.gc.cond.Wait()
-		}
-		l.gc.syncing = true
-		l.gc.mu.Unlock()
+		l.gc.takeToken()
 		var errs []error
 		if l.failure() == nil {
 			if err := l.shutdownSyncLocked(); err != nil {

@@ -11,13 +11,15 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/runnel-io/runnel/internal/vfs"
 )
 
 // Files beside the segments.
 const (
 	cleanMarkerName   = "clean-shutdown"
 	recoveryPointName = "recovery-point"
-	tmpSuffix         = ".tmp"
+	tmpSuffix         = vfs.TempSuffix
 )
 
 var segmentFileRE = regexp.MustCompile(`^(\d{20})\.(log|index|timeindex)$`)
@@ -368,7 +370,7 @@ func (l *Log) writeRecoveryPoint(base int64) error {
 	var b [12]byte
 	binary.BigEndian.PutUint64(b[0:], uint64(base))
 	binary.BigEndian.PutUint32(b[8:], crc32.Checksum(b[:8], castagnoli))
-	if err := l.writeFileAtomic(recoveryPointName, b[:]); err != nil {
+	if err := vfs.WriteFileAtomic(l.opts.FS, filepath.Join(l.dir, recoveryPointName), b[:]); err != nil {
 		return fmt.Errorf("commitlog: write recovery point: %w", err)
 	}
 	l.recPoint = base
@@ -393,33 +395,8 @@ func (l *Log) readRecoveryPoint() (int64, error) {
 }
 
 func (l *Log) writeCleanMarker() error {
-	if err := l.writeFileAtomic(cleanMarkerName, []byte("clean\n")); err != nil {
+	if err := vfs.WriteFileAtomic(l.opts.FS, filepath.Join(l.dir, cleanMarkerName), []byte("clean\n")); err != nil {
 		return fmt.Errorf("commitlog: write clean-shutdown marker: %w", err)
 	}
 	return nil
-}
-
-func (l *Log) writeFileAtomic(name string, data []byte) error {
-	fs := l.opts.FS
-	path := filepath.Join(l.dir, name)
-	tmp := path + tmpSuffix
-	f, err := fs.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.WriteAt(data, 0); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := fs.Rename(tmp, path); err != nil {
-		return err
-	}
-	return fs.SyncDir(l.dir)
 }

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/runnel-io/runnel/internal/vfs"
 )
 
 // restoreMarkerName marks a Restore in progress: while it exists the directory may hold a mix of
@@ -156,12 +158,7 @@ func (l *Log) Restore(o RestoreOptions) error {
 		return err
 	}
 	g := &l.gc
-	g.mu.Lock()
-	for g.syncing {
-		g.cond.Wait()
-	}
-	g.syncing = true
-	g.mu.Unlock()
+	g.takeToken()
 	defer func() {
 		g.mu.Lock()
 		g.syncing = false
@@ -170,7 +167,7 @@ func (l *Log) Restore(o RestoreOptions) error {
 		g.mu.Unlock()
 	}()
 
-	if err := l.writeFileAtomic(restoreMarkerName, []byte("restore\n")); err != nil {
+	if err := vfs.WriteFileAtomic(l.opts.FS, filepath.Join(l.dir, restoreMarkerName), []byte("restore\n")); err != nil {
 		return fmt.Errorf("commitlog: restore: write marker: %w", err)
 	}
 	// From here on a failure leaves the directory in an unknown state: the log fails (and a

@@ -106,12 +106,7 @@ func (l *Log) truncateLocked(seg *segment, pos int64, cut func(h *frameHeader, f
 
 	// Keep group-commit syncs off the segments while they change.
 	g := &l.gc
-	g.mu.Lock()
-	for g.syncing {
-		g.cond.Wait()
-	}
-	g.syncing = true
-	g.mu.Unlock()
+	g.takeToken()
 	defer func() {
 		g.mu.Lock()
 		g.syncing = false

@@ -551,7 +551,7 @@ func (c *Cluster) CreateTopic(ctx context.Context, spec TopicSpec) (TopicInfo, [
 		return TopicInfo{}, nil, fmt.Errorf("topic %q: %w", spec.Name, err)
 	}
 	rec := topicRecord{
-		Name: spec.Name, ID: newUUID(), Partitions: spec.Partitions, ReplicationFactor: spec.ReplicationFactor,
+		Name: spec.Name, ID: topic.NewID(), Partitions: spec.Partitions, ReplicationFactor: spec.ReplicationFactor,
 		Configs: topic.CanonicalOverrides(cfg, slices.Collect(maps.Keys(spec.Configs))), CreatedAtMS: time.Now().UnixMilli(),
 	}
 	if err := c.propose(ctx, cmdCreateTopic, createTopicCmd{Topic: rec, Replicas: reps}); err != nil {

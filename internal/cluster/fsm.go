@@ -559,7 +559,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if err := os.Rename(tmp, f.path); err != nil {
 		return fmt.Errorf("cluster: restore: %w", err)
 	}
-	if err := vfs.SyncDir(filepath.Dir(f.path)); err != nil {
+	if err := vfs.OS.SyncDir(filepath.Dir(f.path)); err != nil {
 		return fmt.Errorf("cluster: restore: %w", err)
 	}
 	db, err := openStateDB(f.path)

@@ -3,7 +3,6 @@
 package cluster
 
 import (
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -13,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/runnel-io/runnel/internal/vfs"
+	"github.com/runnel-io/runnel/topic"
 )
 
 // Files in the data directory.
@@ -47,7 +47,7 @@ func LoadOrCreateBrokerID(dataDir string, requested int32) (int32, error) {
 	if err := os.MkdirAll(dataDir, 0o755); err != nil {
 		return 0, fmt.Errorf("cluster: %w", err)
 	}
-	if err := vfs.WriteFileDurable(path, []byte(strconv.Itoa(int(requested))+"\n")); err != nil {
+	if err := vfs.WriteFileAtomic(vfs.OS, path, []byte(strconv.Itoa(int(requested))+"\n")); err != nil {
 		return 0, fmt.Errorf("cluster: %w", err)
 	}
 	return requested, nil
@@ -73,18 +73,9 @@ func LoadOrCreateIncarnation(dataDir string) (string, bool, error) {
 	if err := os.MkdirAll(dataDir, 0o755); err != nil {
 		return "", false, fmt.Errorf("cluster: %w", err)
 	}
-	id := newUUID()
-	if err := vfs.WriteFileDurable(path, []byte(id+"\n")); err != nil {
+	id := topic.NewID()
+	if err := vfs.WriteFileAtomic(vfs.OS, path, []byte(id+"\n")); err != nil {
 		return "", false, fmt.Errorf("cluster: %w", err)
 	}
 	return id, true, nil
-}
-
-// newUUID returns a random (version 4) UUID.
-func newUUID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }

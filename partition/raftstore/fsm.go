@@ -203,7 +203,7 @@ func stageSegments(dir string, m *Manifest, r io.Reader) ([]string, error) {
 			return nil, fmt.Errorf("raftstore: stage snapshot segment %d: %w", i, err)
 		}
 	}
-	return paths, vfs.SyncDir(dir)
+	return paths, vfs.OS.SyncDir(dir)
 }
 
 var _ raft.FSM = (*FSM)(nil)

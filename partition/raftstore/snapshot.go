@@ -600,7 +600,7 @@ func (k *Sink) finish() (published bool, err error) {
 	if err := writeFileSync(filepath.Join(k.dir, metaFileName), b); err != nil {
 		return false, err
 	}
-	if err := vfs.SyncDir(k.dir); err != nil {
+	if err := vfs.OS.SyncDir(k.dir); err != nil {
 		return false, err
 	}
 	s := k.store
@@ -611,7 +611,7 @@ func (k *Sink) finish() (published bool, err error) {
 		return false, err
 	}
 	k.dir = final
-	if err := vfs.SyncDir(s.dir); err != nil {
+	if err := vfs.OS.SyncDir(s.dir); err != nil {
 		return true, err
 	}
 	return true, s.reapLocked()

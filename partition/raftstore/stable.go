@@ -47,7 +47,7 @@ func OpenStableStore(fs vfs.FS, dir string) (*StableStore, error) {
 	if err := fs.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	fs.Remove(s.path + ".tmp") // a write cut short; the file itself is intact
+	fs.Remove(s.path + vfs.TempSuffix) // a write cut short; the file itself is intact
 	f, err := fs.OpenFile(s.path, os.O_RDONLY, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return s, nil
@@ -127,7 +127,7 @@ func (s *StableStore) Set(key, val []byte) error {
 	defer s.mu.Unlock()
 	old, had := s.kv[string(key)]
 	s.kv[string(key)] = append([]byte{}, val...)
-	if err := s.persist(); err != nil {
+	if err := vfs.WriteFileAtomic(s.fs, s.path, s.encode()); err != nil {
 		if had {
 			s.kv[string(key)] = old
 		} else {
@@ -167,29 +167,6 @@ func (s *StableStore) GetUint64(key []byte) (uint64, error) {
 		return 0, fmt.Errorf("raftstore: stable key %q holds %d bytes, not a uint64", key, len(v))
 	}
 	return binary.BigEndian.Uint64(v), nil
-}
-
-func (s *StableStore) persist() error {
-	tmp := s.path + ".tmp"
-	f, err := s.fs.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.WriteAt(s.encode(), 0); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := s.fs.Rename(tmp, s.path); err != nil {
-		return err
-	}
-	return s.fs.SyncDir(s.dir)
 }
 
 var _ raft.StableStore = (*StableStore)(nil)
