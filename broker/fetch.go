@@ -37,22 +37,11 @@ func (f *fetchService) Fetch(ctx context.Context, req *runnelv1.FetchRequest) (*
 	if err := f.s.stopCtx.Err(); err != nil {
 		return nil, callError(w, ErrRegistryClosed)
 	}
-	if req.GetTopic() == "" {
-		return nil, invalidRequest("topic", "fetch: topic is required")
-	}
-	switch req.GetFormat() {
-	case runnelv1.RecordFormat_RECORD_FORMAT_BATCHES, runnelv1.RecordFormat_RECORD_FORMAT_DECODED, runnelv1.RecordFormat_RECORD_FORMAT_TEXT:
-	default:
-		return nil, invalidRequest("format", "fetch: unknown format %d", req.GetFormat())
-	}
-	if mb := req.GetMaxBytes(); mb < 0 || mb > maxFetchBytes {
-		return nil, invalidRequestLimit("max_bytes", maxFetchBytes, "%sfetch: max_bytes %d out of range [0, %d]", w.prefix(), mb, maxFetchBytes)
+	if err := checkRead("fetch", w, req.GetTopic(), req.GetFormat(), req.GetMaxBytes(), int64(req.GetMaxRecords())); err != nil {
+		return nil, err
 	}
 	if mb := req.GetMinBytes(); mb < 0 {
 		return nil, invalidRequestLimit("min_bytes", 0, "%sfetch: min_bytes %d is negative", w.prefix(), mb)
-	}
-	if mr := req.GetMaxRecords(); mr < 0 {
-		return nil, invalidRequestLimit("max_records", 0, "%sfetch: max_records %d is negative", w.prefix(), mr)
 	}
 	wait := partition.DefaultFetchMaxWait
 	if mw := req.GetMaxWait(); mw != nil {
@@ -84,13 +73,7 @@ func (f *fetchService) Fetch(ctx context.Context, req *runnelv1.FetchRequest) (*
 	})
 	f.s.fetching.Add(-1)
 	if err != nil {
-		switch {
-		case f.s.stopCtx.Err() != nil && ctx.Err() == nil:
-			err = fmt.Errorf("%w: %w", ErrRegistryClosed, err)
-		case errors.Is(err, partition.ErrClosed) && !f.s.reg.Exists(req.GetTopic()):
-			err = fmt.Errorf("topic %q: %w (deleted during the fetch)", req.GetTopic(), ErrUnknownTopic)
-		}
-		return nil, callError(w, err)
+		return nil, callError(w, f.readError(ctx, req.GetTopic(), "fetch", err))
 	}
 	if req.GetFormat() != runnelv1.RecordFormat_RECORD_FORMAT_BATCHES {
 		recs, next, err := decodeRecords(res.Batches, req.GetOffset(), int64(req.GetMaxRecords()),
@@ -111,6 +94,39 @@ func (f *fetchService) Fetch(ctx context.Context, req *runnelv1.FetchRequest) (*
 	return &runnelv1.FetchResponse{
 		HighWatermark: res.HighWatermark, LogStartOffset: res.LogStartOffset, NextOffset: next, Batches: batches,
 	}, nil
+}
+
+// checkRead checks what Fetch and Subscribe share: a topic, a known format, max_bytes within
+// [0, maxFetchBytes], max_records not negative.
+func checkRead(call string, w where, topicName string, format runnelv1.RecordFormat, maxBytes int32, maxRecords int64) error {
+	if topicName == "" {
+		return invalidRequest("topic", "%s: topic is required", call)
+	}
+	switch format {
+	case runnelv1.RecordFormat_RECORD_FORMAT_BATCHES, runnelv1.RecordFormat_RECORD_FORMAT_DECODED, runnelv1.RecordFormat_RECORD_FORMAT_TEXT:
+	default:
+		return invalidRequest("format", "%s: unknown format %d", call, format)
+	}
+	if maxBytes < 0 || maxBytes > maxFetchBytes {
+		return invalidRequestLimit("max_bytes", maxFetchBytes, "%s%s: max_bytes %d out of range [0, %d]", w.prefix(), call, maxBytes, maxFetchBytes)
+	}
+	if maxRecords < 0 {
+		return invalidRequestLimit("max_records", 0, "%s%s: max_records %d is negative", w.prefix(), call, maxRecords)
+	}
+	return nil
+}
+
+// readError explains a partition read that failed: the broker stopping (while the caller's
+// own context is live) is SHUTTING_DOWN, and a partition closed because its topic was
+// deleted meanwhile is UNKNOWN_TOPIC.
+func (f *fetchService) readError(ctx context.Context, topicName, call string, err error) error {
+	switch {
+	case f.s.stopCtx.Err() != nil && ctx.Err() == nil:
+		return fmt.Errorf("%w: %w", ErrRegistryClosed, err)
+	case errors.Is(err, partition.ErrClosed) && !f.s.reg.Exists(topicName):
+		return fmt.Errorf("topic %q: %w (deleted during the %s)", topicName, ErrUnknownTopic, call)
+	}
+	return err
 }
 
 // limitRecords keeps the leading whole batches of b up to the one that brings the count of

@@ -229,7 +229,7 @@ func (p *produceService) startBatches(ctx context.Context, call *produceCall, i 
 		res.Error = apiErrorOf(w, err).proto()
 		return res
 	}
-	p.append(ctx, call, w, e.GetTopic(), e.GetPartition(), batches, func(base int64, err *runnelv1.Error) {
+	p.startAppend(ctx, call, w, e.GetTopic(), e.GetPartition(), batches, func(base int64, err *runnelv1.Error) {
 		res.Error = err
 		if err == nil && call.acks != runnelv1.Acks_ACKS_NONE {
 			res.BaseOffset = base
@@ -239,9 +239,9 @@ func (p *produceService) startBatches(ctx context.Context, call *produceCall, i 
 	return res
 }
 
-// append starts one partition's append and registers its acknowledgement; report gets the
+// startAppend starts one partition's append and registers its acknowledgement; report gets the
 // first batch's base offset, or the entry's error (nil for a failure acks=none hides).
-func (p *produceService) append(ctx context.Context, call *produceCall, w where, topicName string, part int32, batches [][]byte, report func(base int64, err *runnelv1.Error)) {
+func (p *produceService) startAppend(ctx context.Context, call *produceCall, w where, topicName string, part int32, batches [][]byte, report func(base int64, err *runnelv1.Error)) {
 	fail := func(err error) {
 		if !p.s.reg.Exists(topicName) && !errors.Is(err, ErrUnknownTopic) && !errors.Is(err, topic.ErrInvalidName) {
 			err = fmt.Errorf("topic %q: %w (deleted during the produce)", topicName, ErrUnknownTopic)

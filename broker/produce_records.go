@@ -83,7 +83,7 @@ func (p *produceService) startRecords(ctx context.Context, call *produceCall, i 
 			// The batch for the sticky partition is complete: the next keyless records move on.
 			p.sticky.OnNewBatch(e.GetTopic(), int(part))
 		}
-		p.append(ctx, call, w, e.GetTopic(), part, [][]byte{batch}, report)
+		p.startAppend(ctx, call, w, e.GetTopic(), part, [][]byte{batch}, report)
 	}
 	return res
 }

@@ -2,8 +2,6 @@ package broker
 
 import (
 	"context"
-	"errors"
-	"fmt"
 
 	"github.com/runnel-io/runnel/partition"
 	runnelv1 "github.com/runnel-io/runnel/proto/runnel/v1"
@@ -23,19 +21,8 @@ func (f *fetchService) Subscribe(req *runnelv1.SubscribeRequest, stream runnelv1
 	if err := f.s.stopCtx.Err(); err != nil {
 		return callError(w, ErrRegistryClosed)
 	}
-	if req.GetTopic() == "" {
-		return invalidRequest("topic", "subscribe: topic is required")
-	}
-	switch req.GetFormat() {
-	case runnelv1.RecordFormat_RECORD_FORMAT_BATCHES, runnelv1.RecordFormat_RECORD_FORMAT_DECODED, runnelv1.RecordFormat_RECORD_FORMAT_TEXT:
-	default:
-		return invalidRequest("format", "subscribe: unknown format %d", req.GetFormat())
-	}
-	if mb := req.GetMaxBytes(); mb < 0 || mb > maxFetchBytes {
-		return invalidRequestLimit("max_bytes", maxFetchBytes, "%ssubscribe: max_bytes %d out of range [0, %d]", w.prefix(), mb, maxFetchBytes)
-	}
-	if mr := req.GetMaxRecords(); mr < 0 {
-		return invalidRequestLimit("max_records", 0, "%ssubscribe: max_records %d is negative", w.prefix(), mr)
+	if err := checkRead("subscribe", w, req.GetTopic(), req.GetFormat(), req.GetMaxBytes(), req.GetMaxRecords()); err != nil {
+		return err
 	}
 	part, err := f.s.reg.Partition(req.GetTopic(), req.GetPartition())
 	if err != nil {
@@ -59,13 +46,7 @@ func (f *fetchService) Subscribe(req *runnelv1.SubscribeRequest, stream runnelv1
 		}
 		res, err := part.Fetch(ctx, next, partition.FetchOptions{MaxBytes: int(req.GetMaxBytes()), MaxWait: wait})
 		if err != nil {
-			switch {
-			case f.s.stopCtx.Err() != nil && stream.Context().Err() == nil:
-				err = fmt.Errorf("%w: %w", ErrRegistryClosed, err)
-			case errors.Is(err, partition.ErrClosed) && !f.s.reg.Exists(req.GetTopic()):
-				err = fmt.Errorf("topic %q: %w (deleted during the subscription)", req.GetTopic(), ErrUnknownTopic)
-			}
-			return callError(w.withOffset(next), err)
+			return callError(w.withOffset(next), f.readError(stream.Context(), req.GetTopic(), "subscription", err))
 		}
 		if len(res.Batches) == 0 && !first {
 			if req.GetStopAtEnd() {
