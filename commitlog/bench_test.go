@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -94,6 +95,46 @@ func BenchmarkAppendConcurrent(b *testing.B) {
 
 // BenchmarkRead reads a 1 GiB log of 1 KiB records in batches of 100 from the page cache:
 // sequentially with a 1 MiB budget, and one batch at a random offset.
+// BenchmarkAppendPaced measures the latency of durable appends arriving at a fixed rate (open
+// loop: append i is due at start + i/rate, and its latency counts from then), each waited for
+// on its own goroutine, as a broker's produce stream does: one 100-byte record per append,
+// SyncGroup. It reports p50/p99 in ms and how many appends each fsync covered. Run it with
+// -benchtime Nx (N appends take N/rate seconds).
+func BenchmarkAppendPaced(b *testing.B) {
+	for _, rate := range []int{5000} {
+		b.Run(fmt.Sprintf("rate=%d/sync=group", rate), func(b *testing.B) {
+			l := benchLog(b, SyncGroup)
+			proto := makeBatch(b, 1, 100, "p", time.Now().UnixMilli())
+			b.SetBytes(int64(len(proto)))
+			lat := make([]time.Duration, b.N)
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			start := time.Now()
+			for i := range b.N {
+				due := start.Add(time.Duration(i) * time.Second / time.Duration(rate))
+				time.Sleep(time.Until(due))
+				_, wait, err := l.AppendAsync(append([]byte(nil), proto...))
+				if err != nil {
+					b.Fatal(err)
+				}
+				wg.Go(func() {
+					if err := wait(); err != nil {
+						b.Error(err)
+					}
+					lat[i] = time.Since(due)
+				})
+			}
+			wg.Wait()
+			b.StopTimer()
+			slices.Sort(lat)
+			ms := func(q float64) float64 { return float64(lat[int(q*float64(len(lat)-1))]) / 1e6 }
+			b.ReportMetric(ms(0.50), "p50-ms")
+			b.ReportMetric(ms(0.99), "p99-ms")
+			b.ReportMetric(float64(b.N)/float64(l.groupSyncs.Load()), "appends/fsync")
+		})
+	}
+}
+
 func BenchmarkRead(b *testing.B) {
 	l := benchLog(b, SyncNone)
 	batch := makeBatch(b, 100, 1024, "r", time.Now().UnixMilli())
