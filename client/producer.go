@@ -296,12 +296,8 @@ func (p *producer) sealLocked(ps *partState) {
 		return
 	}
 	ps.lingerID++
-	// Detach hands over the builder's buffer: the batch is not copied again, and the next one
-	// starts with room for as much as this one held (so a steady load does not regrow it).
-	data, err := ps.b.Detach(min(ps.b.EstimatedSize()+ps.b.EstimatedSize()/8, ps.maxBatch+recordOverhead))
-	if err != nil {
-		ps.b.Reset() // the records fail below; the builder starts over
-	}
+	data, err := ps.b.Build()
+	ps.b.Reset()
 	p.part.OnNewBatch(ps.tp.topic, int(ps.tp.partition))
 	b := &batch{tp: ps.tp, data: data, recs: ps.open, size: ps.openSize, seq: ps.nextSeq, deadline: ps.deadline}
 	ps.nextSeq++

@@ -58,7 +58,7 @@ func NewBuilder(opts BuilderOptions) *Builder {
 
 // Reset empties the builder, keeping its options and buffers.
 func (b *Builder) Reset() {
-	b.recs = b.recs[:min(len(b.recs), HeaderSize)]
+	b.recs = b.recs[:0]
 	b.n = 0
 	b.baseTS, b.maxTS = 0, 0
 	b.tooLong = false
@@ -78,16 +78,7 @@ func (b *Builder) Len() int { return b.n }
 // compression: HeaderSize plus the encoded records. With compression it is
 // an upper estimate (barring incompressible data, which codecs grow by a
 // fraction of a percent).
-func (b *Builder) EstimatedSize() int { return HeaderSize + len(b.records()) }
-
-// records returns the encoded records: b.recs after the HeaderSize bytes reserved for the
-// batch header (so that Detach can finish the batch in place).
-func (b *Builder) records() []byte {
-	if len(b.recs) < HeaderSize {
-		return nil
-	}
-	return b.recs[HeaderSize:]
-}
+func (b *Builder) EstimatedSize() int { return HeaderSize + len(b.recs) }
 
 // nullableSize is the encoded size of a nullable byte string.
 func nullableSize(v []byte) int {
@@ -125,9 +116,6 @@ func (b *Builder) Add(r Record) {
 	if body > math.MaxInt32 || len(r.Key) > math.MaxInt32 || len(r.Value) > math.MaxInt32 {
 		b.tooLong = true
 		return
-	}
-	if len(b.recs) < HeaderSize {
-		b.recs = append(b.recs[:0], make([]byte, HeaderSize)...)
 	}
 	b.recs = slices.Grow(b.recs, sizeVarint(int32(body))+body)
 	p := b.recs
@@ -195,9 +183,9 @@ func (b *Builder) check() error {
 // payload returns the records region, compressed if configured.
 func (b *Builder) payload() ([]byte, error) {
 	if b.opts.Compression == CompressionNone {
-		return b.records(), nil
+		return b.recs, nil
 	}
-	comp, err := compress(b.comp[:0], b.opts.Compression, b.opts.CompressionLevel, b.records())
+	comp, err := compress(b.comp[:0], b.opts.Compression, b.opts.CompressionLevel, b.recs)
 	if err != nil {
 		return nil, err
 	}
@@ -215,15 +203,6 @@ func (b *Builder) appendBatch(dst, payload []byte) ([]byte, error) {
 	dst = dst[:at+total]
 	out := dst[at:]
 
-	b.putHeader(out, total)
-	copy(out[HeaderSize:], payload)
-	be.PutUint32(out[OffCRC:], ComputeCRC(out))
-	return dst, nil
-}
-
-// putHeader writes the batch header of a batch of total bytes into out[:HeaderSize] (the CRC
-// field is left for the caller, once the records follow).
-func (b *Builder) putHeader(out []byte, total int) {
 	attrs := uint16(b.opts.Compression)
 	if b.opts.Transactional {
 		attrs |= AttrTransactional
@@ -247,34 +226,7 @@ func (b *Builder) putHeader(out []byte, total int) {
 	be.PutUint16(out[OffProducerEpoch:], uint16(epoch))
 	be.PutUint32(out[OffBaseSequence:], uint32(seq))
 	be.PutUint32(out[OffRecordCount:], uint32(b.n))
-}
-
-// Detach is Build without the copy: for an uncompressed batch it finishes the batch in the
-// builder's own buffer (whose first HeaderSize bytes were kept for the header) and hands that
-// buffer to the caller, who owns it; the builder is then empty and starts a new buffer of
-// capacity sizeHint (at least what the next record needs) on the next Add. A compressed batch
-// is built by Build (the compressed bytes are a copy anyway) and the builder is Reset.
-func (b *Builder) Detach(sizeHint int) ([]byte, error) {
-	if b.opts.Compression != CompressionNone {
-		out, err := b.Build()
-		if err == nil {
-			b.Reset()
-		}
-		return out, err
-	}
-	if err := b.check(); err != nil {
-		return nil, err
-	}
-	total := len(b.recs)
-	if int64(total)-LogOverhead > math.MaxInt32 {
-		return nil, errors.New("recordbatch: batch exceeds 2 GiB")
-	}
-	out := b.recs
-	b.putHeader(out, total)
+	copy(out[HeaderSize:], payload)
 	be.PutUint32(out[OffCRC:], ComputeCRC(out))
-	b.recs = make([]byte, HeaderSize, max(sizeHint, HeaderSize))
-	b.n = 0
-	b.baseTS, b.maxTS = 0, 0
-	b.tooLong = false
-	return out, nil
+	return dst, nil
 }
