@@ -137,6 +137,156 @@ func (BrokerState) EnumDescriptor() ([]byte, []int) {
 	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{1}
 }
 
+type RebalanceClusterRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RebalanceClusterRequest) Reset() {
+	*x = RebalanceClusterRequest{}
+	mi := &file_runnel_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RebalanceClusterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RebalanceClusterRequest) ProtoMessage() {}
+
+func (x *RebalanceClusterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_runnel_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RebalanceClusterRequest.ProtoReflect.Descriptor instead.
+func (*RebalanceClusterRequest) Descriptor() ([]byte, []int) {
+	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+type RebalanceClusterResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The replica moves decided, in the order topic, partition. Empty when already balanced.
+	Moves         []*ReplicaMove `protobuf:"bytes,1,rep,name=moves,proto3" json:"moves,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RebalanceClusterResponse) Reset() {
+	*x = RebalanceClusterResponse{}
+	mi := &file_runnel_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RebalanceClusterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RebalanceClusterResponse) ProtoMessage() {}
+
+func (x *RebalanceClusterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_runnel_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RebalanceClusterResponse.ProtoReflect.Descriptor instead.
+func (*RebalanceClusterResponse) Descriptor() ([]byte, []int) {
+	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RebalanceClusterResponse) GetMoves() []*ReplicaMove {
+	if x != nil {
+		return x.Moves
+	}
+	return nil
+}
+
+// One replica moved from one broker to another.
+type ReplicaMove struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Topic         string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition     int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	FromBrokerId  int32                  `protobuf:"varint,3,opt,name=from_broker_id,json=fromBrokerId,proto3" json:"from_broker_id,omitempty"`
+	ToBrokerId    int32                  `protobuf:"varint,4,opt,name=to_broker_id,json=toBrokerId,proto3" json:"to_broker_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaMove) Reset() {
+	*x = ReplicaMove{}
+	mi := &file_runnel_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaMove) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaMove) ProtoMessage() {}
+
+func (x *ReplicaMove) ProtoReflect() protoreflect.Message {
+	mi := &file_runnel_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaMove.ProtoReflect.Descriptor instead.
+func (*ReplicaMove) Descriptor() ([]byte, []int) {
+	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ReplicaMove) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *ReplicaMove) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *ReplicaMove) GetFromBrokerId() int32 {
+	if x != nil {
+		return x.FromBrokerId
+	}
+	return 0
+}
+
+func (x *ReplicaMove) GetToBrokerId() int32 {
+	if x != nil {
+		return x.ToBrokerId
+	}
+	return 0
+}
+
 // CreateTopic's request.
 type CreateTopicRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -180,7 +330,7 @@ type CreateTopicRequest struct {
 
 func (x *CreateTopicRequest) Reset() {
 	*x = CreateTopicRequest{}
-	mi := &file_runnel_v1_admin_proto_msgTypes[0]
+	mi := &file_runnel_v1_admin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -192,7 +342,7 @@ func (x *CreateTopicRequest) String() string {
 func (*CreateTopicRequest) ProtoMessage() {}
 
 func (x *CreateTopicRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_runnel_v1_admin_proto_msgTypes[0]
+	mi := &file_runnel_v1_admin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -205,7 +355,7 @@ func (x *CreateTopicRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTopicRequest.ProtoReflect.Descriptor instead.
 func (*CreateTopicRequest) Descriptor() ([]byte, []int) {
-	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CreateTopicRequest) GetName() string {
@@ -256,7 +406,7 @@ type CreateTopicResponse struct {
 
 func (x *CreateTopicResponse) Reset() {
 	*x = CreateTopicResponse{}
-	mi := &file_runnel_v1_admin_proto_msgTypes[1]
+	mi := &file_runnel_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -268,7 +418,7 @@ func (x *CreateTopicResponse) String() string {
 func (*CreateTopicResponse) ProtoMessage() {}
 
 func (x *CreateTopicResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_runnel_v1_admin_proto_msgTypes[1]
+	mi := &file_runnel_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -281,7 +431,7 @@ func (x *CreateTopicResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTopicResponse.ProtoReflect.Descriptor instead.
 func (*CreateTopicResponse) Descriptor() ([]byte, []int) {
-	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateTopicResponse) GetTopic() *TopicSummary {
@@ -309,7 +459,7 @@ type DeleteTopicRequest struct {
 
 func (x *DeleteTopicRequest) Reset() {
 	*x = DeleteTopicRequest{}
-	mi := &file_runnel_v1_admin_proto_msgTypes[2]
+	mi := &file_runnel_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -321,7 +471,7 @@ func (x *DeleteTopicRequest) String() string {
 func (*DeleteTopicRequest) ProtoMessage() {}
 
 func (x *DeleteTopicRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_runnel_v1_admin_proto_msgTypes[2]
+	mi := &file_runnel_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -334,7 +484,7 @@ func (x *DeleteTopicRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTopicRequest.ProtoReflect.Descriptor instead.
 func (*DeleteTopicRequest) Descriptor() ([]byte, []int) {
-	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DeleteTopicRequest) GetName() string {
@@ -353,7 +503,7 @@ type DeleteTopicResponse struct {
 
 func (x *DeleteTopicResponse) Reset() {
 	*x = DeleteTopicResponse{}
-	mi := &file_runnel_v1_admin_proto_msgTypes[3]
+	mi := &file_runnel_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -365,7 +515,7 @@ func (x *DeleteTopicResponse) String() string {
 func (*DeleteTopicResponse) ProtoMessage() {}
 
 func (x *DeleteTopicResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_runnel_v1_admin_proto_msgTypes[3]
+	mi := &file_runnel_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -378,7 +528,7 @@ func (x *DeleteTopicResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTopicResponse.ProtoReflect.Descriptor instead.
 func (*DeleteTopicResponse) Descriptor() ([]byte, []int) {
-	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 // ListTopics' request (empty; filters may be added).
@@ -390,7 +540,7 @@ type ListTopicsRequest struct {
 
 func (x *ListTopicsRequest) Reset() {
 	*x = ListTopicsRequest{}
-	mi := &file_runnel_v1_admin_proto_msgTypes[4]
+	mi := &file_runnel_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -402,7 +552,7 @@ func (x *ListTopicsRequest) String() string {
 func (*ListTopicsRequest) ProtoMessage() {}
 
 func (x *ListTopicsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_runnel_v1_admin_proto_msgTypes[4]
+	mi := &file_runnel_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -415,7 +565,7 @@ func (x *ListTopicsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTopicsRequest.ProtoReflect.Descriptor instead.
 func (*ListTopicsRequest) Descriptor() ([]byte, []int) {
-	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 // ListTopics' response.
@@ -429,7 +579,7 @@ type ListTopicsResponse struct {
 
 func (x *ListTopicsResponse) Reset() {
 	*x = ListTopicsResponse{}
-	mi := &file_runnel_v1_admin_proto_msgTypes[5]
+	mi := &file_runnel_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -441,7 +591,7 @@ func (x *ListTopicsResponse) String() string {
 func (*ListTopicsResponse) ProtoMessage() {}
 
 func (x *ListTopicsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_runnel_v1_admin_proto_msgTypes[5]
+	mi := &file_runnel_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -454,7 +604,7 @@ func (x *ListTopicsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTopicsResponse.ProtoReflect.Descriptor instead.
 func (*ListTopicsResponse) Descriptor() ([]byte, []int) {
-	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListTopicsResponse) GetTopics() []*TopicSummary {
@@ -483,7 +633,7 @@ type TopicSummary struct {
 
 func (x *TopicSummary) Reset() {
 	*x = TopicSummary{}
-	mi := &file_runnel_v1_admin_proto_msgTypes[6]
+	mi := &file_runnel_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -495,7 +645,7 @@ func (x *TopicSummary) String() string {
 func (*TopicSummary) ProtoMessage() {}
 
 func (x *TopicSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_runnel_v1_admin_proto_msgTypes[6]
+	mi := &file_runnel_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -508,7 +658,7 @@ func (x *TopicSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicSummary.ProtoReflect.Descriptor instead.
 func (*TopicSummary) Descriptor() ([]byte, []int) {
-	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *TopicSummary) GetName() string {
@@ -550,7 +700,7 @@ type DescribeTopicRequest struct {
 
 func (x *DescribeTopicRequest) Reset() {
 	*x = DescribeTopicRequest{}
-	mi := &file_runnel_v1_admin_proto_msgTypes[7]
+	mi := &file_runnel_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -562,7 +712,7 @@ func (x *DescribeTopicRequest) String() string {
 func (*DescribeTopicRequest) ProtoMessage() {}
 
 func (x *DescribeTopicRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_runnel_v1_admin_proto_msgTypes[7]
+	mi := &file_runnel_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -575,7 +725,7 @@ func (x *DescribeTopicRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicRequest.ProtoReflect.Descriptor instead.
 func (*DescribeTopicRequest) Descriptor() ([]byte, []int) {
-	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DescribeTopicRequest) GetName() string {
@@ -600,7 +750,7 @@ type DescribeTopicResponse struct {
 
 func (x *DescribeTopicResponse) Reset() {
 	*x = DescribeTopicResponse{}
-	mi := &file_runnel_v1_admin_proto_msgTypes[8]
+	mi := &file_runnel_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -612,7 +762,7 @@ func (x *DescribeTopicResponse) String() string {
 func (*DescribeTopicResponse) ProtoMessage() {}
 
 func (x *DescribeTopicResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_runnel_v1_admin_proto_msgTypes[8]
+	mi := &file_runnel_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -625,7 +775,7 @@ func (x *DescribeTopicResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicResponse.ProtoReflect.Descriptor instead.
 func (*DescribeTopicResponse) Descriptor() ([]byte, []int) {
-	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DescribeTopicResponse) GetTopic() *TopicSummary {
@@ -679,7 +829,7 @@ type PartitionDescription struct {
 
 func (x *PartitionDescription) Reset() {
 	*x = PartitionDescription{}
-	mi := &file_runnel_v1_admin_proto_msgTypes[9]
+	mi := &file_runnel_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -691,7 +841,7 @@ func (x *PartitionDescription) String() string {
 func (*PartitionDescription) ProtoMessage() {}
 
 func (x *PartitionDescription) ProtoReflect() protoreflect.Message {
-	mi := &file_runnel_v1_admin_proto_msgTypes[9]
+	mi := &file_runnel_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -704,7 +854,7 @@ func (x *PartitionDescription) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionDescription.ProtoReflect.Descriptor instead.
 func (*PartitionDescription) Descriptor() ([]byte, []int) {
-	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PartitionDescription) GetPartition() int32 {
@@ -778,7 +928,7 @@ type ConfigEntry struct {
 
 func (x *ConfigEntry) Reset() {
 	*x = ConfigEntry{}
-	mi := &file_runnel_v1_admin_proto_msgTypes[10]
+	mi := &file_runnel_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -790,7 +940,7 @@ func (x *ConfigEntry) String() string {
 func (*ConfigEntry) ProtoMessage() {}
 
 func (x *ConfigEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_runnel_v1_admin_proto_msgTypes[10]
+	mi := &file_runnel_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -803,7 +953,7 @@ func (x *ConfigEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigEntry.ProtoReflect.Descriptor instead.
 func (*ConfigEntry) Descriptor() ([]byte, []int) {
-	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ConfigEntry) GetName() string {
@@ -845,7 +995,7 @@ type AlterTopicConfigsRequest struct {
 
 func (x *AlterTopicConfigsRequest) Reset() {
 	*x = AlterTopicConfigsRequest{}
-	mi := &file_runnel_v1_admin_proto_msgTypes[11]
+	mi := &file_runnel_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -857,7 +1007,7 @@ func (x *AlterTopicConfigsRequest) String() string {
 func (*AlterTopicConfigsRequest) ProtoMessage() {}
 
 func (x *AlterTopicConfigsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_runnel_v1_admin_proto_msgTypes[11]
+	mi := &file_runnel_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -870,7 +1020,7 @@ func (x *AlterTopicConfigsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterTopicConfigsRequest.ProtoReflect.Descriptor instead.
 func (*AlterTopicConfigsRequest) Descriptor() ([]byte, []int) {
-	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AlterTopicConfigsRequest) GetName() string {
@@ -913,7 +1063,7 @@ type AlterTopicConfigsResponse struct {
 
 func (x *AlterTopicConfigsResponse) Reset() {
 	*x = AlterTopicConfigsResponse{}
-	mi := &file_runnel_v1_admin_proto_msgTypes[12]
+	mi := &file_runnel_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -925,7 +1075,7 @@ func (x *AlterTopicConfigsResponse) String() string {
 func (*AlterTopicConfigsResponse) ProtoMessage() {}
 
 func (x *AlterTopicConfigsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_runnel_v1_admin_proto_msgTypes[12]
+	mi := &file_runnel_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -938,7 +1088,7 @@ func (x *AlterTopicConfigsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterTopicConfigsResponse.ProtoReflect.Descriptor instead.
 func (*AlterTopicConfigsResponse) Descriptor() ([]byte, []int) {
-	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AlterTopicConfigsResponse) GetConfigs() []*ConfigEntry {
@@ -957,7 +1107,7 @@ type DescribeClusterRequest struct {
 
 func (x *DescribeClusterRequest) Reset() {
 	*x = DescribeClusterRequest{}
-	mi := &file_runnel_v1_admin_proto_msgTypes[13]
+	mi := &file_runnel_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -969,7 +1119,7 @@ func (x *DescribeClusterRequest) String() string {
 func (*DescribeClusterRequest) ProtoMessage() {}
 
 func (x *DescribeClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_runnel_v1_admin_proto_msgTypes[13]
+	mi := &file_runnel_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -982,7 +1132,7 @@ func (x *DescribeClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeClusterRequest.ProtoReflect.Descriptor instead.
 func (*DescribeClusterRequest) Descriptor() ([]byte, []int) {
-	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 // DescribeCluster's response.
@@ -1004,7 +1154,7 @@ type DescribeClusterResponse struct {
 
 func (x *DescribeClusterResponse) Reset() {
 	*x = DescribeClusterResponse{}
-	mi := &file_runnel_v1_admin_proto_msgTypes[14]
+	mi := &file_runnel_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1016,7 +1166,7 @@ func (x *DescribeClusterResponse) String() string {
 func (*DescribeClusterResponse) ProtoMessage() {}
 
 func (x *DescribeClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_runnel_v1_admin_proto_msgTypes[14]
+	mi := &file_runnel_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1029,7 +1179,7 @@ func (x *DescribeClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeClusterResponse.ProtoReflect.Descriptor instead.
 func (*DescribeClusterResponse) Descriptor() ([]byte, []int) {
-	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DescribeClusterResponse) GetClusterId() string {
@@ -1081,7 +1231,7 @@ type Broker struct {
 
 func (x *Broker) Reset() {
 	*x = Broker{}
-	mi := &file_runnel_v1_admin_proto_msgTypes[15]
+	mi := &file_runnel_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1093,7 +1243,7 @@ func (x *Broker) String() string {
 func (*Broker) ProtoMessage() {}
 
 func (x *Broker) ProtoReflect() protoreflect.Message {
-	mi := &file_runnel_v1_admin_proto_msgTypes[15]
+	mi := &file_runnel_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1106,7 +1256,7 @@ func (x *Broker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Broker.ProtoReflect.Descriptor instead.
 func (*Broker) Descriptor() ([]byte, []int) {
-	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Broker) GetId() int32 {
@@ -1163,7 +1313,7 @@ type GetMetadataRequest struct {
 
 func (x *GetMetadataRequest) Reset() {
 	*x = GetMetadataRequest{}
-	mi := &file_runnel_v1_admin_proto_msgTypes[16]
+	mi := &file_runnel_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1175,7 +1325,7 @@ func (x *GetMetadataRequest) String() string {
 func (*GetMetadataRequest) ProtoMessage() {}
 
 func (x *GetMetadataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_runnel_v1_admin_proto_msgTypes[16]
+	mi := &file_runnel_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1188,7 +1338,7 @@ func (x *GetMetadataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMetadataRequest.ProtoReflect.Descriptor instead.
 func (*GetMetadataRequest) Descriptor() ([]byte, []int) {
-	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetMetadataRequest) GetTopics() []string {
@@ -1215,7 +1365,7 @@ type GetMetadataResponse struct {
 
 func (x *GetMetadataResponse) Reset() {
 	*x = GetMetadataResponse{}
-	mi := &file_runnel_v1_admin_proto_msgTypes[17]
+	mi := &file_runnel_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1227,7 +1377,7 @@ func (x *GetMetadataResponse) String() string {
 func (*GetMetadataResponse) ProtoMessage() {}
 
 func (x *GetMetadataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_runnel_v1_admin_proto_msgTypes[17]
+	mi := &file_runnel_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1240,7 +1390,7 @@ func (x *GetMetadataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMetadataResponse.ProtoReflect.Descriptor instead.
 func (*GetMetadataResponse) Descriptor() ([]byte, []int) {
-	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetMetadataResponse) GetClusterId() string {
@@ -1289,7 +1439,7 @@ type TopicMetadata struct {
 
 func (x *TopicMetadata) Reset() {
 	*x = TopicMetadata{}
-	mi := &file_runnel_v1_admin_proto_msgTypes[18]
+	mi := &file_runnel_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1301,7 +1451,7 @@ func (x *TopicMetadata) String() string {
 func (*TopicMetadata) ProtoMessage() {}
 
 func (x *TopicMetadata) ProtoReflect() protoreflect.Message {
-	mi := &file_runnel_v1_admin_proto_msgTypes[18]
+	mi := &file_runnel_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1314,7 +1464,7 @@ func (x *TopicMetadata) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicMetadata.ProtoReflect.Descriptor instead.
 func (*TopicMetadata) Descriptor() ([]byte, []int) {
-	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TopicMetadata) GetName() string {
@@ -1365,7 +1515,7 @@ type PartitionMetadata struct {
 
 func (x *PartitionMetadata) Reset() {
 	*x = PartitionMetadata{}
-	mi := &file_runnel_v1_admin_proto_msgTypes[19]
+	mi := &file_runnel_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1377,7 +1527,7 @@ func (x *PartitionMetadata) String() string {
 func (*PartitionMetadata) ProtoMessage() {}
 
 func (x *PartitionMetadata) ProtoReflect() protoreflect.Message {
-	mi := &file_runnel_v1_admin_proto_msgTypes[19]
+	mi := &file_runnel_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1390,7 +1540,7 @@ func (x *PartitionMetadata) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionMetadata.ProtoReflect.Descriptor instead.
 func (*PartitionMetadata) Descriptor() ([]byte, []int) {
-	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_runnel_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PartitionMetadata) GetPartition() int32 {
@@ -1432,7 +1582,16 @@ var File_runnel_v1_admin_proto protoreflect.FileDescriptor
 
 const file_runnel_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x15runnel/v1/admin.proto\x12\trunnel.v1\x1a\x16runnel/v1/common.proto\"\x9e\x02\n" +
+	"\x15runnel/v1/admin.proto\x12\trunnel.v1\x1a\x16runnel/v1/common.proto\"\x19\n" +
+	"\x17RebalanceClusterRequest\"H\n" +
+	"\x18RebalanceClusterResponse\x12,\n" +
+	"\x05moves\x18\x01 \x03(\v2\x16.runnel.v1.ReplicaMoveR\x05moves\"\x89\x01\n" +
+	"\vReplicaMove\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12$\n" +
+	"\x0efrom_broker_id\x18\x03 \x01(\x05R\ffromBrokerId\x12 \n" +
+	"\fto_broker_id\x18\x04 \x01(\x05R\n" +
+	"toBrokerId\"\x9e\x02\n" +
 	"\x12CreateTopicRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1e\n" +
 	"\n" +
@@ -1534,7 +1693,7 @@ const file_runnel_v1_admin_proto_rawDesc = "" +
 	"\x12BROKER_STATE_ALIVE\x10\x01\x12\x18\n" +
 	"\x14BROKER_STATE_LEAVING\x10\x02\x12\x15\n" +
 	"\x11BROKER_STATE_LEFT\x10\x03\x12\x17\n" +
-	"\x13BROKER_STATE_FAILED\x10\x042\xd1\x04\n" +
+	"\x13BROKER_STATE_FAILED\x10\x042\xae\x05\n" +
 	"\fAdminService\x12L\n" +
 	"\vCreateTopic\x12\x1d.runnel.v1.CreateTopicRequest\x1a\x1e.runnel.v1.CreateTopicResponse\x12L\n" +
 	"\vDeleteTopic\x12\x1d.runnel.v1.DeleteTopicRequest\x1a\x1e.runnel.v1.DeleteTopicResponse\x12I\n" +
@@ -1543,7 +1702,8 @@ const file_runnel_v1_admin_proto_rawDesc = "" +
 	"\rDescribeTopic\x12\x1f.runnel.v1.DescribeTopicRequest\x1a .runnel.v1.DescribeTopicResponse\x12^\n" +
 	"\x11AlterTopicConfigs\x12#.runnel.v1.AlterTopicConfigsRequest\x1a$.runnel.v1.AlterTopicConfigsResponse\x12X\n" +
 	"\x0fDescribeCluster\x12!.runnel.v1.DescribeClusterRequest\x1a\".runnel.v1.DescribeClusterResponse\x12L\n" +
-	"\vGetMetadata\x12\x1d.runnel.v1.GetMetadataRequest\x1a\x1e.runnel.v1.GetMetadataResponseB6Z4github.com/runnel-io/runnel/proto/runnel/v1;runnelv1b\x06proto3"
+	"\vGetMetadata\x12\x1d.runnel.v1.GetMetadataRequest\x1a\x1e.runnel.v1.GetMetadataResponse\x12[\n" +
+	"\x10RebalanceCluster\x12\".runnel.v1.RebalanceClusterRequest\x1a#.runnel.v1.RebalanceClusterResponseB6Z4github.com/runnel-io/runnel/proto/runnel/v1;runnelv1b\x06proto3"
 
 var (
 	file_runnel_v1_admin_proto_rawDescOnce sync.Once
@@ -1558,70 +1718,76 @@ func file_runnel_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_runnel_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_runnel_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_runnel_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_runnel_v1_admin_proto_goTypes = []any{
 	(ConfigSource)(0),                 // 0: runnel.v1.ConfigSource
 	(BrokerState)(0),                  // 1: runnel.v1.BrokerState
-	(*CreateTopicRequest)(nil),        // 2: runnel.v1.CreateTopicRequest
-	(*CreateTopicResponse)(nil),       // 3: runnel.v1.CreateTopicResponse
-	(*DeleteTopicRequest)(nil),        // 4: runnel.v1.DeleteTopicRequest
-	(*DeleteTopicResponse)(nil),       // 5: runnel.v1.DeleteTopicResponse
-	(*ListTopicsRequest)(nil),         // 6: runnel.v1.ListTopicsRequest
-	(*ListTopicsResponse)(nil),        // 7: runnel.v1.ListTopicsResponse
-	(*TopicSummary)(nil),              // 8: runnel.v1.TopicSummary
-	(*DescribeTopicRequest)(nil),      // 9: runnel.v1.DescribeTopicRequest
-	(*DescribeTopicResponse)(nil),     // 10: runnel.v1.DescribeTopicResponse
-	(*PartitionDescription)(nil),      // 11: runnel.v1.PartitionDescription
-	(*ConfigEntry)(nil),               // 12: runnel.v1.ConfigEntry
-	(*AlterTopicConfigsRequest)(nil),  // 13: runnel.v1.AlterTopicConfigsRequest
-	(*AlterTopicConfigsResponse)(nil), // 14: runnel.v1.AlterTopicConfigsResponse
-	(*DescribeClusterRequest)(nil),    // 15: runnel.v1.DescribeClusterRequest
-	(*DescribeClusterResponse)(nil),   // 16: runnel.v1.DescribeClusterResponse
-	(*Broker)(nil),                    // 17: runnel.v1.Broker
-	(*GetMetadataRequest)(nil),        // 18: runnel.v1.GetMetadataRequest
-	(*GetMetadataResponse)(nil),       // 19: runnel.v1.GetMetadataResponse
-	(*TopicMetadata)(nil),             // 20: runnel.v1.TopicMetadata
-	(*PartitionMetadata)(nil),         // 21: runnel.v1.PartitionMetadata
-	nil,                               // 22: runnel.v1.CreateTopicRequest.ConfigsEntry
-	nil,                               // 23: runnel.v1.AlterTopicConfigsRequest.SetEntry
-	(*Error)(nil),                     // 24: runnel.v1.Error
+	(*RebalanceClusterRequest)(nil),   // 2: runnel.v1.RebalanceClusterRequest
+	(*RebalanceClusterResponse)(nil),  // 3: runnel.v1.RebalanceClusterResponse
+	(*ReplicaMove)(nil),               // 4: runnel.v1.ReplicaMove
+	(*CreateTopicRequest)(nil),        // 5: runnel.v1.CreateTopicRequest
+	(*CreateTopicResponse)(nil),       // 6: runnel.v1.CreateTopicResponse
+	(*DeleteTopicRequest)(nil),        // 7: runnel.v1.DeleteTopicRequest
+	(*DeleteTopicResponse)(nil),       // 8: runnel.v1.DeleteTopicResponse
+	(*ListTopicsRequest)(nil),         // 9: runnel.v1.ListTopicsRequest
+	(*ListTopicsResponse)(nil),        // 10: runnel.v1.ListTopicsResponse
+	(*TopicSummary)(nil),              // 11: runnel.v1.TopicSummary
+	(*DescribeTopicRequest)(nil),      // 12: runnel.v1.DescribeTopicRequest
+	(*DescribeTopicResponse)(nil),     // 13: runnel.v1.DescribeTopicResponse
+	(*PartitionDescription)(nil),      // 14: runnel.v1.PartitionDescription
+	(*ConfigEntry)(nil),               // 15: runnel.v1.ConfigEntry
+	(*AlterTopicConfigsRequest)(nil),  // 16: runnel.v1.AlterTopicConfigsRequest
+	(*AlterTopicConfigsResponse)(nil), // 17: runnel.v1.AlterTopicConfigsResponse
+	(*DescribeClusterRequest)(nil),    // 18: runnel.v1.DescribeClusterRequest
+	(*DescribeClusterResponse)(nil),   // 19: runnel.v1.DescribeClusterResponse
+	(*Broker)(nil),                    // 20: runnel.v1.Broker
+	(*GetMetadataRequest)(nil),        // 21: runnel.v1.GetMetadataRequest
+	(*GetMetadataResponse)(nil),       // 22: runnel.v1.GetMetadataResponse
+	(*TopicMetadata)(nil),             // 23: runnel.v1.TopicMetadata
+	(*PartitionMetadata)(nil),         // 24: runnel.v1.PartitionMetadata
+	nil,                               // 25: runnel.v1.CreateTopicRequest.ConfigsEntry
+	nil,                               // 26: runnel.v1.AlterTopicConfigsRequest.SetEntry
+	(*Error)(nil),                     // 27: runnel.v1.Error
 }
 var file_runnel_v1_admin_proto_depIdxs = []int32{
-	22, // 0: runnel.v1.CreateTopicRequest.configs:type_name -> runnel.v1.CreateTopicRequest.ConfigsEntry
-	8,  // 1: runnel.v1.CreateTopicResponse.topic:type_name -> runnel.v1.TopicSummary
-	12, // 2: runnel.v1.CreateTopicResponse.configs:type_name -> runnel.v1.ConfigEntry
-	8,  // 3: runnel.v1.ListTopicsResponse.topics:type_name -> runnel.v1.TopicSummary
-	8,  // 4: runnel.v1.DescribeTopicResponse.topic:type_name -> runnel.v1.TopicSummary
-	11, // 5: runnel.v1.DescribeTopicResponse.partitions:type_name -> runnel.v1.PartitionDescription
-	12, // 6: runnel.v1.DescribeTopicResponse.configs:type_name -> runnel.v1.ConfigEntry
-	0,  // 7: runnel.v1.ConfigEntry.source:type_name -> runnel.v1.ConfigSource
-	23, // 8: runnel.v1.AlterTopicConfigsRequest.set:type_name -> runnel.v1.AlterTopicConfigsRequest.SetEntry
-	12, // 9: runnel.v1.AlterTopicConfigsResponse.configs:type_name -> runnel.v1.ConfigEntry
-	17, // 10: runnel.v1.DescribeClusterResponse.brokers:type_name -> runnel.v1.Broker
-	1,  // 11: runnel.v1.Broker.state:type_name -> runnel.v1.BrokerState
-	17, // 12: runnel.v1.GetMetadataResponse.brokers:type_name -> runnel.v1.Broker
-	20, // 13: runnel.v1.GetMetadataResponse.topics:type_name -> runnel.v1.TopicMetadata
-	21, // 14: runnel.v1.TopicMetadata.partitions:type_name -> runnel.v1.PartitionMetadata
-	24, // 15: runnel.v1.TopicMetadata.error:type_name -> runnel.v1.Error
-	2,  // 16: runnel.v1.AdminService.CreateTopic:input_type -> runnel.v1.CreateTopicRequest
-	4,  // 17: runnel.v1.AdminService.DeleteTopic:input_type -> runnel.v1.DeleteTopicRequest
-	6,  // 18: runnel.v1.AdminService.ListTopics:input_type -> runnel.v1.ListTopicsRequest
-	9,  // 19: runnel.v1.AdminService.DescribeTopic:input_type -> runnel.v1.DescribeTopicRequest
-	13, // 20: runnel.v1.AdminService.AlterTopicConfigs:input_type -> runnel.v1.AlterTopicConfigsRequest
-	15, // 21: runnel.v1.AdminService.DescribeCluster:input_type -> runnel.v1.DescribeClusterRequest
-	18, // 22: runnel.v1.AdminService.GetMetadata:input_type -> runnel.v1.GetMetadataRequest
-	3,  // 23: runnel.v1.AdminService.CreateTopic:output_type -> runnel.v1.CreateTopicResponse
-	5,  // 24: runnel.v1.AdminService.DeleteTopic:output_type -> runnel.v1.DeleteTopicResponse
-	7,  // 25: runnel.v1.AdminService.ListTopics:output_type -> runnel.v1.ListTopicsResponse
-	10, // 26: runnel.v1.AdminService.DescribeTopic:output_type -> runnel.v1.DescribeTopicResponse
-	14, // 27: runnel.v1.AdminService.AlterTopicConfigs:output_type -> runnel.v1.AlterTopicConfigsResponse
-	16, // 28: runnel.v1.AdminService.DescribeCluster:output_type -> runnel.v1.DescribeClusterResponse
-	19, // 29: runnel.v1.AdminService.GetMetadata:output_type -> runnel.v1.GetMetadataResponse
-	23, // [23:30] is the sub-list for method output_type
-	16, // [16:23] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	4,  // 0: runnel.v1.RebalanceClusterResponse.moves:type_name -> runnel.v1.ReplicaMove
+	25, // 1: runnel.v1.CreateTopicRequest.configs:type_name -> runnel.v1.CreateTopicRequest.ConfigsEntry
+	11, // 2: runnel.v1.CreateTopicResponse.topic:type_name -> runnel.v1.TopicSummary
+	15, // 3: runnel.v1.CreateTopicResponse.configs:type_name -> runnel.v1.ConfigEntry
+	11, // 4: runnel.v1.ListTopicsResponse.topics:type_name -> runnel.v1.TopicSummary
+	11, // 5: runnel.v1.DescribeTopicResponse.topic:type_name -> runnel.v1.TopicSummary
+	14, // 6: runnel.v1.DescribeTopicResponse.partitions:type_name -> runnel.v1.PartitionDescription
+	15, // 7: runnel.v1.DescribeTopicResponse.configs:type_name -> runnel.v1.ConfigEntry
+	0,  // 8: runnel.v1.ConfigEntry.source:type_name -> runnel.v1.ConfigSource
+	26, // 9: runnel.v1.AlterTopicConfigsRequest.set:type_name -> runnel.v1.AlterTopicConfigsRequest.SetEntry
+	15, // 10: runnel.v1.AlterTopicConfigsResponse.configs:type_name -> runnel.v1.ConfigEntry
+	20, // 11: runnel.v1.DescribeClusterResponse.brokers:type_name -> runnel.v1.Broker
+	1,  // 12: runnel.v1.Broker.state:type_name -> runnel.v1.BrokerState
+	20, // 13: runnel.v1.GetMetadataResponse.brokers:type_name -> runnel.v1.Broker
+	23, // 14: runnel.v1.GetMetadataResponse.topics:type_name -> runnel.v1.TopicMetadata
+	24, // 15: runnel.v1.TopicMetadata.partitions:type_name -> runnel.v1.PartitionMetadata
+	27, // 16: runnel.v1.TopicMetadata.error:type_name -> runnel.v1.Error
+	5,  // 17: runnel.v1.AdminService.CreateTopic:input_type -> runnel.v1.CreateTopicRequest
+	7,  // 18: runnel.v1.AdminService.DeleteTopic:input_type -> runnel.v1.DeleteTopicRequest
+	9,  // 19: runnel.v1.AdminService.ListTopics:input_type -> runnel.v1.ListTopicsRequest
+	12, // 20: runnel.v1.AdminService.DescribeTopic:input_type -> runnel.v1.DescribeTopicRequest
+	16, // 21: runnel.v1.AdminService.AlterTopicConfigs:input_type -> runnel.v1.AlterTopicConfigsRequest
+	18, // 22: runnel.v1.AdminService.DescribeCluster:input_type -> runnel.v1.DescribeClusterRequest
+	21, // 23: runnel.v1.AdminService.GetMetadata:input_type -> runnel.v1.GetMetadataRequest
+	2,  // 24: runnel.v1.AdminService.RebalanceCluster:input_type -> runnel.v1.RebalanceClusterRequest
+	6,  // 25: runnel.v1.AdminService.CreateTopic:output_type -> runnel.v1.CreateTopicResponse
+	8,  // 26: runnel.v1.AdminService.DeleteTopic:output_type -> runnel.v1.DeleteTopicResponse
+	10, // 27: runnel.v1.AdminService.ListTopics:output_type -> runnel.v1.ListTopicsResponse
+	13, // 28: runnel.v1.AdminService.DescribeTopic:output_type -> runnel.v1.DescribeTopicResponse
+	17, // 29: runnel.v1.AdminService.AlterTopicConfigs:output_type -> runnel.v1.AlterTopicConfigsResponse
+	19, // 30: runnel.v1.AdminService.DescribeCluster:output_type -> runnel.v1.DescribeClusterResponse
+	22, // 31: runnel.v1.AdminService.GetMetadata:output_type -> runnel.v1.GetMetadataResponse
+	3,  // 32: runnel.v1.AdminService.RebalanceCluster:output_type -> runnel.v1.RebalanceClusterResponse
+	25, // [25:33] is the sub-list for method output_type
+	17, // [17:25] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_runnel_v1_admin_proto_init() }
@@ -1636,7 +1802,7 @@ func file_runnel_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_runnel_v1_admin_proto_rawDesc), len(file_runnel_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   22,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

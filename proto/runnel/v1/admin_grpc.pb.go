@@ -28,6 +28,7 @@ const (
 	AdminService_AlterTopicConfigs_FullMethodName = "/runnel.v1.AdminService/AlterTopicConfigs"
 	AdminService_DescribeCluster_FullMethodName   = "/runnel.v1.AdminService/DescribeCluster"
 	AdminService_GetMetadata_FullMethodName       = "/runnel.v1.AdminService/GetMetadata"
+	AdminService_RebalanceCluster_FullMethodName  = "/runnel.v1.AdminService/RebalanceCluster"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -77,6 +78,12 @@ type AdminServiceClient interface {
 	// NOT_LEADER, UNKNOWN_TOPIC or UNKNOWN_PARTITION errors. Unknown topics are reported per
 	// topic, not as a failed call.
 	GetMetadata(ctx context.Context, in *GetMetadataRequest, opts ...grpc.CallOption) (*GetMetadataResponse, error)
+	// Moves replicas from the brokers holding the most onto those holding the fewest (typically
+	// a broker that just joined) until replica counts differ by at most one, and evens out
+	// preferred leaders. Returns the moves decided; each moved replica catches up from the
+	// partition's leader before the replica it replaces is removed, so the call returns before
+	// data has moved. Decided by the metadata leader (NOT_METADATA_LEADER elsewhere).
+	RebalanceCluster(ctx context.Context, in *RebalanceClusterRequest, opts ...grpc.CallOption) (*RebalanceClusterResponse, error)
 }
 
 type adminServiceClient struct {
@@ -157,6 +164,16 @@ func (c *adminServiceClient) GetMetadata(ctx context.Context, in *GetMetadataReq
 	return out, nil
 }
 
+func (c *adminServiceClient) RebalanceCluster(ctx context.Context, in *RebalanceClusterRequest, opts ...grpc.CallOption) (*RebalanceClusterResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RebalanceClusterResponse)
+	err := c.cc.Invoke(ctx, AdminService_RebalanceCluster_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -204,6 +221,12 @@ type AdminServiceServer interface {
 	// NOT_LEADER, UNKNOWN_TOPIC or UNKNOWN_PARTITION errors. Unknown topics are reported per
 	// topic, not as a failed call.
 	GetMetadata(context.Context, *GetMetadataRequest) (*GetMetadataResponse, error)
+	// Moves replicas from the brokers holding the most onto those holding the fewest (typically
+	// a broker that just joined) until replica counts differ by at most one, and evens out
+	// preferred leaders. Returns the moves decided; each moved replica catches up from the
+	// partition's leader before the replica it replaces is removed, so the call returns before
+	// data has moved. Decided by the metadata leader (NOT_METADATA_LEADER elsewhere).
+	RebalanceCluster(context.Context, *RebalanceClusterRequest) (*RebalanceClusterResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -234,6 +257,9 @@ func (UnimplementedAdminServiceServer) DescribeCluster(context.Context, *Describ
 }
 func (UnimplementedAdminServiceServer) GetMetadata(context.Context, *GetMetadataRequest) (*GetMetadataResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method GetMetadata not implemented")
+}
+func (UnimplementedAdminServiceServer) RebalanceCluster(context.Context, *RebalanceClusterRequest) (*RebalanceClusterResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RebalanceCluster not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -382,6 +408,24 @@ func _AdminService_GetMetadata_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_RebalanceCluster_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RebalanceClusterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RebalanceCluster(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RebalanceCluster_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RebalanceCluster(ctx, req.(*RebalanceClusterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -416,6 +460,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetMetadata",
 			Handler:    _AdminService_GetMetadata_Handler,
+		},
+		{
+			MethodName: "RebalanceCluster",
+			Handler:    _AdminService_RebalanceCluster_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
