@@ -6,26 +6,26 @@ import (
 	"fmt"
 	"sync"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
-	"github.com/runnel-io/runnel/internal/wirecodec"
 	runnelv1 "github.com/runnel-io/runnel/proto/runnel/v1"
 )
 
-// Client is a connection to a Runnel broker, with a producer (Produce, ProduceSync, Flush),
-// consumers (NewConsumer) and admin calls. It is safe for concurrent use. Close it when done.
+// Client is a client of a Runnel cluster, with a producer (Produce, ProduceSync, Flush),
+// consumers (NewConsumer) and admin calls. It keeps one connection per broker it talks to, and
+// sends each partition's traffic to the partition's leader (see Routing in the package
+// documentation). It is safe for concurrent use. Close it when done.
 type Client struct {
 	opts options
-	conn *grpc.ClientConn
-	addr string
 
-	admin   runnelv1.AdminServiceClient
-	produce runnelv1.ProduceServiceClient
-	fetch   runnelv1.FetchServiceClient
-	offsets runnelv1.OffsetServiceClient
+	connMu sync.Mutex
+	conns  map[string]*brokerConn // by address; nil once closed
 
-	meta *metaCache
+	router *router
+	meta   *metaCache
+
+	// bg tracks the client's background metadata lookups; bgCtx ends them at Close.
+	bg       sync.WaitGroup
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
 
 	prodOnce sync.Once
 	prod     *producer
@@ -38,8 +38,9 @@ type Client struct {
 // windowBytes is the HTTP/2 flow-control window of each stream the client receives on.
 const windowBytes = 4 << 20
 
-// New connects to the first of the configured brokers that answers within the dial timeout
-// (it calls DescribeCluster to make sure), and returns a Client.
+// New connects to the first of the seed brokers (WithBrokers) that answers within the dial
+// timeout (it calls DescribeCluster, which also names the cluster's other brokers), and
+// returns a Client.
 func New(ctx context.Context, opts ...Option) (*Client, error) {
 	o := defaultOptions()
 	for _, f := range opts {
@@ -51,48 +52,51 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 	if !o.compression.Valid() {
 		return nil, fmt.Errorf("runnel: invalid compression %d", o.compression)
 	}
+	c := &Client{opts: o, conns: map[string]*brokerConn{}, consumers: map[*Consumer]struct{}{}}
+	c.bgCtx, c.bgCancel = context.WithCancel(context.Background())
 	var errs []error
 	for _, addr := range o.brokers {
-		conn, err := grpc.NewClient(addr,
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			// Large static flow-control windows: a consumer's stream is read ahead without
-			// waiting for window updates (gRPC's default starts at 64 KiB and grows by estimate).
-			grpc.WithInitialWindowSize(windowBytes), grpc.WithInitialConnWindowSize(4*windowBytes),
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsgBytes), grpc.MaxCallSendMsgSize(maxMsgBytes),
-				grpc.ForceCodecV2(wirecodec.Codec))) // protobuf, batches copied once less
+		bc, err := c.conn(addr)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
 			continue
 		}
 		dctx, cancel := context.WithTimeout(ctx, o.dialTimeout)
-		_, err = runnelv1.NewAdminServiceClient(conn).DescribeCluster(dctx, &runnelv1.DescribeClusterRequest{})
+		resp, err := bc.admin.DescribeCluster(dctx, &runnelv1.DescribeClusterRequest{})
 		cancel()
 		if err != nil {
-			_ = conn.Close()
 			errs = append(errs, fmt.Errorf("%s: %w", addr, fromRPC(err)))
 			if ctx.Err() != nil {
 				break
 			}
 			continue
 		}
-		c := &Client{
-			opts:      o,
-			conn:      conn,
-			addr:      addr,
-			admin:     runnelv1.NewAdminServiceClient(conn),
-			produce:   runnelv1.NewProduceServiceClient(conn),
-			fetch:     runnelv1.NewFetchServiceClient(conn),
-			offsets:   runnelv1.NewOffsetServiceClient(conn),
-			consumers: map[*Consumer]struct{}{},
-		}
-		c.meta = newMetaCache(c.admin, o.retryBackoff, o.deliveryTimeout)
+		c.router = newRouter(c, addr)
+		c.router.setBrokers(resp.GetBrokers(), resp.GetMetadataLeaderId())
+		c.meta = newMetaCache(c)
+		c.closeConnsExcept(addr)
 		return c, nil
 	}
+	c.bgCancel()
+	_ = c.closeConns()
 	return nil, fmt.Errorf("runnel: no broker reachable: %w", errors.Join(errs...))
 }
 
-// Addr returns the address of the broker the client is connected to.
-func (c *Client) Addr() string { return c.addr }
+// closeConnsExcept closes the connections New opened to seeds that did not answer.
+func (c *Client) closeConnsExcept(addr string) {
+	c.connMu.Lock()
+	defer c.connMu.Unlock()
+	for a, bc := range c.conns {
+		if a != addr {
+			_ = bc.conn.Close()
+			delete(c.conns, a)
+		}
+	}
+}
+
+// Addr returns the address of the broker the client bootstrapped from, or the broker that
+// answered its last metadata call if that one became unreachable.
+func (c *Client) Addr() string { return c.router.bootstrap() }
 
 // producer returns the client's producer, starting it on first use so that a client used only
 // for consuming or admin never opens a produce stream; nil once the client is closed.
@@ -107,7 +111,7 @@ func (c *Client) producer() *producer {
 
 // Close flushes the producer (waiting at most the delivery timeout; records still buffered
 // then fail with ErrClosed), closes every consumer (committing their groups' offsets) and the
-// connection. Calls after the first return nil.
+// connections. Calls after the first return nil.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -128,7 +132,10 @@ func (c *Client) Close() error {
 	if p := c.producer(); p != nil { // producer() starts none now that closed is set
 		errs = append(errs, p.close())
 	}
-	errs = append(errs, c.conn.Close())
+	c.router.close()
+	c.bgCancel()
+	c.bg.Wait()
+	errs = append(errs, c.closeConns())
 	return errors.Join(errs...)
 }
 

@@ -384,14 +384,45 @@ func (k *Consumer) follow(ctx context.Context, key tp, a *assignment, start Posi
 		}
 	}
 	var dec recordbatch.Decoder
+	redirects, unknown := 0, 0
 	for {
 		err := k.subscribe(ctx, key, a, &pos, &skipBelow, dec)
 		if ctx.Err() != nil {
 			return
 		}
-		if err != nil && !IsRetriable(err) {
+		var e *Error
+		errors.As(err, &e)
+		reason := ""
+		if e != nil {
+			reason = e.Reason
+		}
+		switch {
+		case reason == reasonName(runnelv1.ErrorReason_ERROR_REASON_NOT_LEADER) && e.Info.GetLeaderAddress() != "":
+			// The broker named the leader: resubscribe there, at once the first time.
+			k.c.router.setLeader(key.topic, key.partition, e.Info.GetLeaderId(), e.Info.GetLeaderAddress())
+			k.c.opts.logf("runnel: %s/%d: leader is %s: resubscribing there", key.topic, key.partition, e.Info.GetLeaderAddress())
+			redirects++
+			if redirects == 1 {
+				continue
+			}
+		case reason == reasonName(runnelv1.ErrorReason_ERROR_REASON_UNKNOWN_TOPIC),
+			reason == reasonName(runnelv1.ErrorReason_ERROR_REASON_UNKNOWN_PARTITION):
+			// Right after CreateTopic the partition may not be on its leader yet: retried a
+			// few times while fresh metadata has it.
+			unknown++
+			if unknown > unknownRetries || !k.c.router.exists(ctx, key.topic, key.partition) {
+				k.c.meta.invalidate(key.topic)
+				fail(err)
+				return
+			}
+		case err != nil && !IsRetriable(err):
 			fail(err)
 			return
+		default:
+			redirects = 0
+			// The leader may have moved (NOT_LEADER, LEADER_NOT_AVAILABLE, a broken stream):
+			// resubscribe where fresh metadata says.
+			k.c.router.invalidate(key.topic)
 		}
 		k.c.opts.logf("runnel: resubscribing to %s/%d: %v", key.topic, key.partition, err)
 		if !k.backoff(ctx) {
@@ -440,7 +471,15 @@ func (k *Consumer) resolve(ctx context.Context, key tp, start Position) (*runnel
 func (k *Consumer) subscribe(ctx context.Context, key tp, a *assignment, pos **runnelv1.Position, skipBelow *int64, dec recordbatch.Decoder) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	st, err := k.c.fetch.Subscribe(sctx, &runnelv1.SubscribeRequest{Topic: key.topic, Partition: key.partition, Start: *pos, MaxBytes: k.o.maxBytes})
+	addr, err := k.c.router.leader(ctx, key.topic, key.partition)
+	if err != nil {
+		return err
+	}
+	bc, err := k.c.conn(addr)
+	if err != nil {
+		return err
+	}
+	st, err := bc.fetch.Subscribe(sctx, &runnelv1.SubscribeRequest{Topic: key.topic, Partition: key.partition, Start: *pos, MaxBytes: k.o.maxBytes})
 	if err != nil {
 		return fromRPC(err)
 	}

@@ -17,13 +17,15 @@ type topicMeta struct {
 	maxBatch int
 }
 
-// metaCache caches topics' partition counts and batch limits. Entries are dropped on
-// UNKNOWN_TOPIC and UNKNOWN_PARTITION so that the next use asks the broker again.
+// metaCache caches topics' partition counts and batch limits (DescribeTopic, on any broker).
+// Entries are dropped on UNKNOWN_TOPIC and UNKNOWN_PARTITION so that the next use asks the
+// broker again, and when older than the metadata max age.
 type metaCache struct {
-	admin runnelv1.AdminServiceClient
+	c *Client
 	// backoff and timeout bound the retries of a lookup that fails with a retriable error
 	// (a broker restarting, a connection being re-established).
 	backoff, timeout time.Duration
+	maxAge           time.Duration
 
 	mu      sync.Mutex
 	entries map[string]*metaEntry
@@ -33,10 +35,11 @@ type metaEntry struct {
 	done chan struct{} // closed once meta or err is set
 	meta topicMeta
 	err  error
+	at   time.Time // when meta was looked up
 }
 
-func newMetaCache(admin runnelv1.AdminServiceClient, backoff, timeout time.Duration) *metaCache {
-	return &metaCache{admin: admin, backoff: backoff, timeout: timeout, entries: map[string]*metaEntry{}}
+func newMetaCache(c *Client) *metaCache {
+	return &metaCache{c: c, backoff: c.opts.retryBackoff, timeout: c.opts.deliveryTimeout, maxAge: c.opts.metadataMaxAge, entries: map[string]*metaEntry{}}
 }
 
 // get returns topic's metadata, asking the broker (once, for concurrent callers) if it is not
@@ -44,11 +47,21 @@ func newMetaCache(admin runnelv1.AdminServiceClient, backoff, timeout time.Durat
 func (m *metaCache) get(ctx context.Context, name string) (topicMeta, error) {
 	m.mu.Lock()
 	e := m.entries[name]
+	if e != nil && m.maxAge > 0 {
+		select {
+		case <-e.done:
+			if time.Since(e.at) > m.maxAge {
+				e = nil // too old: look it up again
+			}
+		default:
+		}
+	}
 	if e == nil {
 		e = &metaEntry{done: make(chan struct{})}
 		m.entries[name] = e
 		m.mu.Unlock()
 		e.meta, e.err = m.lookup(ctx, name)
+		e.at = time.Now()
 		m.mu.Lock()
 		if e.err != nil && m.entries[name] == e {
 			delete(m.entries, name)
@@ -77,12 +90,14 @@ func (m *metaCache) lookup(ctx context.Context, name string) (topicMeta, error) 
 	deadline := time.Now().Add(m.timeout)
 	var resp *runnelv1.DescribeTopicResponse
 	for {
-		var err error
-		resp, err = m.admin.DescribeTopic(ctx, &runnelv1.DescribeTopicRequest{Name: name})
+		err := m.c.callAny(ctx, func(ctx context.Context, bc *brokerConn) error {
+			r, err := bc.admin.DescribeTopic(ctx, &runnelv1.DescribeTopicRequest{Name: name})
+			resp = r
+			return fromRPC(err)
+		})
 		if err == nil {
 			break
 		}
-		err = fromRPC(err)
 		if !IsRetriable(err) || ctx.Err() != nil || time.Now().Add(m.backoff).After(deadline) {
 			return topicMeta{}, err
 		}

@@ -1,6 +1,8 @@
 package client
 
 import (
+	"context"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -57,6 +59,9 @@ type options struct {
 	maxInFlight      int
 	retryBackoff     time.Duration
 	deliveryTimeout  time.Duration
+	metadataMaxAge   time.Duration
+	// dialer, if set, opens the client's TCP connections (tests route them through a proxy).
+	dialer func(ctx context.Context, addr string) (net.Conn, error)
 }
 
 func defaultOptions() options {
@@ -70,6 +75,7 @@ func defaultOptions() options {
 		maxInFlight:      16,
 		retryBackoff:     100 * time.Millisecond,
 		deliveryTimeout:  2 * time.Minute,
+		metadataMaxAge:   5 * time.Minute,
 	}
 	if env := os.Getenv("RUNNEL_BROKERS"); env != "" {
 		var bs []string
@@ -88,8 +94,9 @@ func defaultOptions() options {
 // Option configures a Client.
 type Option func(*options)
 
-// WithBrokers sets the brokers to connect to (host:port). The client connects to the first one
-// that answers. Default: the comma-separated list in $RUNNEL_BROKERS if set, else
+// WithBrokers sets the seed brokers (host:port). The client starts from the first one that
+// answers and learns the others, and which broker leads each partition, from it (see Routing in
+// the package documentation); the seeds are tried again when no known broker answers. Default: the comma-separated list in $RUNNEL_BROKERS if set, else
 // 127.0.0.1:9420.
 func WithBrokers(addrs ...string) Option {
 	return func(o *options) {
@@ -99,7 +106,8 @@ func WithBrokers(addrs ...string) Option {
 	}
 }
 
-// WithDialTimeout bounds how long New waits for the first broker to answer. Default 10s.
+// WithDialTimeout bounds how long New waits for the first broker to answer, and each attempt
+// of a metadata lookup on one broker before the next is tried. Default 10s.
 func WithDialTimeout(d time.Duration) Option { return func(o *options) { o.dialTimeout = d } }
 
 // WithLogger sets where the client logs reconnects and retries. Default: nowhere.
@@ -146,6 +154,12 @@ func WithRetryBackoff(d time.Duration) Option { return func(o *options) { o.retr
 // WithDeliveryTimeout bounds the time from Produce to the record's final outcome, retries
 // included (Kafka's delivery.timeout.ms). Default 2 minutes.
 func WithDeliveryTimeout(d time.Duration) Option { return func(o *options) { o.deliveryTimeout = d } }
+
+// WithMetadataMaxAge sets how old the client's metadata of a topic (its partitions' leaders,
+// its partition count and max.message.bytes) may get before it is looked up again, even when
+// nothing failed. Leader changes are learned sooner, from NOT_LEADER errors. Default 5 minutes
+// (Kafka's metadata.max.age.ms).
+func WithMetadataMaxAge(d time.Duration) Option { return func(o *options) { o.metadataMaxAge = d } }
 
 func (o *options) logf(format string, args ...any) {
 	if o.logger != nil {

@@ -109,7 +109,18 @@ type batch struct {
 	lastErr   error
 	corr      uint64 // correlation id while in flight
 	gen       uint64 // the stream generation it was sent on
+	addr      string // the broker it was last sent to
+	// redirects counts the NOT_LEADER errors naming a leader: the first is retried at once.
+	redirects int
+	// unknownTries counts the UNKNOWN_TOPIC and UNKNOWN_PARTITION errors (and lookups without
+	// the partition) retried because the metadata had the partition: a new topic's partitions
+	// appear on their brokers a moment after CreateTopic returns.
+	unknownTries int
 }
+
+// unknownRetries bounds the retries of a batch refused as UNKNOWN_TOPIC or UNKNOWN_PARTITION
+// while the metadata has the partition (each after the retry backoff and a metadata lookup).
+const unknownRetries = 10
 
 // partState is one partition's producer state.
 type partState struct {
@@ -122,6 +133,12 @@ type partState struct {
 	lingerID uint64    // invalidates the linger timer of an earlier open batch
 	queue    []*batch  // sealed, not in flight, in seq order
 	inflight int
+	// slots is the partition's in-flight limit on the broker it was last sent to (1 on a
+	// broker without ProduceStream).
+	slots int
+	// draining: a batch failed and was re-queued; nothing more is sent until the batches in
+	// flight come back, so that the partition is sent again in order.
+	draining bool
 	nextSeq  uint64
 	// settled is the seq of the next batch whose outcome may be delivered; held keeps the
 	// outcomes that arrived before an earlier batch's (the broker may answer a partition's
@@ -141,9 +158,9 @@ type cbItem struct {
 	err error
 }
 
-// producer is the Client's asynchronous producer. One goroutine (run) owns the ProduceStream's
-// send side; one per stream (recv) reads its responses; one (callbacks) calls the callbacks.
-// Everything else is guarded by mu.
+// producer is the Client's asynchronous producer. One goroutine (run) owns the send side of
+// the ProduceStreams, one per broker; one per stream (recv) reads its responses; one
+// (callbacks) calls the callbacks. Everything else is guarded by mu.
 type producer struct {
 	c    *Client
 	o    *options
@@ -163,15 +180,11 @@ type producer struct {
 	stopping    bool          // the goroutines are to exit
 	cbq         []cbItem
 
-	// Transport, guarded by mu; only run opens streams and sends.
-	stream       runnelv1.ProduceService_ProduceStreamClient
-	streamCancel context.CancelFunc
-	gen          uint64
-	up           bool      // stream (or unary mode) usable
-	unary        bool      // the broker has no ProduceStream: unary Produce, one request per partition at a time
-	backoffUntil time.Time // before reopening a broken stream
-	inflight     map[uint64]*batch
-	nextCorr     uint64
+	// Transport, guarded by mu; only run sends.
+	links    map[string]*link // by broker address
+	nextGen  uint64
+	inflight map[uint64]*batch
+	nextCorr uint64
 }
 
 func newProducer(c *Client) *producer {
@@ -185,8 +198,10 @@ func newProducer(c *Client) *producer {
 		spaceCh:    make(chan struct{}),
 		progressCh: make(chan struct{}),
 		inflight:   map[uint64]*batch{},
+		links:      map[string]*link{},
 	}
 	p.cbCond = sync.NewCond(&p.mu)
+	c.router.onRefresh(p.notify)
 	p.wg.Add(2)
 	go p.run()
 	go p.callbacks()
@@ -243,7 +258,7 @@ func (p *producer) produce(ctx context.Context, r *Record, cb func(*Record, erro
 	k := tp{r.Topic, part}
 	ps := p.parts[k]
 	if ps == nil {
-		ps = &partState{tp: k, b: recordbatch.NewBuilder(recordbatch.BuilderOptions{Compression: p.o.compression})}
+		ps = &partState{tp: k, b: recordbatch.NewBuilder(recordbatch.BuilderOptions{Compression: p.o.compression}), slots: p.o.maxInFlight}
 		p.parts[k] = ps
 	}
 	ps.maxBatch = min(p.o.batchBytes, meta.maxBatch)
@@ -268,7 +283,7 @@ func (p *producer) produce(ctx context.Context, r *Record, cb func(*Record, erro
 	ps.openSize += size
 	p.buffered += size
 	p.outstanding++
-	if ps.b.EstimatedSize() >= ps.maxBatch || (p.o.linger <= 0 && len(ps.queue) == 0 && ps.inflight < p.eagerInFlight()) {
+	if ps.b.EstimatedSize() >= ps.maxBatch || (p.o.linger <= 0 && len(ps.queue) == 0 && ps.inflight < p.eagerInFlight(ps)) {
 		p.sealLocked(ps)
 		sealed = true
 	}
@@ -345,17 +360,10 @@ func (p *producer) flush(ctx context.Context) error {
 // completes: the remaining slots (up to WithMaxInFlight) carry full batches, so a fast
 // producer of small records sends large batches, not many tiny ones, while a lone record is
 // still sent at once.
-func (p *producer) eagerInFlight() int { return min(p.maxInFlight(), eagerSlots) }
+func (p *producer) eagerInFlight(ps *partState) int { return min(ps.slots, eagerSlots) }
 
 // eagerSlots: see eagerInFlight.
 const eagerSlots = 2
-
-func (p *producer) maxInFlight() int {
-	if p.unary {
-		return 1 // concurrent unary calls do not keep a partition's order
-	}
-	return p.o.maxInFlight
-}
 
 // settleLocked gives b its final outcome once every earlier batch of its partition has had
 // theirs, so that a partition's callbacks run in offset order.
@@ -439,9 +447,12 @@ func (p *producer) expireLocked(now time.Time) {
 	}
 }
 
-// complete handles the outcome of an in-flight batch: success, a retry, or failure.
+// completeLocked handles the outcome of an in-flight batch: success, a retry (at the leader a
+// NOT_LEADER named, or after the backoff, with fresh metadata where the error calls for it), or
+// failure.
 func (p *producer) completeLocked(b *batch, base int64, err error) {
-	if ps := p.parts[b.tp]; ps != nil {
+	ps := p.parts[b.tp]
+	if ps != nil {
 		ps.inflight--
 	}
 	if err == nil {
@@ -455,15 +466,57 @@ func (p *producer) completeLocked(b *batch, base int64, err error) {
 		p.settleLocked(b, nil)
 		return
 	}
-	if IsRetriable(err) && !p.stopping && time.Now().Add(p.o.retryBackoff).Before(b.deadline) {
-		p.o.logf("runnel: retrying %s/%d: %v", b.tp.topic, b.tp.partition, err)
-		p.requeueLocked(b, err, p.o.retryBackoff)
+	now := time.Now()
+	var e *Error
+	errors.As(err, &e)
+	reason := ""
+	if e != nil {
+		reason = e.Reason
+	}
+	backoff := p.o.retryBackoff
+	switch {
+	case p.stopping:
+	case reason == reasonName(runnelv1.ErrorReason_ERROR_REASON_NOT_LEADER) && e.Info.GetLeaderAddress() != "" && e.Info.GetLeaderAddress() != b.addr:
+		// The broker named the leader: go there, at once the first time.
+		p.c.router.setLeader(b.tp.topic, b.tp.partition, e.Info.GetLeaderId(), e.Info.GetLeaderAddress())
+		if b.redirects == 0 {
+			backoff = 0
+		}
+		b.redirects++
+	case reason == reasonName(runnelv1.ErrorReason_ERROR_REASON_NOT_LEADER),
+		reason == reasonName(runnelv1.ErrorReason_ERROR_REASON_LEADER_NOT_AVAILABLE),
+		reason == reasonName(runnelv1.ErrorReason_ERROR_REASON_STORAGE_ERROR),
+		reason == reasonName(runnelv1.ErrorReason_ERROR_REASON_SHUTTING_DOWN),
+		unreachable(err):
+		// The leader is elsewhere, or about to be: send where fresh metadata says.
+		p.c.router.invalidate(b.tp.topic)
+	case reason == reasonName(runnelv1.ErrorReason_ERROR_REASON_UNKNOWN_TOPIC),
+		reason == reasonName(runnelv1.ErrorReason_ERROR_REASON_UNKNOWN_PARTITION):
+		// Retried while the metadata has the partition (a topic just created): routeLocked
+		// fails the batch if fresh metadata does not have it.
+		if b.unknownTries >= unknownRetries || p.c.router.isLegacy() {
+			p.c.meta.invalidate(b.tp.topic)
+			p.settleLocked(b, err)
+			return
+		}
+		b.unknownTries++
+		p.c.router.invalidate(b.tp.topic)
+		err = e // routeLocked fails the batch with it
+	default:
+		if !IsRetriable(err) {
+			p.settleLocked(b, err)
+			return
+		}
+	}
+	if p.stopping || !now.Add(backoff).Before(b.deadline) {
+		p.settleLocked(b, err)
 		return
 	}
-	if hasReason(err, runnelv1.ErrorReason_ERROR_REASON_UNKNOWN_TOPIC) || hasReason(err, runnelv1.ErrorReason_ERROR_REASON_UNKNOWN_PARTITION) {
-		p.c.meta.invalidate(b.tp.topic)
+	p.o.logf("runnel: retrying %s/%d: %v", b.tp.topic, b.tp.partition, err)
+	p.requeueLocked(b, err, backoff)
+	if ps != nil && ps.inflight > 0 {
+		ps.draining = true
 	}
-	p.settleLocked(b, err)
 }
 
 // callbacks runs the callbacks, in order, outside mu.
@@ -517,8 +570,10 @@ func (p *producer) close() error {
 		delete(p.inflight, corr)
 		p.settleLocked(b, ErrClosed)
 	}
-	if p.streamCancel != nil {
-		p.streamCancel()
+	for _, l := range p.links {
+		if l.cancel != nil {
+			l.cancel()
+		}
 	}
 	p.cbCond.Broadcast()
 	p.mu.Unlock()

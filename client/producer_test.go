@@ -386,7 +386,7 @@ func TestCompression(t *testing.T) {
 func TestDeliveryTimeout(t *testing.T) {
 	b := brokertestStart(t)
 	px := newProxy(t, b.Addr())
-	cl := clientOf(t, px, client.WithDeliveryTimeout(300*time.Millisecond), client.WithRetryBackoff(20*time.Millisecond))
+	cl := clientOf(t, px, client.WithDeliveryTimeout(300*time.Millisecond), client.WithRetryBackoff(20*time.Millisecond), viaProxy(px))
 	createTopic(t, cl, "dt", 1, nil)
 	if err := cl.ProduceSync(ctxT(t), &client.Record{Topic: "dt", Value: []byte("warm")}); err != nil {
 		t.Fatal(err)
@@ -427,7 +427,7 @@ func TestAcksNoneAndLeader(t *testing.T) {
 func TestStreamBreakResends(t *testing.T) {
 	b := brokertestStart(t)
 	px := newProxy(t, b.Addr())
-	cl := clientOf(t, px, client.WithRetryBackoff(10*time.Millisecond), client.WithBatchBytes(2048), client.WithLogger(tLogger{t}))
+	cl := clientOf(t, px, client.WithRetryBackoff(10*time.Millisecond), client.WithBatchBytes(2048), client.WithLogger(tLogger{t}), viaProxy(px))
 	createTopic(t, cl, "sb", 1, nil)
 	ctx := ctxT(t)
 	var (

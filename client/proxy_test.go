@@ -1,10 +1,13 @@
 package client_test
 
 import (
+	"context"
 	"io"
 	"net"
 	"sync"
 	"testing"
+
+	"github.com/runnel-io/runnel/client"
 )
 
 // proxy forwards TCP connections to a broker, so that a test can cut them (Break) or make the
@@ -33,6 +36,15 @@ func newProxy(t testing.TB, backend string) *proxy {
 }
 
 func (p *proxy) Addr() string { return p.ln.Addr().String() }
+
+// viaProxy makes a client connect through px whatever the address: the broker's metadata
+// names its own address, which would bypass the proxy.
+func viaProxy(px *proxy) client.Option {
+	return client.WithDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", px.Addr())
+	})
+}
 
 func (p *proxy) accept() {
 	defer p.wg.Done()

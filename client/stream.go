@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -9,15 +10,28 @@ import (
 	runnelv1 "github.com/runnel-io/runnel/proto/runnel/v1"
 )
 
-// The producer's transport: one ProduceStream per client. run is the only goroutine that
-// opens the stream and calls Send, so requests of a partition go out in the order they were
-// taken from its queue, and the broker appends them in that order. recv matches responses to
-// in-flight batches by correlation id. When the stream breaks, every batch in flight on it is
-// put back at the front of its partition's queue and sent again on a new stream, after the
-// retry backoff.
+// The producer's transport: one ProduceStream per broker (a link), carrying the requests of
+// every partition that broker leads. run is the only goroutine that calls Send, so requests of
+// a partition go out in the order they were taken from its queue, and the broker appends them
+// in that order. Each stream has a recv goroutine that matches responses to in-flight batches
+// by correlation id. When a stream breaks, every batch in flight on it is put back at the front
+// of its partition's queue and sent again once the partition's leader is known afresh, after
+// the retry backoff.
 
 // unaryTimeout bounds a unary Produce call (the broker waits at most 30s for acks).
 const unaryTimeout = 35 * time.Second
+
+// link is the producer's stream to one broker.
+type link struct {
+	addr         string
+	stream       runnelv1.ProduceService_ProduceStreamClient
+	cancel       context.CancelFunc
+	gen          uint64 // of the current stream; unique among the producer's streams
+	up           bool   // stream (or unary mode) usable
+	opening      bool
+	unary        bool      // the broker has no ProduceStream: unary Produce, one request per partition at a time
+	backoffUntil time.Time // before reopening a broken stream
+}
 
 func (p *producer) run() {
 	defer p.wg.Done()
@@ -36,7 +50,7 @@ type outgoing struct {
 	req *runnelv1.ProduceStreamRequest
 }
 
-// sendReady sends what the partitions' in-flight limits allow.
+// sendReady sends what the partitions' leaders and in-flight limits allow.
 func (p *producer) sendReady() {
 	p.mu.Lock()
 	if p.stopping {
@@ -44,52 +58,70 @@ func (p *producer) sendReady() {
 		return
 	}
 	now := time.Now()
-	if !p.up {
-		if now.Before(p.backoffUntil) {
-			p.expireLocked(now)
-			p.mu.Unlock()
-			time.AfterFunc(p.backoffUntil.Sub(now), p.notify)
-			return
-		}
-		if !p.hasWorkLocked() {
-			p.mu.Unlock()
-			return
-		}
-		p.mu.Unlock()
-		p.openStream()
-		p.mu.Lock()
-		if !p.up {
-			p.expireLocked(time.Now())
-			p.mu.Unlock()
-			return
+	out := map[*link][]outgoing{}
+	var retryAt time.Time
+	later := func(t time.Time) {
+		if retryAt.IsZero() || t.Before(retryAt) {
+			retryAt = t
 		}
 	}
-	var out []outgoing
-	var retryAt time.Time
-	limit := p.maxInFlight()
 	for _, ps := range p.parts {
-		if p.o.linger <= 0 && len(ps.queue) == 0 && ps.inflight < p.eagerInFlight() {
+		if p.o.linger <= 0 && len(ps.queue) == 0 && ps.inflight < p.eagerInFlight(ps) {
 			p.sealLocked(ps)
 		}
-		for len(ps.queue) > 0 && ps.inflight < limit {
-			b := ps.queue[0]
-			if now.Before(b.notBefore) {
-				if retryAt.IsZero() || b.notBefore.Before(retryAt) {
-					retryAt = b.notBefore
-				}
-				break
+		if ps.draining {
+			// A batch failed and is to be sent again: the batches sent after it come back
+			// first, so that the partition goes out again in order.
+			if ps.inflight > 0 {
+				continue
 			}
-			ps.queue[0] = nil
-			ps.queue = ps.queue[1:]
+			ps.draining = false
+		}
+		for len(ps.queue) > 0 {
+			b := ps.queue[0]
 			if now.After(b.deadline) {
+				p.popLocked(ps)
 				p.settleLocked(b, expiredErr(b))
 				continue
 			}
+			if now.Before(b.notBefore) {
+				later(b.notBefore)
+				break
+			}
+			addr, err := p.routeLocked(b)
+			if err != nil {
+				p.popLocked(ps)
+				p.settleLocked(b, err)
+				continue
+			}
+			if addr == "" { // a metadata lookup is under way; it wakes us
+				p.expireQueueLocked(ps, now)
+				break
+			}
+			l := p.linkLocked(addr)
+			if !l.up {
+				switch {
+				case l.opening:
+				case now.Before(l.backoffUntil):
+					later(l.backoffUntil)
+				default:
+					l.opening = true
+					p.wg.Add(1)
+					go p.openStream(l)
+				}
+				p.expireQueueLocked(ps, now)
+				break
+			}
+			ps.slots = p.limit(l)
+			if ps.inflight >= ps.slots {
+				break
+			}
+			p.popLocked(ps)
 			p.nextCorr++
-			b.corr, b.gen = p.nextCorr, p.gen
+			b.corr, b.gen, b.addr = p.nextCorr, l.gen, addr
 			p.inflight[b.corr] = b
 			ps.inflight++
-			out = append(out, outgoing{b, &runnelv1.ProduceStreamRequest{
+			out[l] = append(out[l], outgoing{b, &runnelv1.ProduceStreamRequest{
 				CorrelationId: b.corr,
 				Request: &runnelv1.ProduceRequest{
 					Acks:       runnelv1.Acks(p.o.acks),
@@ -98,71 +130,167 @@ func (p *producer) sendReady() {
 			}})
 		}
 	}
-	st, unary, gen, cancel := p.stream, p.unary, p.gen, p.streamCancel
+	type send struct {
+		l      *link
+		st     runnelv1.ProduceService_ProduceStreamClient
+		unary  bool
+		gen    uint64
+		cancel context.CancelFunc
+		out    []outgoing
+	}
+	sends := make([]send, 0, len(out))
+	for l, o := range out {
+		sends = append(sends, send{l, l.stream, l.unary, l.gen, l.cancel, o})
+	}
 	p.mu.Unlock()
 	if !retryAt.IsZero() {
 		time.AfterFunc(time.Until(retryAt), p.notify)
 	}
-	for _, o := range out {
-		if unary {
-			p.wg.Add(1)
-			go p.sendUnary(gen, o)
-			continue
-		}
-		if err := st.Send(o.req); err != nil {
-			// Recv reports why; it re-queues everything in flight on this stream.
-			cancel()
-			return
+	for _, s := range sends {
+		for _, o := range s.out {
+			if s.unary {
+				p.wg.Add(1)
+				go p.sendUnary(s.l, s.gen, o)
+				continue
+			}
+			if err := s.st.Send(o.req); err != nil {
+				// Recv reports why; it re-queues everything in flight on this stream.
+				s.cancel()
+				break
+			}
 		}
 	}
 }
 
-func (p *producer) hasWorkLocked() bool {
-	for _, ps := range p.parts {
-		if len(ps.queue) > 0 {
-			return true
-		}
-	}
-	return false
+// popLocked takes the first batch off ps's queue.
+func (p *producer) popLocked(ps *partState) {
+	ps.queue[0] = nil
+	ps.queue = ps.queue[1:]
 }
 
-// openStream opens a new ProduceStream (or enters unary mode) and starts its receiver.
-func (p *producer) openStream() {
+// routeLocked returns the address of b's partition's leader, "" while it is being looked up,
+// or the error that ends b: the metadata says its topic does not exist (b's own error, an
+// UNKNOWN_TOPIC from the leader, if it has one), or its partition still does not exist after
+// the retries a new topic gets.
+func (p *producer) routeLocked(b *batch) (string, error) {
+	r := p.c.router.peek(b.tp.topic, b.tp.partition)
+	switch {
+	case r.err != nil:
+		p.c.meta.invalidate(b.tp.topic)
+		if b.lastErr != nil && (hasReason(b.lastErr, runnelv1.ErrorReason_ERROR_REASON_UNKNOWN_TOPIC) || hasReason(b.lastErr, runnelv1.ErrorReason_ERROR_REASON_UNKNOWN_PARTITION)) {
+			return "", b.lastErr
+		}
+		return "", r.err
+	case r.missing:
+		if b.unknownTries >= unknownRetries {
+			p.c.meta.invalidate(b.tp.topic)
+			if b.lastErr != nil {
+				return "", b.lastErr
+			}
+			return "", &Error{Code: codes.NotFound, Reason: reasonName(runnelv1.ErrorReason_ERROR_REASON_UNKNOWN_PARTITION), Topic: b.tp.topic, Partition: b.tp.partition,
+				Message: fmt.Sprintf("topic %q partition %d: unknown partition", b.tp.topic, b.tp.partition)}
+		}
+		b.unknownTries++
+		p.c.router.invalidate(b.tp.topic)
+		return "", nil
+	}
+	return r.addr, nil
+}
+
+// linkLocked returns the link to addr, creating it (down) if needed.
+func (p *producer) linkLocked(addr string) *link {
+	l := p.links[addr]
+	if l == nil {
+		l = &link{addr: addr}
+		p.links[addr] = l
+	}
+	return l
+}
+
+func (p *producer) limit(l *link) int {
+	if l.unary {
+		return 1 // concurrent unary calls do not keep a partition's order
+	}
+	return p.o.maxInFlight
+}
+
+// expireQueueLocked fails ps's queued batches whose delivery timeout has passed.
+func (p *producer) expireQueueLocked(ps *partState, now time.Time) {
+	q := ps.queue[:0]
+	for _, b := range ps.queue {
+		if now.After(b.deadline) {
+			p.settleLocked(b, expiredErr(b))
+		} else {
+			q = append(q, b)
+		}
+	}
+	clear(ps.queue[len(q):])
+	ps.queue = q
+}
+
+// openStream opens a new ProduceStream to l's broker (or enters unary mode) and starts its
+// receiver.
+func (p *producer) openStream(l *link) {
+	defer p.wg.Done()
+	defer p.notify()
 	p.mu.Lock()
-	unary := p.unary
+	unary := l.unary
 	p.mu.Unlock()
 	if unary {
 		p.mu.Lock()
-		p.up = true
+		p.nextGen++
+		l.gen, l.up, l.opening = p.nextGen, true, false
 		p.mu.Unlock()
 		return
 	}
+	var st runnelv1.ProduceService_ProduceStreamClient
 	ctx, cancel := context.WithCancel(context.Background())
-	st, err := p.c.produce.ProduceStream(ctx)
+	bc, err := p.c.conn(l.addr)
+	if err == nil {
+		go func() { // the stream's context ends with the producer, if not before
+			select {
+			case <-p.stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		st, err = bc.produce.ProduceStream(ctx)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	l.opening = false
 	if err != nil || p.stopping {
 		cancel()
 		if err != nil {
-			p.o.logf("runnel: opening produce stream: %v", err)
+			err = fromRPC(err)
+			p.o.logf("runnel: opening produce stream to %s: %v", l.addr, err)
+			p.failedLinkLocked(l, err)
 		}
-		p.backoffUntil = time.Now().Add(p.o.retryBackoff)
-		time.AfterFunc(p.o.retryBackoff, p.notify)
 		return
 	}
-	p.gen++
-	p.stream, p.streamCancel, p.up = st, cancel, true
+	p.nextGen++
+	l.gen, l.stream, l.cancel, l.up = p.nextGen, st, cancel, true
 	p.wg.Add(1)
-	go p.recv(p.gen, st)
+	go p.recv(l, l.gen, st)
+}
+
+// failedLinkLocked backs l off, and makes the batches queued for its broker wait for fresh
+// metadata: if the broker is gone, its partitions have new leaders elsewhere.
+func (p *producer) failedLinkLocked(l *link, err error) {
+	l.backoffUntil = time.Now().Add(p.o.retryBackoff)
+	time.AfterFunc(p.o.retryBackoff, p.notify)
+	if unreachable(err) {
+		p.c.router.invalidateAddr(l.addr)
+	}
 }
 
 // recv reads a stream's responses until it ends.
-func (p *producer) recv(gen uint64, st runnelv1.ProduceService_ProduceStreamClient) {
+func (p *producer) recv(l *link, gen uint64, st runnelv1.ProduceService_ProduceStreamClient) {
 	defer p.wg.Done()
 	for {
 		resp, err := st.Recv()
 		if err != nil {
-			p.broken(gen, fromRPC(err))
+			p.broken(l, gen, fromRPC(err))
 			return
 		}
 		var perr error
@@ -202,25 +330,23 @@ func (p *producer) handle(gen, corr uint64, resp *runnelv1.ProduceResponse, err 
 	p.notify()
 }
 
-// broken handles the end of stream gen: every batch in flight on it goes back to its queue.
-func (p *producer) broken(gen uint64, err error) {
+// broken handles the end of l's stream gen: every batch in flight on it goes back to its queue.
+func (p *producer) broken(l *link, gen uint64, err error) {
 	p.mu.Lock()
-	if gen != p.gen || p.stopping {
+	if gen != l.gen || p.stopping {
 		p.mu.Unlock()
 		return
 	}
-	p.up = false
-	p.streamCancel()
-	p.stream = nil
-	backoff := p.o.retryBackoff
+	l.up = false
+	l.cancel()
+	l.stream = nil
 	if e, ok := err.(*Error); ok && e.Code == codes.Unimplemented {
-		p.o.logf("runnel: the broker has no ProduceStream: falling back to unary Produce, one request per partition at a time")
-		p.unary = true
-		backoff = 0
+		p.o.logf("runnel: broker %s has no ProduceStream: falling back to unary Produce, one request per partition at a time", l.addr)
+		l.unary = true
 	} else {
-		p.o.logf("runnel: produce stream broken: %v", err)
+		p.o.logf("runnel: produce stream to %s broken: %v", l.addr, err)
+		p.failedLinkLocked(l, err)
 	}
-	p.backoffUntil = time.Now().Add(backoff)
 	for corr, b := range p.inflight {
 		if b.gen != gen {
 			continue
@@ -228,20 +354,17 @@ func (p *producer) broken(gen uint64, err error) {
 		delete(p.inflight, corr)
 		if ps := p.parts[b.tp]; ps != nil {
 			ps.inflight--
+			ps.draining = true
 		}
 		p.requeueLocked(b, err, 0)
 	}
 	p.mu.Unlock()
-	if backoff > 0 {
-		time.AfterFunc(backoff, p.notify)
-	} else {
-		p.notify()
-	}
+	p.notify()
 }
 
 // sendUnary sends one request with a unary Produce (the fallback for brokers without
 // ProduceStream).
-func (p *producer) sendUnary(gen uint64, o outgoing) {
+func (p *producer) sendUnary(l *link, gen uint64, o outgoing) {
 	defer p.wg.Done()
 	ctx, cancel := context.WithTimeout(context.Background(), unaryTimeout)
 	defer cancel()
@@ -252,6 +375,16 @@ func (p *producer) sendUnary(gen uint64, o outgoing) {
 		case <-ctx.Done():
 		}
 	}()
-	resp, err := p.c.produce.Produce(ctx, o.req.GetRequest())
-	p.handle(gen, o.b.corr, resp, fromRPC(err))
+	bc, err := p.c.conn(l.addr)
+	var resp *runnelv1.ProduceResponse
+	if err == nil {
+		resp, err = bc.produce.Produce(ctx, o.req.GetRequest())
+		err = fromRPC(err)
+	}
+	if err != nil && unreachable(err) {
+		p.mu.Lock()
+		p.failedLinkLocked(l, err)
+		p.mu.Unlock()
+	}
+	p.handle(gen, o.b.corr, resp, err)
 }

@@ -1,0 +1,12 @@
+package client
+
+import (
+	"context"
+	"net"
+)
+
+// WithDialer makes the client open its connections with dial: tests route them through a
+// proxy, whatever address the metadata gives.
+func WithDialer(dial func(ctx context.Context, addr string) (net.Conn, error)) Option {
+	return func(o *options) { o.dialer = dial }
+}
