@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -44,6 +45,10 @@ type app struct {
 	stdout, stderr io.Writer
 
 	conn *grpc.ClientConn
+	// leaders holds the connections to metadata leaders that calls were redirected to
+	// (followLeader).
+	leaders   map[string]*grpc.ClientConn
+	leadersMu sync.Mutex
 	// atExit runs after the command, before run returns (bench --cpuprofile stops its profile).
 	atExit []func()
 }
@@ -78,6 +83,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	if a.conn != nil {
 		_ = a.conn.Close()
+	}
+	for _, c := range a.leaders {
+		_ = c.Close()
 	}
 	if err == nil {
 		return 0
@@ -174,7 +182,8 @@ func (a *app) dial(ctx context.Context) (*grpc.ClientConn, error) {
 		_ = c.Close()
 		conn, err := grpc.NewClient(addr,
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvBytes)))
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvBytes)),
+			grpc.WithUnaryInterceptor(a.followLeader))
 		if err != nil {
 			lastErr = err
 			continue
