@@ -157,18 +157,23 @@ func (a *adminService) DescribeTopic(_ context.Context, req *runnelv1.DescribeTo
 	if req.GetName() == "" {
 		return nil, invalidRequest("name", "describe topic: name is required")
 	}
-	info, stats, err := a.s.reg.Describe(req.GetName())
+	info, routes, err := a.s.reg.Routes(req.GetName(), a.s.addr())
 	if err != nil {
 		return nil, callError(at(req.GetName(), -1), err)
 	}
-	id, addr := a.s.reg.NodeID(), a.s.addr()
 	out := &runnelv1.DescribeTopicResponse{Topic: summary(info), Configs: configEntries(info)}
-	for _, st := range stats {
-		out.Partitions = append(out.Partitions, &runnelv1.PartitionDescription{
-			Partition: st.Partition, LeaderId: id, LeaderAddress: addr,
-			Replicas: []int32{id}, InSyncReplicas: []int32{id},
-			LogStartOffset: st.LogStartOffset, HighWatermark: st.HighWatermark, SizeBytes: st.SizeBytes,
-		})
+	for _, rt := range routes {
+		pd := &runnelv1.PartitionDescription{
+			Partition: rt.Partition, LeaderId: rt.LeaderID, LeaderAddress: rt.LeaderAddr,
+			Replicas: rt.Replicas, InSyncReplicas: rt.InSync,
+			LogStartOffset: -1, HighWatermark: -1, SizeBytes: -1,
+		}
+		if st := rt.Stats; st != nil {
+			// This broker's replica: on a follower the high watermark is what it knows is
+			// committed, at most a heartbeat behind the leader's.
+			pd.LogStartOffset, pd.HighWatermark, pd.SizeBytes = st.LogStartOffset, st.HighWatermark, st.SizeBytes
+		}
+		out.Partitions = append(out.Partitions, pd)
 	}
 	return out, nil
 }
@@ -196,16 +201,29 @@ func (a *adminService) AlterTopicConfigs(ctx context.Context, req *runnelv1.Alte
 }
 
 func (a *adminService) DescribeCluster(context.Context, *runnelv1.DescribeClusterRequest) (*runnelv1.DescribeClusterResponse, error) {
+	brokers, leader := a.s.reg.Brokers(a.s.broker())
 	return &runnelv1.DescribeClusterResponse{
-		ClusterId: a.s.reg.ClusterID(), MetadataLeaderId: a.s.reg.NodeID(),
-		Brokers: []*runnelv1.Broker{a.s.broker()}, RespondingBrokerId: a.s.reg.NodeID(),
+		ClusterId: a.s.reg.ClusterID(), MetadataLeaderId: leader,
+		Brokers: brokers, RespondingBrokerId: a.s.reg.NodeID(),
 	}, nil
 }
 
+func (a *adminService) RebalanceCluster(context.Context, *runnelv1.RebalanceClusterRequest) (*runnelv1.RebalanceClusterResponse, error) {
+	moves, err := a.s.reg.Rebalance()
+	if err != nil {
+		return nil, callError(where{partition: -1, offset: -1}, err)
+	}
+	out := &runnelv1.RebalanceClusterResponse{}
+	for _, m := range moves {
+		out.Moves = append(out.Moves, &runnelv1.ReplicaMove{Topic: m.Topic, Partition: m.Partition, FromBrokerId: m.From, ToBrokerId: m.To})
+	}
+	return out, nil
+}
+
 func (a *adminService) GetMetadata(_ context.Context, req *runnelv1.GetMetadataRequest) (*runnelv1.GetMetadataResponse, error) {
+	brokers, leader := a.s.reg.Brokers(a.s.broker())
 	out := &runnelv1.GetMetadataResponse{
-		ClusterId: a.s.reg.ClusterID(), MetadataLeaderId: a.s.reg.NodeID(),
-		Brokers: []*runnelv1.Broker{a.s.broker()},
+		ClusterId: a.s.reg.ClusterID(), MetadataLeaderId: leader, Brokers: brokers,
 	}
 	names := req.GetTopics()
 	if len(names) == 0 {
@@ -213,17 +231,17 @@ func (a *adminService) GetMetadata(_ context.Context, req *runnelv1.GetMetadataR
 			names = append(names, t.Name)
 		}
 	}
-	id, addr := a.s.reg.NodeID(), a.s.addr()
 	for _, name := range names {
-		info, err := a.s.reg.Lookup(name)
+		info, routes, err := a.s.reg.Routes(name, a.s.addr())
 		if err != nil {
 			out.Topics = append(out.Topics, &runnelv1.TopicMetadata{Name: name, Error: apiErrorOf(at(name, -1), err).proto()})
 			continue
 		}
 		tm := &runnelv1.TopicMetadata{Name: name, TopicId: info.ID}
-		for p := range info.Partitions {
+		for _, rt := range routes {
 			tm.Partitions = append(tm.Partitions, &runnelv1.PartitionMetadata{
-				Partition: p, LeaderId: id, LeaderAddress: addr, Replicas: []int32{id}, InSyncReplicas: []int32{id},
+				Partition: rt.Partition, LeaderId: rt.LeaderID, LeaderAddress: rt.LeaderAddr,
+				Replicas: rt.Replicas, InSyncReplicas: rt.InSync,
 			})
 		}
 		out.Topics = append(out.Topics, tm)

@@ -10,7 +10,9 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/hashicorp/raft"
 	"github.com/runnel-io/runnel/commitlog"
+	"github.com/runnel-io/runnel/internal/cluster"
 	"github.com/runnel-io/runnel/internal/recordbatch"
 	"github.com/runnel-io/runnel/partition"
 	runnelv1 "github.com/runnel-io/runnel/proto/runnel/v1"
@@ -161,11 +163,51 @@ func apiErrorOf(w where, err error) *apiError {
 		return &apiError{code: code, msg: cleanMessage(w, err), info: info}
 	}
 	var (
-		rangeErr *commitlog.OffsetRangeError
-		tooLarge *partition.RecordTooLargeError
-		cfgErr   *topic.ConfigError
+		rangeErr  *commitlog.OffsetRangeError
+		tooLarge  *partition.RecordTooLargeError
+		cfgErr    *topic.ConfigError
+		notLeader *NotLeaderError
+		partNL    *partition.NotLeaderError
+		metaNL    *cluster.NotLeaderError
 	)
 	switch {
+	case errors.As(err, &notLeader):
+		if notLeader.LeaderID < 0 {
+			return mk(codes.Unavailable, runnelv1.ErrorReason_ERROR_REASON_LEADER_NOT_AVAILABLE)
+		}
+		info.LeaderId, info.LeaderAddress = proto.Int32(notLeader.LeaderID), notLeader.LeaderAddr
+		return mk(codes.Unavailable, runnelv1.ErrorReason_ERROR_REASON_NOT_LEADER)
+	case errors.As(err, &partNL):
+		// The partition's Raft group names its leader by server id "<broker id>/<incarnation>"
+		// and by its Raft address, which is its one port: the address clients use too.
+		id, _, ok := cluster.ParseRaftServerID(raft.ServerID(partNL.LeaderID))
+		if !ok || partNL.Leader == "" {
+			return mk(codes.Unavailable, runnelv1.ErrorReason_ERROR_REASON_LEADER_NOT_AVAILABLE)
+		}
+		info.LeaderId, info.LeaderAddress = proto.Int32(id), partNL.Leader
+		return mk(codes.Unavailable, runnelv1.ErrorReason_ERROR_REASON_NOT_LEADER)
+	case errors.As(err, &metaNL):
+		if metaNL.LeaderID >= 0 {
+			info.LeaderId, info.LeaderAddress = proto.Int32(metaNL.LeaderID), metaNL.LeaderAddr
+		}
+		return mk(codes.Unavailable, runnelv1.ErrorReason_ERROR_REASON_NOT_METADATA_LEADER)
+	case errors.Is(err, cluster.ErrTopicExists):
+		return mk(codes.AlreadyExists, runnelv1.ErrorReason_ERROR_REASON_TOPIC_ALREADY_EXISTS)
+	case errors.Is(err, cluster.ErrUnknownTopic), errors.Is(err, cluster.ErrStaleTopic):
+		return mk(codes.NotFound, runnelv1.ErrorReason_ERROR_REASON_UNKNOWN_TOPIC)
+	case errors.Is(err, cluster.ErrUnknownGroup):
+		return mk(codes.NotFound, runnelv1.ErrorReason_ERROR_REASON_UNKNOWN_GROUP)
+	case errors.Is(err, cluster.ErrNotEnoughBrokers):
+		info.Field = "replication_factor"
+		return mk(codes.FailedPrecondition, runnelv1.ErrorReason_ERROR_REASON_INVALID_REPLICATION_FACTOR)
+	case errors.Is(err, cluster.ErrInvalidPartitions):
+		info.Field = "partitions"
+		info.Limit = proto.Int64(MaxPartitions)
+		return mk(codes.InvalidArgument, runnelv1.ErrorReason_ERROR_REASON_INVALID_PARTITIONS)
+	case errors.Is(err, cluster.ErrClosed):
+		return mk(codes.Unavailable, runnelv1.ErrorReason_ERROR_REASON_SHUTTING_DOWN)
+	case errors.Is(err, cluster.ErrConcurrentChange):
+		return mk(codes.Unavailable, runnelv1.ErrorReason_ERROR_REASON_UNSPECIFIED)
 	case errors.As(err, &rangeErr):
 		info.Reason = runnelv1.ErrorReason_ERROR_REASON_OFFSET_OUT_OF_RANGE
 		info.Offset = proto.Int64(rangeErr.Offset)

@@ -144,6 +144,9 @@ func (m *brokerMetrics) Collect(ch chan<- prometheus.Metric) {
 		}
 		exists[info.Name] = info
 		for i, p := range parts {
+			if p == nil {
+				continue // cluster mode: no replica here
+			}
 			pl := strconv.Itoa(i)
 			st := p.Stats()
 			gauge := func(d *prometheus.Desc, v float64) { send(ch, d, prometheus.GaugeValue, v, info.Name, pl) }

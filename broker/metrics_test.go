@@ -105,7 +105,7 @@ func TestMetricsPartitionsAndLag(t *testing.T) {
 	b.produceOK("other", 0, runnelv1.Acks_ACKS_ALL, batch(t, 3, "x"))
 	b.commitOK("g1", oc("events", 0, 2, ""), oc("events", 1, 0, "md"))
 	b.commitOK("g2", oc("events", 0, 99, ""), oc("other", 0, 0, "")) // beyond the end: lag 0
-	_, stats, err := b.reg.Describe("events")
+	_, stats, err := b.reg.Routes("events", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,8 +117,8 @@ func TestMetricsPartitionsAndLag(t *testing.T) {
 	wantSample(t, m, p("runnel_partition_high_watermark", "other", "0"), 1)
 	wantSample(t, m, p("runnel_partition_log_start_offset", "events", "0"), 0)
 	wantSample(t, m, p("runnel_partition_log_start_offset", "events", "1"), 0)
-	wantSample(t, m, p("runnel_partition_log_size_bytes", "events", "0"), float64(stats[0].SizeBytes))
-	wantSample(t, m, p("runnel_partition_log_size_bytes", "events", "1"), float64(stats[1].SizeBytes))
+	wantSample(t, m, p("runnel_partition_log_size_bytes", "events", "0"), float64(stats[0].Stats.SizeBytes))
+	wantSample(t, m, p("runnel_partition_log_size_bytes", "events", "1"), float64(stats[1].Stats.SizeBytes))
 	if m[p("runnel_partition_log_size_bytes", "events", "0")] <= m[p("runnel_partition_log_size_bytes", "events", "1")] {
 		t.Errorf("partition 0 holds records, partition 1 none, yet sizes are %v and %v",
 			m[p("runnel_partition_log_size_bytes", "events", "0")], m[p("runnel_partition_log_size_bytes", "events", "1")])

@@ -255,7 +255,7 @@ func (p *produceService) startAppend(ctx context.Context, call *produceCall, w w
 		}
 		report(-1, ae.proto())
 	}
-	pt, err := p.s.reg.Partition(topicName, part)
+	pt, err := p.s.reg.LeaderPartition(topicName, part)
 	if err != nil {
 		fail(err)
 		return

@@ -15,6 +15,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/runnel-io/runnel/internal/cluster"
 	"github.com/runnel-io/runnel/internal/vfs"
 	"github.com/runnel-io/runnel/partition"
 	"github.com/runnel-io/runnel/topic"
@@ -49,6 +50,9 @@ type RegistryOptions struct {
 	// Partition is the base of every partition's options (sync policy, filesystem, clock);
 	// Topic, Partition and Logger are set per partition. Zero: partition.DefaultOptions().
 	Partition *partition.Options
+	// Clustered opens the registry for cluster mode: it loads nothing from disk and holds no
+	// topic until StartCluster puts it under the cluster's metadata (replicas.go).
+	Clustered bool
 }
 
 // TopicInfo is what the registry knows of a topic.
@@ -76,7 +80,9 @@ type topicFile struct {
 
 type topicState struct {
 	info  TopicInfo
-	parts []*partition.Partition
+	parts []*partition.Partition // in cluster mode, nil where this broker holds no replica
+	// assign is each partition's replica set (cluster mode only).
+	assign []cluster.PartitionAssignment
 }
 
 // Registry owns this broker's topics: their durable descriptions under
@@ -102,8 +108,10 @@ type Registry struct {
 	clusterID string
 	log       zerolog.Logger
 	popts     partition.Options
+	clustered bool
 
 	mu     sync.Mutex
+	cm     *clusterMode           // under mu: cluster mode, once started
 	topics map[string]*topicState // by name; under mu
 	byKey  map[string]string      // topic.CollisionKey(name) -> name; under mu
 	closed bool                   // under mu
@@ -119,19 +127,23 @@ func OpenRegistry(opts RegistryOptions) (*Registry, error) {
 		popts = *opts.Partition
 	}
 	r := &Registry{
-		dataDir: opts.DataDir,
-		dir:     filepath.Join(opts.DataDir, topicsDirName),
-		nodeID:  opts.NodeID,
-		log:     opts.Logger.With().Str("component", "topics").Logger(),
-		popts:   popts,
-		topics:  make(map[string]*topicState),
-		byKey:   make(map[string]string),
+		dataDir:   opts.DataDir,
+		dir:       filepath.Join(opts.DataDir, topicsDirName),
+		nodeID:    opts.NodeID,
+		log:       opts.Logger.With().Str("component", "topics").Logger(),
+		popts:     popts,
+		clustered: opts.Clustered,
+		topics:    make(map[string]*topicState),
+		byKey:     make(map[string]string),
 	}
 	if err := os.MkdirAll(r.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("broker: registry: %w", err)
 	}
 	if err := vfs.OS.SyncDir(opts.DataDir); err != nil {
 		return nil, fmt.Errorf("broker: registry: %w", err)
+	}
+	if r.clustered {
+		return r, nil
 	}
 	id, err := r.loadClusterID()
 	if err != nil {
@@ -288,6 +300,9 @@ func (r *Registry) Create(req CreateRequest) (TopicInfo, error) {
 	if err := cfg.CheckReplicationFactor(int(rf)); err != nil {
 		return TopicInfo{}, fmt.Errorf("topic %q: %w", req.Name, err)
 	}
+	if r.clustered {
+		return r.createClustered(req, n, rf, cfg)
+	}
 	if rf > 1 {
 		return TopicInfo{}, fmt.Errorf("topic %q: %w: replication factor %d, but this cluster has 1 broker (a single node; replication comes with clustering)",
 			req.Name, ErrReplicationFactorTooLarge, rf)
@@ -350,6 +365,9 @@ func (r *Registry) Delete(name string) error {
 	if err := topic.ValidateName(name); err != nil {
 		return err
 	}
+	if r.clustered {
+		return r.deleteClustered(name)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
@@ -401,39 +419,6 @@ func (r *Registry) List() []TopicInfo {
 	return out
 }
 
-// PartitionStats is one partition in Describe.
-type PartitionStats struct {
-	Partition int32
-	partition.Stats
-}
-
-// Describe returns a topic and its partitions' figures.
-func (r *Registry) Describe(name string) (TopicInfo, []PartitionStats, error) {
-	if err := topic.ValidateName(name); err != nil {
-		return TopicInfo{}, nil, err
-	}
-	r.mu.Lock()
-	ts, ok := r.topics[name]
-	closed := r.closed
-	var info TopicInfo
-	var parts []*partition.Partition
-	if ok {
-		info, parts = cloneInfo(ts.info), ts.parts
-	}
-	r.mu.Unlock()
-	if closed {
-		return TopicInfo{}, nil, fmt.Errorf("topic %q: %w", name, ErrRegistryClosed)
-	}
-	if !ok {
-		return TopicInfo{}, nil, fmt.Errorf("topic %q: %w", name, ErrUnknownTopic)
-	}
-	stats := make([]PartitionStats, len(parts))
-	for i, p := range parts {
-		stats[i] = PartitionStats{Partition: int32(i), Stats: p.Stats()}
-	}
-	return info, stats, nil
-}
-
 // Lookup returns a topic's info.
 func (r *Registry) Lookup(name string) (TopicInfo, error) {
 	if err := topic.ValidateName(name); err != nil {
@@ -477,7 +462,26 @@ func (r *Registry) Partition(name string, p int32) (*partition.Partition, error)
 	if p < 0 || int(p) >= len(ts.parts) {
 		return nil, fmt.Errorf("topic %q partition %d: %w (the topic has %d partitions)", name, p, ErrUnknownPartition, len(ts.parts))
 	}
+	if ts.parts[p] == nil {
+		return nil, r.notHereLocked(ts, p)
+	}
 	return ts.parts[p], nil
+}
+
+// LeaderPartition is Partition for produce and reads: in cluster mode it fails with
+// NOT_LEADER (naming the leader this broker knows of) unless this broker's replica leads.
+func (r *Registry) LeaderPartition(name string, p int32) (*partition.Partition, error) {
+	pt, err := r.Partition(name, p)
+	if err != nil || pt.IsLeader() {
+		return pt, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ts, ok := r.topics[name]
+	if !ok || int(p) >= len(ts.parts) {
+		return nil, fmt.Errorf("topic %q: %w", name, ErrUnknownTopic)
+	}
+	return nil, r.notHereLocked(ts, p)
 }
 
 // Partitions returns every partition of a topic, by number.
@@ -532,6 +536,12 @@ func (r *Registry) AlterConfigs(name string, set map[string]string, del []string
 	if validateOnly {
 		return info, nil, nil
 	}
+	if r.clustered {
+		// The metadata leader decides; the sync goroutine applies the change here (it takes mu).
+		r.mu.Unlock()
+		defer r.mu.Lock()
+		return r.alterClustered(name, set, del)
+	}
 	if err := writeTopicFile(filepath.Join(r.dir, name), info); err != nil {
 		return TopicInfo{}, nil, fmt.Errorf("topic %q: %w: %w", name, ErrStorage, err)
 	}
@@ -561,6 +571,12 @@ func (r *Registry) AlterConfigs(name string, set map[string]string, del []string
 // ErrRegistryClosed. Close is idempotent.
 func (r *Registry) Close() error {
 	r.mu.Lock()
+	cm := r.cm
+	r.mu.Unlock()
+	if cm != nil {
+		cm.stop() // its goroutine takes mu
+	}
+	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
 		return nil
@@ -579,6 +595,9 @@ func (r *Registry) closeAllLocked() error {
 	var errs []error
 	for _, ts := range r.topics {
 		for _, p := range ts.parts {
+			if p == nil {
+				continue
+			}
 			if err := p.Close(); err != nil {
 				errs = append(errs, err)
 			}

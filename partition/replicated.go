@@ -8,7 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/runnel-io/runnel/internal/voteguard"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
@@ -34,6 +37,10 @@ type Replication struct {
 	Raft *raft.Config
 	// ApplyTimeout bounds how long a proposal waits to enter the leader's queue (default 10s).
 	ApplyTimeout time.Duration
+	// GuardVotes refuses vote requests while this replica is not a voter in the latest
+	// configuration it holds (internal/voteguard): a replica whose data was wiped, or one
+	// added late and not yet caught up, must not vote in place of the server it replaces.
+	GuardVotes bool
 }
 
 // DefaultRaftConfig returns the Raft timeouts partitions use: hashicorp/raft's defaults
@@ -83,6 +90,7 @@ type replication struct {
 	snaps   *raftstore.SnapshotStore
 	stable  *raftstore.StableStore
 	timeout time.Duration
+	trans   raft.Transport // the group's transport as given (Raft may hold a vote guard over it)
 }
 
 // OpenReplicated opens (or creates) one replica of a partition replicated by its own Raft
@@ -144,15 +152,28 @@ func OpenReplicated(dir string, cfg topic.Config, opts Options, rep Replication)
 			return fail(fmt.Errorf("bootstrap: %w", err))
 		}
 	}
-	r, err := raft.NewRaft(conf, fsm, logs, stable, snaps, rep.Transport)
+	trans := rep.Transport
+	var (
+		raftRef atomic.Pointer[raft.Raft]
+		guard   *voteguard.Guard
+	)
+	if rep.GuardVotes {
+		guard = voteguard.New(trans, func() bool { return voteguard.IsVoter(raftRef.Load(), rep.ID) })
+		trans = guard.ForRaft()
+	}
+	r, err := raft.NewRaft(conf, fsm, logs, stable, snaps, trans)
 	if err != nil {
 		return fail(fmt.Errorf("raft: %w", err))
+	}
+	raftRef.Store(r)
+	if guard != nil {
+		go guard.Run(p.done) // Close closes done before it shuts Raft down
 	}
 	timeout := rep.ApplyTimeout
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
-	p.rep = &replication{raft: r, fsm: fsm, logs: logs, snaps: snaps, stable: stable, timeout: timeout}
+	p.rep = &replication{raft: r, fsm: fsm, logs: logs, snaps: snaps, stable: stable, timeout: timeout, trans: rep.Transport}
 	return p, nil
 }
 
@@ -243,6 +264,15 @@ func (p *Partition) LeaderCh() <-chan bool {
 	return p.rep.raft.LeaderCh()
 }
 
+// Transport returns the group's Raft transport as given to OpenReplicated; nil without
+// replication.
+func (p *Partition) Transport() raft.Transport {
+	if p.rep == nil {
+		return nil
+	}
+	return p.rep.trans
+}
+
 // Raft returns the partition's Raft group (membership changes, snapshots, stats); nil
 // without replication.
 func (p *Partition) Raft() *raft.Raft {
@@ -257,5 +287,10 @@ func (p *Partition) shutdownRaft() error {
 	if p.rep == nil {
 		return nil
 	}
-	return p.rep.raft.Shutdown().Error()
+	err := p.rep.raft.Shutdown().Error()
+	if c, ok := p.rep.trans.(raft.WithClose); ok {
+		// Raft closes the transport it was given; under a vote guard that is not this one.
+		err = errors.Join(err, c.Close())
+	}
+	return err
 }

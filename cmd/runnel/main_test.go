@@ -53,7 +53,7 @@ func startBroker(t *testing.T) string {
 	dir := t.TempDir()
 	addr := freeAddr(t)
 	cmd := exec.Command(filepath.Join(binDir, "runneld"), "--data-dir", filepath.Join(dir, "data"),
-		"--addr", addr, "--serf-addr", freeAddr(t))
+		"--addr", addr)
 	var log bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cmd.Start(); err != nil {

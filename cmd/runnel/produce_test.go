@@ -37,14 +37,14 @@ func (s *syncBuffer) String() string {
 // broker is a runneld that a test can stop and start again on the same address and data.
 type broker struct {
 	t                   *testing.T
-	dir, addr, serfAddr string
+	dir, addr string
 	cmd                 *exec.Cmd
 	exited              chan error
 	log                 *syncBuffer
 }
 
 func newBroker(t *testing.T) *broker {
-	b := &broker{t: t, dir: filepath.Join(t.TempDir(), "data"), addr: freeAddr(t), serfAddr: freeAddr(t)}
+	b := &broker{t: t, dir: filepath.Join(t.TempDir(), "data"), addr: freeAddr(t)}
 	b.start()
 	t.Cleanup(b.stop)
 	return b
@@ -54,7 +54,7 @@ func (b *broker) start() {
 	b.t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		b.cmd = exec.Command(filepath.Join(binDir, "runneld"), "--data-dir", b.dir, "--addr", b.addr, "--serf-addr", b.serfAddr)
+		b.cmd = exec.Command(filepath.Join(binDir, "runneld"), "--data-dir", b.dir, "--addr", b.addr)
 		b.log = &syncBuffer{}
 		b.cmd.Stdout, b.cmd.Stderr = b.log, b.log
 		if err := b.cmd.Start(); err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -48,14 +49,22 @@ func TestDockerImage(t *testing.T) {
 	tag := fmt.Sprintf("runnel:test-%d", time.Now().UnixNano())
 	docker(t, "build", "-q", "-t", tag, ctxDir)
 	t.Cleanup(func() { _ = exec.Command("docker", "rmi", "-f", tag).Run() })
-	id := docker(t, "run", "-d", "-p", "127.0.0.1::9420", tag)
+	// The broker must advertise the address clients reach it at (metadata names it as every
+	// partition's leader): the host port mapped to the container's 9420.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostAddr := ln.Addr().String()
+	_ = ln.Close()
+	id := docker(t, "run", "-d", "-p", hostAddr+":9420", "-e", "RUNNEL_ADVERTISE_ADDR="+hostAddr, tag)
 	t.Cleanup(func() { _ = exec.Command("docker", "rm", "-f", "-v", id).Run() })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*testTimeout)
 	defer cancel()
 	connect := func() *client.Client {
 		t.Helper()
-		addr := strings.Split(docker(t, "port", id, "9420/tcp"), "\n")[0]
+		addr := hostAddr
 		deadline := time.Now().Add(testTimeout)
 		for {
 			c, err := client.New(ctx, client.WithBrokers(addr), client.WithDialTimeout(time.Second))

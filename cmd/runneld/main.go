@@ -2,8 +2,8 @@
 // data under ./data, the gRPC API and HTTP (/healthz, /metrics) on 127.0.0.1:9420.
 //
 // Flags may also be given as RUNNEL_* environment variables or in a YAML file (--config); see
-// internal/config. Clustering flags (--serf-addr, --join) are accepted so that scripts need
-// not change later, but nothing uses them until clustering exists.
+// internal/config. With --serf-addr it is a member of a cluster (docs/cluster.md): the first
+// broker founds it, the others are started with --join.
 package main
 
 import (
@@ -23,7 +23,9 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/runnel-io/runnel/broker"
+	"github.com/runnel-io/runnel/internal/cluster"
 	"github.com/runnel-io/runnel/internal/config"
+	"github.com/runnel-io/runnel/internal/node"
 )
 
 // shutdownTimeout bounds the graceful stop; what remains after it is cut off.
@@ -36,6 +38,9 @@ type options struct {
 	serfAddr      string
 	join          []string
 	advertiseAddr string
+	serfAdvertise string
+	voters        int
+	failedTimeout time.Duration
 	logFormat     string
 	logLevel      string
 	pprof         bool
@@ -52,9 +57,12 @@ func run(args []string, stderr io.Writer) int {
 	fs.StringVar(&o.dataDir, "data-dir", "./data", "directory holding the broker's topics and logs")
 	fs.StringVar(&o.addr, "addr", broker.DefaultAddr, "host:port for the gRPC API and HTTP (/healthz, /metrics); port 0 picks a free port")
 	fs.Int32Var(&o.nodeID, "node-id", 1, "this broker's id, unique in the cluster")
-	fs.StringVar(&o.serfAddr, "serf-addr", "127.0.0.1:9421", "host:port for cluster membership (not used until clustering exists)")
-	fs.StringSliceVar(&o.join, "join", nil, "serf addresses of brokers to join (not used until clustering exists)")
-	fs.StringVar(&o.advertiseAddr, "advertise-addr", "", "host:port clients reach this broker at, reported in metadata (default: the listening address)")
+	fs.StringVar(&o.serfAddr, "serf-addr", "", "host:port for cluster membership gossip (Serf, TCP and UDP); set it to run as a member of a cluster (empty: a single node)")
+	fs.StringSliceVar(&o.join, "join", nil, "serf addresses of running brokers to join (cluster mode; none: found a new cluster if the data dir is new)")
+	fs.StringVar(&o.advertiseAddr, "advertise-addr", "", "host:port clients and other brokers reach this broker at, reported in metadata (default: the listening address)")
+	fs.StringVar(&o.serfAdvertise, "serf-advertise-addr", "", "host:port other brokers reach this broker's gossip at (default: --serf-addr)")
+	fs.IntVar(&o.voters, "voters", cluster.DefaultVoters, "brokers that vote in the metadata Raft group (1, 3, 5 or 7); others replicate it without voting")
+	fs.DurationVar(&o.failedTimeout, "failed-timeout", cluster.DefaultFailedTimeout, "how long a failed broker keeps its partition replicas before they are reassigned")
 	fs.String(config.DefaultConfigFlag, "", "YAML file with flag values (keys are flag names); flags and RUNNEL_* variables override it")
 	fs.StringVar(&o.logFormat, "log-format", "auto", "log format: auto (console on a terminal, else json), console or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
@@ -133,66 +141,45 @@ func serve(o options, log zerolog.Logger) error {
 			return fmt.Errorf("--advertise-addr %q: %w", o.advertiseAddr, err)
 		}
 	}
-	log.Info().Str("serf_addr", o.serfAddr).Strs("join", o.join).
-		Msg("--serf-addr and --join are not used until the cluster issue: this is a single-node broker")
-
-	reg, err := broker.OpenRegistry(broker.RegistryOptions{DataDir: o.dataDir, NodeID: o.nodeID, Logger: log})
+	cfg := node.Config{
+		DataDir: o.dataDir, Addr: o.addr, Advertise: o.advertiseAddr, NodeID: o.nodeID,
+		Logger: log, Version: version(), Pprof: o.pprof,
+	}
+	if o.serfAddr == "" && len(o.join) > 0 {
+		return fmt.Errorf("--join needs --serf-addr (this broker's own gossip address)")
+	}
+	if o.serfAddr != "" {
+		if _, _, err := net.SplitHostPort(o.serfAddr); err != nil {
+			return fmt.Errorf("--serf-addr %q: %w", o.serfAddr, err)
+		}
+		cfg.Cluster = &node.ClusterConfig{
+			SerfAddr: o.serfAddr, SerfAdvertise: o.serfAdvertise, Join: o.join,
+			Voters: o.voters, FailedTimeout: o.failedTimeout,
+		}
+	}
+	n, err := node.Start(cfg)
 	if err != nil {
 		return err
 	}
-	var srv *broker.Server
-	svc := broker.NewServices(broker.ServicesOptions{
-		Registry: reg,
-		Version:  version(),
-		Address: func() string {
-			if o.advertiseAddr != "" {
-				return o.advertiseAddr
-			}
-			return srv.Addr().String()
-		},
-	})
-	// Offsets (broker/offsets.go): fail at startup if <data-dir>/offsets.db cannot be opened
-	// (e.g. another runneld holds it) rather than failing every offset call.
-	if err := svc.OffsetStoreError(); err != nil {
-		svc.Stop()
-		return errors.Join(err, reg.Close())
+	ev := log.Info().Str("addr", n.Addr()).Str("data_dir", o.dataDir).Int32("node_id", n.ID()).
+		Str("cluster_id", n.Registry().ClusterID()).Str("version", version())
+	if cfg.Cluster != nil {
+		ev = ev.Str("serf_addr", n.SerfAddr()).Strs("join", o.join)
 	}
-	cfg := broker.DefaultConfig()
-	cfg.Addr = o.addr
-	cfg.Logger = log
-	cfg.Register = svc.Register
-	cfg.Metrics = svc.RegisterMetrics
-	cfg.Pprof = o.pprof
-	srv, err = broker.New(cfg)
-	if err != nil {
-		return errors.Join(err, reg.Close())
-	}
-	log.Info().Str("addr", srv.Addr().String()).Str("data_dir", o.dataDir).Int32("node_id", o.nodeID).
-		Str("cluster_id", reg.ClusterID()).Str("version", version()).Msg("runneld started")
+	ev.Msg("runneld started")
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve() }()
-
-	var serveErr error
 	select {
 	case <-ctx.Done():
 		log.Info().Msg("signal received, shutting down")
-	case serveErr = <-served:
-		served = nil
+	case <-n.Done():
 	}
 	stop() // a second signal now kills the process the default way
 
-	svc.Stop()
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
-	shutErr := srv.Shutdown(sctx)
-	if served != nil {
-		serveErr = <-served
-	}
-	closeErr := reg.Close()
-	if err := errors.Join(serveErr, shutErr, closeErr); err != nil {
+	if err := n.Stop(sctx); err != nil {
 		return err
 	}
 	log.Info().Msg("runneld stopped")

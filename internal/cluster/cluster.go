@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/runnel-io/runnel/internal/voteguard"
+
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"github.com/hashicorp/serf/serf"
@@ -237,7 +239,7 @@ type Cluster struct {
 	fsm   *fsm
 	store *raftboltdb.BoltStore
 	snaps *raft.FileSnapshotStore
-	guard *voteGuard
+	guard *voteguard.Guard
 	raft  atomic.Pointer[raft.Raft]
 	ml    *Membership
 

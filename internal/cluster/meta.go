@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/runnel-io/runnel/internal/voteguard"
+
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	"github.com/rs/zerolog"
@@ -36,13 +38,13 @@ func (c *Cluster) Start() error {
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
-	c.guard = newVoteGuard(c.cfg.Transport, c.isVoter)
+	c.guard = voteguard.New(c.cfg.Transport, c.isVoter)
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		c.guard.run(c.done)
+		c.guard.Run(c.done)
 	}()
-	r, err := raft.NewRaft(rc, c.fsm, c.store, c.store, c.snaps, c.guard.transport())
+	r, err := raft.NewRaft(rc, c.fsm, c.store, c.store, c.snaps, c.guard.ForRaft())
 	if err != nil {
 		return fmt.Errorf("cluster: start raft: %w", err)
 	}
@@ -114,82 +116,7 @@ func (c *Cluster) Close() error {
 }
 
 // isVoter reports whether this broker is a voter in the latest Raft configuration it holds.
-func (c *Cluster) isVoter() bool {
-	r := c.raft.Load()
-	if r == nil {
-		return false
-	}
-	f := r.GetConfiguration()
-	if f.Error() != nil {
-		return false
-	}
-	for _, s := range f.Configuration().Servers {
-		if s.ID == c.localID {
-			return s.Suffrage == raft.Voter
-		}
-	}
-	return false
-}
-
-// errNotVoter answers a vote request to a broker that is not a voter.
-var errNotVoter = errors.New("cluster: not a voter in its own configuration: refusing to vote")
-
-// voteGuard wraps the Raft transport and refuses vote and pre-vote requests while this
-// broker is not a voter in the latest configuration it holds. hashicorp/raft grants a vote
-// from any server with an empty log and no configuration, so a broker whose data dir was
-// wiped, answering at its old address, would otherwise vote in place of the server it was
-// (whose vote candidates still count). Refusing a vote is always safe; a broker that was
-// just made a voter learns it from the leader's next append.
-type voteGuard struct {
-	raft.Transport
-	ch      chan raft.RPC
-	isVoter func() bool
-}
-
-// voteGuardPreVote is a voteGuard over a transport that supports pre-vote.
-type voteGuardPreVote struct{ *voteGuard }
-
-func (g voteGuardPreVote) RequestPreVote(id raft.ServerID, target raft.ServerAddress, args *raft.RequestPreVoteRequest, resp *raft.RequestPreVoteResponse) error {
-	return g.Transport.(raft.WithPreVote).RequestPreVote(id, target, args, resp)
-}
-
-func newVoteGuard(t raft.Transport, isVoter func() bool) *voteGuard {
-	return &voteGuard{Transport: t, ch: make(chan raft.RPC), isVoter: isVoter}
-}
-
-// transport returns the guard as the transport Raft is given.
-func (g *voteGuard) transport() raft.Transport {
-	if _, ok := g.Transport.(raft.WithPreVote); ok {
-		return voteGuardPreVote{g}
-	}
-	return g
-}
-
-// Consumer implements raft.Transport.
-func (g *voteGuard) Consumer() <-chan raft.RPC { return g.ch }
-
-func (g *voteGuard) run(done <-chan struct{}) {
-	in := g.Transport.Consumer()
-	for {
-		select {
-		case <-done:
-			return
-		case rpc := <-in:
-			switch rpc.Command.(type) {
-			case *raft.RequestVoteRequest, *raft.RequestPreVoteRequest:
-				if !g.isVoter() {
-					rpc.Respond(nil, errNotVoter)
-					continue
-				}
-			}
-			select {
-			case g.ch <- rpc:
-			case <-done:
-				return
-			}
-		}
-	}
-}
+func (c *Cluster) isVoter() bool { return voteguard.IsVoter(c.raft.Load(), c.localID) }
 
 // loop is the control loop. On every broker it reports, while this broker is a non-voter,
 // how far it has applied the metadata (a Serf tag the leader reads before promoting it). On

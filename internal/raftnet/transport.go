@@ -19,6 +19,11 @@ type Transport struct {
 	heartbeat atomic.Pointer[func(raft.RPC)]
 	closeOnce sync.Once
 	closed    chan struct{}
+
+	// progress is, per target address, the last log index a successful AppendEntries
+	// response reported (raft.AppendEntriesResponse.LastLog): on a leader, how far each
+	// follower's log has caught up. hashicorp/raft keeps its own match indexes private.
+	progress sync.Map // raft.ServerAddress -> uint64
 }
 
 var (
@@ -98,7 +103,29 @@ func (t *Transport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, ar
 	if len(args.Entries) > 0 {
 		lane = laneBulk
 	}
-	return t.rpc(target, lane, appendKind(args), args, resp, isHeartbeat(args), len(args.Entries) == 0)
+	err := t.rpc(target, lane, appendKind(args), args, resp, isHeartbeat(args), len(args.Entries) == 0)
+	if err == nil {
+		t.noteProgress(target, resp)
+	}
+	return err
+}
+
+// noteProgress records a follower's last log index from a successful AppendEntries response.
+func (t *Transport) noteProgress(target raft.ServerAddress, resp *raft.AppendEntriesResponse) {
+	if resp.Success {
+		t.progress.Store(target, resp.LastLog)
+	}
+}
+
+// Progress returns the last log index the peer at addr reported in a successful
+// AppendEntries response to this transport (on a group's leader: how far that follower has
+// replicated), and whether it reported any.
+func (t *Transport) Progress(addr raft.ServerAddress) (uint64, bool) {
+	v, ok := t.progress.Load(addr)
+	if !ok {
+		return 0, false
+	}
+	return v.(uint64), true
 }
 
 // appendKind is the frame kind of an AppendEntries: heartbeats have their own, so that the
@@ -366,6 +393,9 @@ func (p *pipeline) receive() {
 		case f := <-p.inflight:
 			r := f.conn.wait(f.id, f.call, p.t.n.timeout, p.closed, p.t.closed)
 			f.err = decodeResult(r, f.resp)
+			if f.err == nil {
+				p.t.noteProgress(p.target, f.resp)
+			}
 			if f.lane == laneBulk {
 				p.bulk.Add(-1)
 			}

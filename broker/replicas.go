@@ -1,0 +1,657 @@
+package broker
+
+// Cluster mode: the registry's topics come from the cluster's metadata (internal/cluster),
+// and each partition this broker holds a replica of is one replica of the partition's own
+// Raft group (partition.OpenReplicated) over the broker's shared Raft transport
+// (internal/raftnet, on the one cmux port).
+//
+// One goroutine (clusterMode.run) brings the local replicas in line with the applied
+// metadata, on every applied change and every SyncInterval:
+//
+//   - a topic in the metadata gets a directory <data-dir>/topics/<name>/ holding topic.json
+//     (its id: a directory left from a deleted topic of the same name is removed first);
+//   - a partition assigned to this broker is opened. It bootstraps its Raft group with the
+//     assignment's replicas only when the assignment is the topic's first (epoch 1), the
+//     replica has no state yet, and this broker's data dir is older than the topic: a replica
+//     added later, or one whose data dir was wiped, starts empty and waits to be added by the
+//     group's leader (it then refuses to vote until it is a voter, see partition's vote guard);
+//   - a partition no longer assigned here is closed and deleted once the group's
+//     configuration no longer holds this broker, or RemoveDelay after the assignment
+//     changed (a removed server is not told that it was removed);
+//   - on every group this broker leads, the Raft configuration is moved towards the
+//     assignment, one change at a time: servers of brokers that are gone (failed, left, or
+//     with a new incarnation) are removed first; missing replicas are added as non-voters
+//     and promoted once caught up (their log within CatchUpLag entries of the leader's,
+//     from raftnet's record of AppendEntries responses); replicas moved elsewhere are removed
+//     last, once every assigned replica votes, the leader handing its leadership over first
+//     if it is the one to go.
+//
+// Topics deleted from the metadata are closed and their files removed.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/runnel-io/runnel/internal/cluster"
+	"github.com/runnel-io/runnel/internal/raftnet"
+	"github.com/runnel-io/runnel/internal/vfs"
+	"github.com/runnel-io/runnel/partition"
+	"github.com/runnel-io/runnel/topic"
+)
+
+// ClusterOptions start a clustered Registry's replica management (Registry.StartCluster).
+type ClusterOptions struct {
+	// Cluster is this broker's membership and metadata replica (started).
+	Cluster *cluster.Cluster
+	// Network is the broker's Raft transport; each partition group gets Network.Transport of
+	// "<topic id>/<partition>".
+	Network *raftnet.Network
+	// Raft is the base configuration of the partitions' Raft groups (timeouts); nil:
+	// partition.DefaultRaftConfig.
+	Raft *raft.Config
+	// SyncInterval is how often the replicas are compared with the metadata besides on every
+	// applied change (default 1s); it also paces Raft membership changes.
+	SyncInterval time.Duration
+	// RemoveDelay is how long a replica no longer assigned here is kept when this broker
+	// cannot tell that its group has removed it (default 30s).
+	RemoveDelay time.Duration
+	// CatchUpLag is how many log entries a new replica may trail the leader by to be
+	// promoted to voter (default 1024).
+	CatchUpLag uint64
+}
+
+// clusterMode is a clustered Registry's link to the metadata.
+type clusterMode struct {
+	r      *Registry
+	cl     *cluster.Cluster
+	net    *raftnet.Network
+	raft   *raft.Config
+	self   int32
+	selfID raft.ServerID
+	bornAt time.Time // when this broker's data dir (its incarnation) was created
+	opts   ClusterOptions
+
+	done chan struct{}
+	wg   sync.WaitGroup
+
+	mu       sync.Mutex
+	brokers  map[int32]cluster.Broker // under mu: the latest read of the metadata
+	excluded map[string]time.Time     // under mu: replica key -> when it was first seen unassigned
+	synced   uint64                   // under mu: the metadata index the last full sync read
+	syncCond *sync.Cond
+}
+
+// replicaDirTopicFile is topic.json in cluster mode: which topic (by id) a directory holds.
+type replicaDirTopicFile struct {
+	Name string `json:"name"`
+	ID   string `json:"id"`
+}
+
+// StartCluster puts the registry (opened with RegistryOptions.Clustered) under the
+// cluster's metadata and starts the goroutine that keeps its replicas in line with it.
+func (r *Registry) StartCluster(opts ClusterOptions) error {
+	if !r.clustered {
+		return errors.New("broker: registry: StartCluster on a registry not opened as clustered")
+	}
+	if opts.Cluster == nil || opts.Network == nil {
+		return errors.New("broker: registry: StartCluster needs a Cluster and a Network")
+	}
+	if opts.SyncInterval <= 0 {
+		opts.SyncInterval = time.Second
+	}
+	if opts.RemoveDelay <= 0 {
+		opts.RemoveDelay = 30 * time.Second
+	}
+	if opts.CatchUpLag == 0 {
+		opts.CatchUpLag = 1024
+	}
+	st, err := os.Stat(filepath.Join(r.dataDir, cluster.IncarnationFile))
+	if err != nil {
+		return fmt.Errorf("broker: registry: %w", err)
+	}
+	m := &clusterMode{
+		r: r, cl: opts.Cluster, net: opts.Network, raft: opts.Raft, self: r.nodeID,
+		selfID: cluster.RaftServerID(r.nodeID, opts.Cluster.Incarnation()), bornAt: st.ModTime(),
+		opts: opts, done: make(chan struct{}), brokers: map[int32]cluster.Broker{}, excluded: map[string]time.Time{},
+	}
+	m.syncCond = sync.NewCond(&m.mu)
+	r.mu.Lock()
+	if r.closed || r.cm != nil {
+		r.mu.Unlock()
+		return errors.New("broker: registry: closed, or already started")
+	}
+	r.cm = m
+	r.mu.Unlock()
+	w := m.cl.Watch()
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		defer w.Close()
+		m.run(w)
+	}()
+	return nil
+}
+
+func (m *clusterMode) stop() {
+	close(m.done)
+	m.mu.Lock()
+	m.syncCond.Broadcast()
+	m.mu.Unlock()
+	m.wg.Wait()
+}
+
+func (m *clusterMode) run(w *cluster.Watcher) {
+	tick := time.NewTicker(m.opts.SyncInterval)
+	defer tick.Stop()
+	for {
+		if err := m.sync(); err != nil {
+			m.r.log.Warn().Err(err).Msg("bringing replicas in line with the metadata")
+		}
+		select {
+		case <-m.done:
+			return
+		case <-w.C():
+			w.Changes() // the sync re-reads the state; the changes only wake it
+		case <-tick.C:
+		}
+	}
+}
+
+// waitSynced waits until a sync has read the metadata at index or later (a topic created
+// through this broker is then open here), or ctx ends.
+func (m *clusterMode) waitSynced(ctx context.Context, index uint64) {
+	stop := context.AfterFunc(ctx, func() {
+		m.mu.Lock()
+		m.syncCond.Broadcast()
+		m.mu.Unlock()
+	})
+	defer stop()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for m.synced < index && ctx.Err() == nil {
+		select {
+		case <-m.done:
+			return
+		default:
+		}
+		m.syncCond.Wait()
+	}
+}
+
+func replicaKey(topicID string, p int32) string { return topicID + "/" + strconv.Itoa(int(p)) }
+
+// sync brings topics and replicas in line with the applied metadata.
+func (m *clusterMode) sync() error {
+	index := m.cl.AppliedIndex()
+	topics, err := m.cl.Topics()
+	if err != nil {
+		return err
+	}
+	list, err := m.cl.Brokers()
+	if err != nil {
+		return err
+	}
+	brokers := make(map[int32]cluster.Broker, len(list))
+	for _, b := range list {
+		brokers[b.ID] = b
+	}
+	m.mu.Lock()
+	m.brokers = brokers
+	m.mu.Unlock()
+
+	want := make(map[string]cluster.TopicInfo, len(topics))
+	for _, t := range topics {
+		want[t.Name] = t
+	}
+	// Topics gone from the metadata (or deleted and created again: another id).
+	r := m.r
+	var gone []*topicState
+	r.mu.Lock()
+	for name, ts := range r.topics {
+		if t, ok := want[name]; !ok || t.ID != ts.info.ID {
+			gone = append(gone, ts)
+			delete(r.topics, name)
+			delete(r.byKey, topic.CollisionKey(name))
+		}
+	}
+	r.mu.Unlock()
+	var errs []error
+	for _, ts := range gone {
+		m.removeTopic(ts)
+	}
+	if err := m.removeStrayDirs(want); err != nil {
+		errs = append(errs, err)
+	}
+	for _, t := range topics {
+		if err := m.syncTopic(t, brokers); err != nil {
+			errs = append(errs, fmt.Errorf("topic %q: %w", t.Name, err))
+		}
+	}
+	m.mu.Lock()
+	if index > m.synced {
+		m.synced = index
+	}
+	m.syncCond.Broadcast()
+	m.mu.Unlock()
+	return errors.Join(errs...)
+}
+
+func (m *clusterMode) removeTopic(ts *topicState) {
+	for _, p := range ts.parts {
+		if p != nil {
+			if err := p.Delete(); err != nil {
+				m.r.log.Warn().Err(err).Str("topic", ts.info.Name).Msg("deleting a replica of a deleted topic")
+			}
+		}
+	}
+	dir := filepath.Join(m.r.dir, ts.info.Name)
+	if err := removeTopicDir(dir, ts.info.ID); err != nil {
+		m.r.log.Warn().Err(err).Str("dir", dir).Msg("removing a deleted topic's directory")
+	}
+	m.r.log.Info().Str("topic", ts.info.Name).Str("topic_id", ts.info.ID).Msg("topic removed (deleted from the metadata)")
+}
+
+// removeTopicDir removes a topic directory if it holds topic id (any id if id is "").
+func removeTopicDir(dir, id string) error {
+	if id != "" {
+		if got, err := readReplicaDirID(dir); err == nil && got != id {
+			return nil // another incarnation of the name took the directory
+		}
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	return vfs.OS.SyncDir(filepath.Dir(dir))
+}
+
+// removeStrayDirs removes topic directories the metadata does not know (a topic deleted
+// while this broker was down).
+func (m *clusterMode) removeStrayDirs(want map[string]cluster.TopicInfo) error {
+	entries, err := os.ReadDir(m.r.dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if !e.IsDir() || topic.ValidateName(e.Name()) != nil {
+			continue
+		}
+		m.r.mu.Lock()
+		_, open := m.r.topics[e.Name()]
+		m.r.mu.Unlock()
+		if _, ok := want[e.Name()]; ok || open {
+			continue
+		}
+		dir := filepath.Join(m.r.dir, e.Name())
+		m.r.log.Info().Str("dir", dir).Msg("removing the directory of a topic the metadata does not hold")
+		if err := removeTopicDir(dir, ""); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func readReplicaDirID(dir string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, topicFileName))
+	if err != nil {
+		return "", err
+	}
+	var f replicaDirTopicFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		return "", err
+	}
+	return f.ID, nil
+}
+
+// prepareTopicDir makes sure dir belongs to topic t (removing what another topic of the
+// same name left) and records t's id in it.
+func prepareTopicDir(dir string, t cluster.TopicInfo) error {
+	id, err := readReplicaDirID(dir)
+	switch {
+	case err == nil && id == t.ID:
+		return nil
+	case err == nil, !errors.Is(err, fs.ErrNotExist):
+		if err := removeTopicDir(dir, ""); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := vfs.OS.SyncDir(filepath.Dir(dir)); err != nil {
+		return err
+	}
+	b, err := json.Marshal(replicaDirTopicFile{Name: t.Name, ID: t.ID})
+	if err != nil {
+		return err
+	}
+	return vfs.WriteFileAtomic(vfs.OS, filepath.Join(dir, topicFileName), append(b, '\n'))
+}
+
+func (m *clusterMode) syncTopic(t cluster.TopicInfo, brokers map[int32]cluster.Broker) error {
+	r := m.r
+	asg, err := m.cl.Assignment(t.Name)
+	if err != nil {
+		return err
+	}
+	cfg, err := topic.ParseConfig(t.Configs)
+	if err != nil {
+		return err
+	}
+	info := TopicInfo{
+		Name: t.Name, ID: t.ID, Partitions: t.Partitions, ReplicationFactor: t.ReplicationFactor,
+		CreatedAt: t.CreatedAt, Config: cfg, Overrides: topic.CanonicalOverrides(cfg, keysOf(t.Configs)),
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return ErrRegistryClosed
+	}
+	ts, ok := r.topics[t.Name]
+	if !ok {
+		ts = &topicState{info: info, parts: make([]*partition.Partition, t.Partitions)}
+		r.topics[t.Name] = ts
+		r.byKey[topic.CollisionKey(t.Name)] = t.Name
+	}
+	cfgChanged := ok && !maps2Equal(ts.info.Overrides, info.Overrides)
+	ts.info = info
+	ts.assign = asg
+	parts := slices.Clone(ts.parts)
+	r.mu.Unlock()
+
+	if cfgChanged {
+		for _, p := range parts {
+			if p == nil {
+				continue
+			}
+			var re *partition.ReopenError
+			if err := p.UpdateConfig(cfg); err != nil && !errors.As(err, &re) {
+				r.log.Warn().Err(err).Str("topic", t.Name).Msg("applying a topic config change")
+			}
+		}
+	}
+	dir := filepath.Join(r.dir, t.Name)
+	var errs []error
+	for _, a := range asg {
+		key := replicaKey(t.ID, a.Partition)
+		local := slices.Contains(a.Replicas, m.self)
+		cur := parts[a.Partition]
+		switch {
+		case local && cur == nil:
+			m.mu.Lock()
+			delete(m.excluded, key)
+			m.mu.Unlock()
+			if err := prepareTopicDir(dir, t); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			p, err := m.openReplica(t, cfg, a, brokers)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			r.mu.Lock()
+			if r.closed || r.topics[t.Name] != ts {
+				r.mu.Unlock()
+				_ = p.Close()
+				continue
+			}
+			ts.parts[a.Partition] = p
+			r.mu.Unlock()
+		case !local && cur != nil:
+			if m.replicaRemovable(key, cur) {
+				r.mu.Lock()
+				if ts.parts[a.Partition] == cur {
+					ts.parts[a.Partition] = nil
+				}
+				r.mu.Unlock()
+				if err := cur.Delete(); err != nil {
+					errs = append(errs, err)
+				}
+				m.mu.Lock()
+				delete(m.excluded, key)
+				m.mu.Unlock()
+				r.log.Info().Str("topic", t.Name).Int32("partition", a.Partition).Msg("replica removed (assigned elsewhere)")
+			}
+		case cur != nil && cur.IsLeader():
+			if err := m.reconcileGroup(cur, a, brokers); err != nil {
+				r.log.Debug().Err(err).Str("topic", t.Name).Int32("partition", a.Partition).Msg("replica set change")
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func maps2Equal(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+// openReplica opens this broker's replica of partition a of topic t.
+func (m *clusterMode) openReplica(t cluster.TopicInfo, cfg topic.Config, a cluster.PartitionAssignment, brokers map[int32]cluster.Broker) (*partition.Partition, error) {
+	dir := filepath.Join(m.r.dir, t.Name, strconv.Itoa(int(a.Partition)))
+	_, statErr := os.Stat(dir)
+	fresh := errors.Is(statErr, fs.ErrNotExist)
+	var boot []raft.Server
+	if fresh && a.Epoch == 1 && !m.bornAt.After(t.CreatedAt) {
+		for _, id := range a.Replicas {
+			b, ok := brokers[id]
+			if !ok {
+				return nil, fmt.Errorf("partition %d: replica broker %d is not in the metadata", a.Partition, id)
+			}
+			boot = append(boot, raft.Server{Suffrage: raft.Voter, ID: cluster.RaftServerID(id, b.Incarnation), Address: raft.ServerAddress(b.RaftAddr)})
+		}
+	}
+	tr, err := m.net.Transport(replicaKey(t.ID, a.Partition))
+	if err != nil {
+		return nil, err
+	}
+	o := m.r.popts
+	o.Topic, o.Partition, o.Logger = t.Name, a.Partition, m.r.log
+	p, err := partition.OpenReplicated(dir, cfg, o, partition.Replication{
+		ID: m.selfID, Transport: tr, Bootstrap: boot, Raft: m.raft, GuardVotes: true,
+	})
+	if err != nil {
+		if c, ok := tr.(raft.WithClose); ok {
+			_ = c.Close()
+		}
+		return nil, fmt.Errorf("%w: %w", ErrStorage, err)
+	}
+	m.r.log.Info().Str("topic", t.Name).Int32("partition", a.Partition).Bool("bootstrap", len(boot) > 0).
+		Ints32("replicas", a.Replicas).Msg("replica opened")
+	return p, nil
+}
+
+// replicaRemovable reports whether an unassigned replica may go: its group's configuration
+// no longer holds this broker, or RemoveDelay has passed since it was first seen unassigned.
+func (m *clusterMode) replicaRemovable(key string, p *partition.Partition) bool {
+	m.mu.Lock()
+	since, ok := m.excluded[key]
+	if !ok {
+		since = time.Now()
+		m.excluded[key] = since
+	}
+	m.mu.Unlock()
+	if time.Since(since) >= m.opts.RemoveDelay {
+		return true
+	}
+	f := p.Raft().GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	for _, s := range f.Configuration().Servers {
+		if s.ID == m.selfID {
+			return false
+		}
+	}
+	return true
+}
+
+// reconcileGroup makes one change that moves the Raft configuration of a group this broker
+// leads towards its assignment (see the file comment for the order).
+func (m *clusterMode) reconcileGroup(p *partition.Partition, a cluster.PartitionAssignment, brokers map[int32]cluster.Broker) error {
+	rf := p.Raft()
+	f := rf.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return err
+	}
+	conf := f.Configuration()
+	prev := f.Index()
+	want := make(map[raft.ServerID]raft.ServerAddress, len(a.Replicas))
+	for _, id := range a.Replicas {
+		b, ok := brokers[id]
+		if !ok {
+			return fmt.Errorf("replica broker %d is not in the metadata", id)
+		}
+		want[cluster.RaftServerID(id, b.Incarnation)] = raft.ServerAddress(b.RaftAddr)
+	}
+	const timeout = 5 * time.Second
+	// 1. Servers of brokers that are gone, or came back as another incarnation.
+	for _, s := range conf.Servers {
+		if _, ok := want[s.ID]; ok || s.ID == m.selfID {
+			continue
+		}
+		bid, inc, ok := cluster.ParseRaftServerID(s.ID)
+		b, known := brokers[bid]
+		if !ok || !known || b.Incarnation != inc || b.State != cluster.BrokerAlive {
+			m.r.log.Info().Str("topic", p.Topic()).Int32("partition", p.Number()).Str("server", string(s.ID)).Msg("removing a lost replica from the group")
+			return rf.RemoveServer(s.ID, prev, timeout).Error()
+		}
+	}
+	have := make(map[raft.ServerID]raft.Server, len(conf.Servers))
+	for _, s := range conf.Servers {
+		have[s.ID] = s
+	}
+	// 2. Missing replicas join as non-voters; 3. caught-up non-voters are promoted.
+	allVote := true
+	for _, id := range sortedIDs(want) {
+		addr := want[id]
+		s, ok := have[id]
+		switch {
+		case !ok:
+			m.r.log.Info().Str("topic", p.Topic()).Int32("partition", p.Number()).Str("server", string(id)).Msg("adding a replica to the group (non-voter until caught up)")
+			return rf.AddNonvoter(id, addr, prev, timeout).Error()
+		case s.Suffrage != raft.Voter:
+			allVote = false
+			if m.caughtUp(p, addr) {
+				m.r.log.Info().Str("topic", p.Topic()).Int32("partition", p.Number()).Str("server", string(id)).Msg("promoting a caught-up replica to voter")
+				return rf.AddVoter(id, addr, prev, timeout).Error()
+			}
+		}
+	}
+	if !allVote {
+		return nil
+	}
+	// 4. Replicas moved elsewhere, once every assigned one votes.
+	for _, s := range conf.Servers {
+		if _, ok := want[s.ID]; ok {
+			continue
+		}
+		if s.ID == m.selfID {
+			m.r.log.Info().Str("topic", p.Topic()).Int32("partition", p.Number()).Msg("handing leadership over: this replica moves elsewhere")
+			return rf.LeadershipTransfer().Error()
+		}
+		m.r.log.Info().Str("topic", p.Topic()).Int32("partition", p.Number()).Str("server", string(s.ID)).Msg("removing a moved replica from the group")
+		return rf.RemoveServer(s.ID, prev, timeout).Error()
+	}
+	return nil
+}
+
+func sortedIDs(m map[raft.ServerID]raft.ServerAddress) []raft.ServerID {
+	out := make([]raft.ServerID, 0, len(m))
+	for id := range m {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// caughtUp reports whether the follower at addr is within CatchUpLag entries of this leader's
+// log, by the last AppendEntries response it sent.
+func (m *clusterMode) caughtUp(p *partition.Partition, addr raft.ServerAddress) bool {
+	got, ok := m.progress(p, addr)
+	if !ok {
+		return false
+	}
+	last := p.Raft().LastIndex()
+	return got+m.opts.CatchUpLag >= last
+}
+
+func (m *clusterMode) progress(p *partition.Partition, addr raft.ServerAddress) (uint64, bool) {
+	tr, ok := p.Transport().(*raftnet.Transport)
+	if !ok {
+		return 0, false
+	}
+	return tr.Progress(addr)
+}
+
+// inSync returns the replicas of a partition this broker leads that are caught up (itself
+// included); nil when it does not lead it.
+func (m *clusterMode) inSync(p *partition.Partition) []int32 {
+	if p == nil || !p.IsLeader() {
+		return nil
+	}
+	f := p.Raft().GetConfiguration()
+	if f.Error() != nil {
+		return nil
+	}
+	var out []int32
+	for _, s := range f.Configuration().Servers {
+		id, _, ok := cluster.ParseRaftServerID(s.ID)
+		if !ok {
+			continue
+		}
+		if s.ID == m.selfID || (s.Suffrage == raft.Voter && m.caughtUp(p, s.Address)) {
+			out = append(out, id)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// leaderOf returns the leader of a partition as this broker knows it: the Raft leader of its
+// own replica, else the preferred leader of the assignment (the client is redirected from
+// there if it moved). ok is false while no leader is known.
+func (m *clusterMode) leaderOf(p *partition.Partition, a cluster.PartitionAssignment) (id int32, addr string, ok bool) {
+	m.mu.Lock()
+	brokers := m.brokers
+	m.mu.Unlock()
+	if p != nil {
+		sid, _ := p.Leader()
+		if sid == "" {
+			return -1, "", false
+		}
+		id, _, ok = cluster.ParseRaftServerID(raft.ServerID(sid))
+		if !ok {
+			return -1, "", false
+		}
+		b, known := brokers[id]
+		return id, b.Addr, known
+	}
+	if len(a.Replicas) == 0 {
+		return -1, "", false
+	}
+	id = a.Replicas[0]
+	b, known := brokers[id]
+	if !known || b.State != cluster.BrokerAlive {
+		return -1, "", false
+	}
+	return id, b.Addr, true
+}
