@@ -210,3 +210,22 @@ func (c *Client) callMeta(ctx context.Context, f func(context.Context, *brokerCo
 		}
 	}
 }
+
+// askMetadataLeader makes f again on the metadata leader, when the client knows it and it is
+// not the broker that answered; it returns f's error there, or err if it cannot ask.
+func (c *Client) askMetadataLeader(ctx context.Context, answered string, err error, f func(context.Context, *brokerConn) error) error {
+	leader := c.router.metadataLeaderAddr()
+	if leader == "" || leader == answered {
+		return err
+	}
+	bc, cerr := c.conn(leader)
+	if cerr != nil {
+		return err
+	}
+	actx, cancel := context.WithTimeout(ctx, c.opts.dialTimeout)
+	defer cancel()
+	if ferr := f(actx, bc); ferr == nil || !unreachable(ferr) && actx.Err() == nil {
+		return ferr
+	}
+	return err
+}

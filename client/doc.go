@@ -23,38 +23,72 @@
 // records not yet acknowledged are bounded by WithMaxBufferedBytes: Produce blocks when it is
 // reached (back-pressure).
 //
-// Batches travel on one ProduceService.ProduceStream per client: requests are pipelined, up
-// to WithMaxInFlight per partition, and matched to responses by correlation id. The broker
-// appends a partition's batches in the order they arrive on the stream, which is the order the
-// producer built them. Against a broker without ProduceStream the producer falls back to
-// unary Produce calls, one per partition at a time.
+// Batches go to their partition's leader (see Routing), on one ProduceService.ProduceStream
+// per broker: requests are pipelined, up to WithMaxInFlight per partition, and matched to
+// responses by correlation id. The broker appends a partition's batches in the order they
+// arrive on the stream, which is the order the producer built them. Against a broker without
+// ProduceStream the producer falls back to unary Produce calls, one per partition at a time.
 //
 // Retriable failures (UNAVAILABLE, DEADLINE_EXCEEDED, a broken stream, after which every
-// request in flight on it is sent again on a new stream) are retried after WithRetryBackoff
-// until WithDeliveryTimeout has passed since the record was produced; other failures
-// (INVALID_ARGUMENT, RECORD_TOO_LARGE, UNKNOWN_TOPIC, ...) go to the record's callback at once.
+// request in flight on it is sent again) are retried until WithDeliveryTimeout has passed since
+// the record was produced: at once at the leader a NOT_LEADER names (the first time; after
+// WithRetryBackoff if it happens again), else after WithRetryBackoff, where fresh metadata
+// says the leader is when the error calls for it. When a batch of a partition is to be sent
+// again, the partition's later batches in flight are waited for first, so that a partition
+// refused as a whole (NOT_LEADER) goes out again in its order. UNKNOWN_TOPIC and
+// UNKNOWN_PARTITION are retried a few times while fresh metadata has the partition (a new
+// topic's partitions reach their brokers a moment after CreateTopic returns), and fail the
+// record's callback as soon as the metadata says the topic does not exist. Other failures
+// (INVALID_ARGUMENT, RECORD_TOO_LARGE, ...) go to the callback at once.
 //
 // Delivery is at least once. There is no idempotent producer yet, so:
-//   - a retry can duplicate records: a request whose answer was lost (a broken stream, a
-//     timeout) may have been appended before it is sent again;
-//   - a retry can reorder a partition when WithMaxInFlight is above 1: the batches sent after
-//     the failed one may be appended before it is retried. WithMaxInFlight(1) keeps the order
-//     (at some cost in throughput).
+//   - a retry can duplicate records (never lose them, with AcksAll): a request whose answer
+//     was lost may have been appended, and committed, before it is sent again. That happens
+//     when a stream breaks or a request times out, when the leader dies after appending (or
+//     committing) a batch and before answering, and when a NOT_LEADER comes after the batch
+//     was proposed (leadership lost while waiting for the replicas, which the broker reports
+//     as indeterminate);
+//   - a retry can reorder a partition when WithMaxInFlight is above 1 and the batches sent
+//     after the failed one were appended: they are then before it in the log.
+//     WithMaxInFlight(1) keeps the order (at some cost in throughput).
 //
 // # Consumer
 //
 // A Consumer reads the partitions assigned to it (Assign; there is no group membership or
-// partition balancing yet), each over its own FetchService.Subscribe stream, decoding the
-// batches on the client. A broken stream is resumed from the last offset received after
-// WithRetryBackoff, for retriable errors; other errors end the partition and are returned by
-// Poll. With WithGroup, Commit (and Close, and WithAutoCommit) commits the offset after the
+// partition balancing yet), each over its own FetchService.Subscribe stream to the partition's
+// leader, decoding the batches on the client. A stream that ends with a retriable error is
+// resumed from the last offset received: at once at the leader a NOT_LEADER names, else after
+// WithRetryBackoff at the leader fresh metadata names (NOT_LEADER, LEADER_NOT_AVAILABLE, a
+// broken stream or a broker gone). Other errors end the partition and are returned by Poll. With WithGroup, Commit (and Close, and WithAutoCommit) commits the offset after the
 // last record consumed of each partition, and Committed positions resume from it.
 //
 // # Routing
 //
-// The client talks to one broker (the first of WithBrokers that answers), which is all a
-// single-node Runnel has. Routing each partition to its leader (GetMetadata, NOT_LEADER
-// redirects) comes with clustering.
+// New starts from the first seed broker (WithBrokers) that answers DescribeCluster, which also
+// names the cluster's other brokers. The client keeps one gRPC connection per broker address,
+// opened on first use and shared by the producer, the consumers and admin calls, and closed by
+// Close.
+//
+// Each partition's produce, Subscribe and ListOffsets go to its leader, which the client learns
+// from AdminService.GetMetadata: a topic is looked up on first use, again when an error says
+// the client's view is wrong (NOT_LEADER without a leader named, LEADER_NOT_AVAILABLE, a broker
+// unreachable or shutting down, UNKNOWN_TOPIC), and again when it is older than
+// WithMetadataMaxAge (5 minutes), checked as the topic is used. A NOT_LEADER that names the
+// leader (leader_id, leader_address) updates the partition at once. Metadata, topic
+// descriptions and the other calls any broker can answer go to the broker that answered last;
+// if it does not answer, to the other brokers the client knows of, then to the seeds, so a
+// client whose broker died moves on to the others.
+//
+// Calls that change metadata (CreateTopic, DeleteTopic, AlterTopicConfig, RebalanceCluster,
+// CommitOffsets, and FetchCommitted) go to the metadata leader if the client knows it, else to
+// any broker; one refused with NOT_METADATA_LEADER is made again at the leader the error
+// names, and one refused while there is no leader (NOT_METADATA_LEADER without a leader named,
+// LEADER_NOT_AVAILABLE) is made again after WithRetryBackoff, a few times. A call whose broker
+// became unreachable is made again on another broker, so a call whose answer was lost may have
+// been made twice (a CreateTopic then fails with TOPIC_ALREADY_EXISTS).
+//
+// Against a broker without GetMetadata (from before clustering) everything goes to the broker
+// the client connected to.
 //
 // # Errors
 //

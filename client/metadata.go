@@ -90,11 +90,21 @@ func (m *metaCache) lookup(ctx context.Context, name string) (topicMeta, error) 
 	deadline := time.Now().Add(m.timeout)
 	var resp *runnelv1.DescribeTopicResponse
 	for {
-		err := m.c.callAny(ctx, func(ctx context.Context, bc *brokerConn) error {
+		describe := func(ctx context.Context, bc *brokerConn) error {
 			r, err := bc.admin.DescribeTopic(ctx, &runnelv1.DescribeTopicRequest{Name: name})
 			resp = r
 			return fromRPC(err)
+		}
+		var answered string
+		err := m.c.callAny(ctx, func(ctx context.Context, bc *brokerConn) error {
+			answered = bc.addr
+			return describe(ctx, bc)
 		})
+		if hasReason(err, runnelv1.ErrorReason_ERROR_REASON_UNKNOWN_TOPIC) {
+			// A broker may learn of a topic a moment after CreateTopic returned: the metadata
+			// leader has the last word.
+			err = m.c.askMetadataLeader(ctx, answered, err, describe)
+		}
 		if err == nil {
 			break
 		}

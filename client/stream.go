@@ -73,6 +73,7 @@ func (p *producer) sendReady() {
 			// A batch failed and is to be sent again: the batches sent after it come back
 			// first, so that the partition goes out again in order.
 			if ps.inflight > 0 {
+				p.expireQueueLocked(ps, now)
 				continue
 			}
 			ps.draining = false

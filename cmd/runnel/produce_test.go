@@ -36,11 +36,11 @@ func (s *syncBuffer) String() string {
 
 // broker is a runneld that a test can stop and start again on the same address and data.
 type broker struct {
-	t                   *testing.T
+	t         *testing.T
 	dir, addr string
-	cmd                 *exec.Cmd
-	exited              chan error
-	log                 *syncBuffer
+	cmd       *exec.Cmd
+	exited    chan error
+	log       *syncBuffer
 }
 
 func newBroker(t *testing.T) *broker {
