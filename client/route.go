@@ -166,24 +166,26 @@ func (r *router) beginLocked(rt *route) chan struct{} {
 // lookup does the lookup beginLocked started.
 func (r *router) lookup(ctx context.Context, name string, rt *route, ch chan struct{}) error {
 	var resp *runnelv1.GetMetadataResponse
-	get := func(ctx context.Context, bc *brokerConn) error {
-		var err error
-		resp, err = bc.admin.GetMetadata(ctx, &runnelv1.GetMetadataRequest{Topics: []string{name}})
-		return fromRPC(err)
-	}
 	var answered string
 	err := r.c.callAny(ctx, func(ctx context.Context, bc *brokerConn) error {
 		answered = bc.addr
-		return get(ctx, bc)
+		var err error
+		resp, err = bc.admin.GetMetadata(ctx, &runnelv1.GetMetadataRequest{Topics: []string{name}})
+		return fromRPC(err)
 	})
 	if err == nil {
 		for _, tm := range resp.GetTopics() {
 			if tm.GetName() == name && tm.GetError().GetInfo().GetReason() == runnelv1.ErrorReason_ERROR_REASON_UNKNOWN_TOPIC {
 				// A broker may learn of a topic a moment after CreateTopic returned: the
 				// metadata leader has the last word.
-				first := resp
-				if r.c.askMetadataLeader(ctx, answered, nil, get) != nil {
-					resp = first
+				var lresp *runnelv1.GetMetadataResponse
+				notAsked := errors.New("not asked")
+				if r.c.askMetadataLeader(ctx, answered, notAsked, func(ctx context.Context, bc *brokerConn) error {
+					var err error
+					lresp, err = bc.admin.GetMetadata(ctx, &runnelv1.GetMetadataRequest{Topics: []string{name}})
+					return fromRPC(err)
+				}) == nil {
+					resp = lresp
 				}
 			}
 		}

@@ -49,6 +49,11 @@ type redirector struct {
 	noAddr atomic.Bool
 	// metaNoAddr is how many more metadata changes get a NOT_METADATA_LEADER without a leader.
 	metaNoAddr atomic.Int32
+	// lagging makes the redirector a follower that has not heard of any topic yet: the real
+	// broker is the metadata leader, and DescribeTopic and GetMetadata say UNKNOWN_TOPIC.
+	lagging atomic.Bool
+	// unknownProduce is how many more produce requests get UNKNOWN_TOPIC instead of NOT_LEADER.
+	unknownProduce atomic.Int32
 	// slow delays each ProduceStream answer after a stream's first, so that a client has
 	// requests in flight at the redirector while it already knows the leader.
 	slow atomic.Int64
@@ -85,24 +90,42 @@ func startRedirector(t *testing.T, real string) *redirector {
 
 func (r *redirector) Addr() string { return r.addr }
 
+func (r *redirector) metaLeader() int32 {
+	if r.lagging.Load() {
+		return realID
+	}
+	return redirectID
+}
+
 func (r *redirector) brokers() []*runnelv1.Broker {
 	return []*runnelv1.Broker{
-		{Id: realID, Address: r.real, State: runnelv1.BrokerState_BROKER_STATE_ALIVE},
-		{Id: redirectID, Address: r.addr, State: runnelv1.BrokerState_BROKER_STATE_ALIVE, IsMetadataLeader: true},
+		{Id: realID, Address: r.real, State: runnelv1.BrokerState_BROKER_STATE_ALIVE, IsMetadataLeader: r.metaLeader() == realID},
+		{Id: redirectID, Address: r.addr, State: runnelv1.BrokerState_BROKER_STATE_ALIVE, IsMetadataLeader: r.metaLeader() == redirectID},
 	}
 }
 
 func (r *redirector) DescribeCluster(context.Context, *runnelv1.DescribeClusterRequest) (*runnelv1.DescribeClusterResponse, error) {
-	return &runnelv1.DescribeClusterResponse{ClusterId: clusterName, MetadataLeaderId: redirectID, Brokers: r.brokers(), RespondingBrokerId: redirectID}, nil
+	return &runnelv1.DescribeClusterResponse{ClusterId: clusterName, MetadataLeaderId: r.metaLeader(), Brokers: r.brokers(), RespondingBrokerId: redirectID}, nil
+}
+
+func unknownTopic(name string) *runnelv1.ErrorInfo {
+	return &runnelv1.ErrorInfo{Reason: runnelv1.ErrorReason_ERROR_REASON_UNKNOWN_TOPIC, Topic: name}
 }
 
 func (r *redirector) GetMetadata(ctx context.Context, req *runnelv1.GetMetadataRequest) (*runnelv1.GetMetadataResponse, error) {
 	r.getMetadata.Add(1)
+	if r.lagging.Load() {
+		resp := &runnelv1.GetMetadataResponse{ClusterId: clusterName, Brokers: r.brokers(), MetadataLeaderId: realID}
+		for _, name := range req.GetTopics() {
+			resp.Topics = append(resp.Topics, &runnelv1.TopicMetadata{Name: name, Error: &runnelv1.Error{Code: int32(codes.NotFound), Message: "unknown topic", Info: unknownTopic(name)}})
+		}
+		return resp, nil
+	}
 	resp, err := r.admin.GetMetadata(ctx, req)
 	if err != nil {
 		return nil, err
 	}
-	resp.Brokers, resp.MetadataLeaderId = r.brokers(), redirectID
+	resp.Brokers, resp.MetadataLeaderId = r.brokers(), r.metaLeader()
 	if r.claims.Add(-1) >= 0 {
 		for _, tm := range resp.GetTopics() {
 			for _, pm := range tm.GetPartitions() {
@@ -114,6 +137,9 @@ func (r *redirector) GetMetadata(ctx context.Context, req *runnelv1.GetMetadataR
 }
 
 func (r *redirector) DescribeTopic(ctx context.Context, req *runnelv1.DescribeTopicRequest) (*runnelv1.DescribeTopicResponse, error) {
+	if r.lagging.Load() {
+		return nil, statusOf(codes.NotFound, "unknown topic", unknownTopic(req.GetName()))
+	}
 	return r.admin.DescribeTopic(ctx, req)
 }
 
@@ -143,8 +169,11 @@ func (r *redirector) produceResponse(req *runnelv1.ProduceRequest) *runnelv1.Pro
 	r.produceReqs.Add(1)
 	resp := &runnelv1.ProduceResponse{}
 	for _, pp := range req.GetPartitions() {
-		resp.Partitions = append(resp.Partitions, &runnelv1.ProducePartitionResult{Topic: pp.GetTopic(), Partition: pp.GetPartition(), BaseOffset: -1,
-			Error: &runnelv1.Error{Code: int32(codes.Unavailable), Message: "not the leader", Info: r.notLeader(pp.GetTopic(), pp.GetPartition())}})
+		e := &runnelv1.Error{Code: int32(codes.Unavailable), Message: "not the leader", Info: r.notLeader(pp.GetTopic(), pp.GetPartition())}
+		if r.unknownProduce.Add(-1) >= 0 {
+			e = &runnelv1.Error{Code: int32(codes.NotFound), Message: "unknown topic", Info: unknownTopic(pp.GetTopic())}
+		}
+		resp.Partitions = append(resp.Partitions, &runnelv1.ProducePartitionResult{Topic: pp.GetTopic(), Partition: pp.GetPartition(), BaseOffset: -1, Error: e})
 	}
 	return resp
 }
@@ -397,5 +426,39 @@ func TestSeedDiesClientMovesOn(t *testing.T) {
 	produceAndCheck(t, cl, b, "rs2", 1, 100)
 	if cl.Addr() != b.Addr() {
 		t.Fatalf("client's broker is %s, want %s", cl.Addr(), b.Addr())
+	}
+}
+
+// TestNewTopicNotYetEverywhere: right after CreateTopic, a broker may not know the topic yet.
+// The broker the client asks first says UNKNOWN_TOPIC in DescribeTopic and GetMetadata: the
+// client asks the metadata leader, which knows it. Then the partition's broker (the
+// redirector, say the metadata) refuses produce with UNKNOWN_TOPIC a few times: retried while
+// the metadata has the topic. A topic that does not exist still fails at once.
+func TestNewTopicNotYetEverywhere(t *testing.T) {
+	b := brokertestStart(t)
+	direct := clientOf(t, b)
+	createTopic(t, direct, "nt", 1, nil)
+	r := startRedirector(t, b.Addr())
+	r.lagging.Store(true)
+	cl := clientOf(t, r, client.WithRetryBackoff(20*time.Millisecond), client.WithLogger(tLogger{t}))
+	produceAndCheck(t, cl, b, "nt", 1, 10)
+
+	createTopic(t, direct, "nt2", 1, nil)
+	r.lagging.Store(false)
+	r.claims.Store(1 << 20)
+	r.unknownProduce.Store(3)
+	cl2 := clientOf(t, r, client.WithRetryBackoff(20*time.Millisecond), client.WithLogger(tLogger{t}))
+	produceAndCheck(t, cl2, b, "nt2", 1, 10)
+	if r.unknownProduce.Load() >= 0 {
+		t.Fatal("the redirector refused no produce with UNKNOWN_TOPIC: the test tests nothing")
+	}
+
+	start := time.Now()
+	var e *client.Error
+	if err := cl2.ProduceSync(ctxT(t), &client.Record{Topic: "nope", Value: []byte("x")}); !errors.As(err, &e) || e.Reason != "UNKNOWN_TOPIC" {
+		t.Fatalf("producing to a topic that does not exist: %v, want UNKNOWN_TOPIC", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("UNKNOWN_TOPIC took %s", d)
 	}
 }
