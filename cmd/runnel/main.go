@@ -112,7 +112,7 @@ and the cluster of a Runnel broker, and measures it (runnel bench).`,
 		},
 	}
 	pf := root.PersistentFlags()
-	pf.StringVar(&a.brokers, "brokers", defaultBrokers, "comma-separated broker addresses (host:port); the first reachable one is used (env RUNNEL_BROKERS)")
+	pf.StringVar(&a.brokers, "brokers", defaultBrokers, "comma-separated seed broker addresses (host:port): requests go to the first reachable one, and from it to the metadata leader or each partition's leader (env RUNNEL_BROKERS)")
 	pf.StringVar(&a.format, "format", "table", "output format: table or json (env RUNNEL_FORMAT)")
 	pf.DurationVar(&a.timeout, "timeout", 10*time.Second, "timeout of each request to the broker (env RUNNEL_TIMEOUT)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
