@@ -24,7 +24,8 @@ package broker
 //     and promoted once caught up (their log within CatchUpLag entries of the leader's,
 //     from raftnet's record of AppendEntries responses); replicas moved elsewhere are removed
 //     last, once every assigned replica votes, the leader handing its leadership over first
-//     if it is the one to go.
+//     if it is the one to go; last, leadership goes to the preferred replica (the
+//     assignment's first) once it votes and is caught up, so leaders spread as placed.
 //
 // Topics deleted from the metadata are closed and their files removed.
 
@@ -571,7 +572,19 @@ func (m *clusterMode) reconcileGroup(p *partition.Partition, a cluster.Partition
 		m.r.log.Info().Str("topic", p.Topic()).Int32("partition", p.Number()).Str("server", string(s.ID)).Msg("removing a moved replica from the group")
 		return rf.RemoveServer(s.ID, prev, timeout).Error()
 	}
-	return nil
+	// 5. Leadership goes to the preferred replica (the assignment's first), so that leaders
+	// spread over the brokers as placement intended, once it is alive and caught up.
+	pref := a.Replicas[0]
+	if pref == m.self {
+		return nil
+	}
+	b := brokers[pref]
+	prefID := cluster.RaftServerID(pref, b.Incarnation)
+	if b.State != cluster.BrokerAlive || have[prefID].Suffrage != raft.Voter || !m.caughtUp(p, want[prefID]) {
+		return nil
+	}
+	m.r.log.Debug().Str("topic", p.Topic()).Int32("partition", p.Number()).Int32("to", pref).Msg("handing leadership to the preferred replica")
+	return rf.LeadershipTransferToServer(prefID, want[prefID]).Error()
 }
 
 func sortedIDs(m map[raft.ServerID]raft.ServerAddress) []raft.ServerID {

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -16,8 +18,11 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/runnel-io/runnel/client"
 	"github.com/runnel-io/runnel/commitlog"
+	"github.com/runnel-io/runnel/internal/cluster"
 	"github.com/runnel-io/runnel/internal/recordbatch"
+	"github.com/runnel-io/runnel/partition"
 	runnelv1 "github.com/runnel-io/runnel/proto/runnel/v1"
 )
 
@@ -53,6 +58,8 @@ type testCluster struct {
 	// failedTimeout for the brokers started (default 1 minute: no reassignment in a test
 	// that does not ask for it).
 	failedTimeout time.Duration
+	// split, if set, carries the brokers' Raft connections.
+	split *netsplit
 }
 
 func newTestCluster(t *testing.T) *testCluster {
@@ -75,6 +82,9 @@ func (c *testCluster) start(id int32) *Node {
 		SerfAddr: "127.0.0.1:0", Voters: 3, FailedTimeout: c.failedTimeout, PartitionRaft: pr,
 		ReplicaRemoveDelay: 2 * time.Second, SyncInterval: 200 * time.Millisecond,
 		TuneMetaRaft: fastRaft, TuneSerf: fastSerf,
+	}
+	if c.split != nil {
+		cc.RaftDial = c.split.dialer(id)
 	}
 	if c.seed != "" {
 		cc.Join = []string{c.seed}
@@ -99,6 +109,9 @@ func (c *testCluster) start(id int32) *Node {
 	}
 	c.nodes[id] = n
 	c.addrs[id] = n.Addr()
+	if c.split != nil {
+		c.split.register(id, n.Addr())
+	}
 	if c.seed == "" {
 		c.seed = n.SerfAddr()
 	}
@@ -331,7 +344,7 @@ func TestClusterReplicatesAndFailsOver(t *testing.T) {
 	}
 	produceSome(0, 50)
 
-	old := leader.ID()
+	old := c.waitLeader("orders", 0).ID() // leadership may have moved to the preferred replica
 	start := time.Now()
 	c.stop(old)
 	nl := c.waitLeader("orders", 0)
@@ -347,9 +360,14 @@ func TestClusterReplicatesAndFailsOver(t *testing.T) {
 // sameOnEveryReplica checks that every running replica holds each acknowledged batch at its
 // offset, the same bytes everywhere.
 func (c *testCluster) sameOnEveryReplica(topicName string, p int32, acked map[int64][]byte) error {
-	for _, n := range c.nodes {
+	asg, err := c.any().Cluster().Assignment(topicName)
+	if err != nil {
+		return err
+	}
+	for _, id := range asg[p].Replicas {
+		n := c.nodes[id]
 		if n == nil {
-			continue
+			continue // not running
 		}
 		pt, err := n.Registry().Partition(topicName, p)
 		if err != nil {
@@ -376,4 +394,367 @@ func stripBase(b []byte) []byte {
 		out[i] = 0
 	}
 	return out
+}
+
+// TestClusterSDK: the SDK, seeded with one broker, creates an RF=3 topic, produces keyed
+// records to three partitions led by different brokers, and reads every one back; then the
+// leader of a partition stops and the producer carries on at the new leader.
+func TestClusterSDK(t *testing.T) {
+	c := newTestCluster(t)
+	c.startThree()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cl, err := client.New(ctx, client.WithBrokers(c.nodes[2].Addr()), client.WithRetryBackoff(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.CreateTopic(ctx, "events", 3, 3, nil); err != nil {
+		t.Fatal(err)
+	}
+	const n = 300
+	produce := func(from, to int) {
+		var recs []*client.Record
+		for i := from; i < to; i++ {
+			recs = append(recs, &client.Record{Topic: "events", Key: []byte(fmt.Sprint("k", i)), Value: []byte(fmt.Sprint(i))})
+		}
+		if err := cl.ProduceSync(ctx, recs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	produce(0, n)
+	leaders := map[int32]bool{}
+	for p := range int32(3) {
+		leaders[c.waitLeader("events", p).ID()] = true
+	}
+	t.Logf("partitions led by %d brokers", len(leaders))
+
+	victim := c.waitLeader("events", 0).ID()
+	c.stop(victim)
+	produce(n, 2*n)
+
+	k := cl.NewConsumer()
+	defer k.Close()
+	for p := range int32(3) {
+		if err := k.Assign("events", p, client.Earliest()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[string]bool{}
+	for len(seen) < 2*n {
+		recs, err := k.Poll(ctx)
+		if err != nil {
+			t.Fatalf("poll after %d records: %v", len(seen), err)
+		}
+		for _, r := range recs {
+			seen[string(r.Value)] = true
+		}
+	}
+}
+
+// groupsMatch checks that every partition of a topic has a leader whose Raft configuration
+// is exactly the assignment: every assigned broker's current incarnation, all voters.
+func (c *testCluster) groupsMatch(topicName string) error {
+	meta := c.any().Cluster()
+	asg, err := meta.Assignment(topicName)
+	if err != nil {
+		return err
+	}
+	brokers, err := meta.Brokers()
+	if err != nil {
+		return err
+	}
+	inc := map[int32]string{}
+	for _, b := range brokers {
+		inc[b.ID] = b.Incarnation
+	}
+	for _, a := range asg {
+		l := c.leaderOf(topicName, a.Partition)
+		if l == nil {
+			return fmt.Errorf("partition %d: no leader", a.Partition)
+		}
+		pt, err := l.Registry().Partition(topicName, a.Partition)
+		if err != nil {
+			return err
+		}
+		f := pt.Raft().GetConfiguration()
+		if err := f.Error(); err != nil {
+			return err
+		}
+		got := map[raft.ServerID]bool{}
+		for _, s := range f.Configuration().Servers {
+			if s.Suffrage != raft.Voter {
+				return fmt.Errorf("partition %d: %s is a %v", a.Partition, s.ID, s.Suffrage)
+			}
+			got[s.ID] = true
+		}
+		if len(got) != len(a.Replicas) {
+			return fmt.Errorf("partition %d: configuration %v, assignment %v", a.Partition, f.Configuration().Servers, a.Replicas)
+		}
+		for _, id := range a.Replicas {
+			if !got[cluster.RaftServerID(id, inc[id])] {
+				return fmt.Errorf("partition %d: configuration %v lacks broker %d (assignment %v)", a.Partition, f.Configuration().Servers, id, a.Replicas)
+			}
+		}
+	}
+	return nil
+}
+
+// produceAcked produces n batches with acks=all to topicName's partitions (round robin),
+// following leaders, and returns them by partition and offset.
+func (c *testCluster) produceAcked(topicName string, parts int32, n int, acked map[int32]map[int64][]byte) {
+	c.t.Helper()
+	for i := range n {
+		p := int32(i) % parts
+		b := testBatch(c.t, i)
+		var off int64
+		waitFor(c.t, 20*time.Second, "produce", func() error {
+			l := c.leaderOf(topicName, p)
+			if l == nil {
+				return errors.New("no leader")
+			}
+			var err error
+			off, err = c.produce(l.Addr(), topicName, p, b)
+			return err
+		})
+		if acked[p] == nil {
+			acked[p] = map[int64][]byte{}
+		}
+		acked[p][off] = b
+	}
+}
+
+func (c *testCluster) waitAllReplicasAgree(topicName string, acked map[int32]map[int64][]byte) {
+	c.t.Helper()
+	waitFor(c.t, 30*time.Second, "replicas agree", func() error {
+		for p, recs := range acked {
+			if err := c.sameOnEveryReplica(topicName, p, recs); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// TestClusterMembership: a fourth broker joins and takes replicas on a rebalance; then it
+// leaves and its replicas are reassigned; each time the partitions' Raft groups end up
+// exactly as assigned and every replica holds every acknowledged record.
+func TestClusterMembership(t *testing.T) {
+	c := newTestCluster(t)
+	c.startThree()
+	const parts = 4
+	c.createTopic("m", parts, 3)
+	acked := map[int32]map[int64][]byte{}
+	c.produceAcked("m", parts, 40, acked)
+
+	c.start(4)
+	c.waitBrokers(4)
+	meta := c.leaderMeta()
+	moves, err := meta.Rebalance(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(moves) == 0 {
+		t.Fatal("rebalance moved nothing onto the new broker")
+	}
+	t.Logf("rebalance: %v", moves)
+	c.produceAcked("m", parts, 20, acked)
+	waitFor(t, 30*time.Second, "groups match the assignment after the rebalance", func() error { return c.groupsMatch("m") })
+	held := 0
+	for p := range int32(parts) {
+		if _, err := c.nodes[4].Registry().Partition("m", p); err == nil {
+			held++
+		}
+	}
+	if held == 0 {
+		t.Fatal("broker 4 holds no replica after the rebalance")
+	}
+	c.waitAllReplicasAgree("m", acked)
+
+	// Broker 4 leaves for good: its replicas move back to the others.
+	if err := c.nodes[4].Leave(); err != nil {
+		t.Fatal(err)
+	}
+	c.stop(4)
+	waitFor(t, 30*time.Second, "broker 4's replicas reassigned", func() error {
+		asg, err := c.any().Cluster().Assignment("m")
+		if err != nil {
+			return err
+		}
+		for _, a := range asg {
+			if slices.Contains(a.Replicas, 4) || len(a.Replicas) != 3 {
+				return fmt.Errorf("partition %d: replicas %v", a.Partition, a.Replicas)
+			}
+		}
+		return c.groupsMatch("m")
+	})
+	c.produceAcked("m", parts, 20, acked)
+	c.waitAllReplicasAgree("m", acked)
+}
+
+// leaderMeta returns the metadata leader's cluster.
+func (c *testCluster) leaderMeta() *cluster.Cluster {
+	c.t.Helper()
+	var out *cluster.Cluster
+	waitFor(c.t, 10*time.Second, "metadata leader", func() error {
+		for _, n := range c.nodes {
+			if n != nil && n.Cluster().IsLeader() {
+				out = n.Cluster()
+				return nil
+			}
+		}
+		return errors.New("none")
+	})
+	return out
+}
+
+// TestClusterWipedBroker: a broker restarted with an empty data dir comes back as a new Raft
+// server in every group; it catches up to every acknowledged record, and never leads (or
+// votes) while it has not.
+func TestClusterWipedBroker(t *testing.T) {
+	c := newTestCluster(t)
+	c.startThree()
+	const parts = 2
+	c.createTopic("w", parts, 3)
+	acked := map[int32]map[int64][]byte{}
+	c.produceAcked("w", parts, 40, acked)
+
+	c.stop(3)
+	if err := os.RemoveAll(c.dirs[3]); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(c.dirs[3], 0o755); err != nil {
+		t.Fatal(err)
+	}
+	n3 := c.start(3)
+	stop := make(chan struct{})
+	ledEarly := make(chan string, 1)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			for p := range int32(parts) {
+				pt, err := n3.Registry().Partition("w", p)
+				if err != nil || !pt.IsLeader() {
+					continue
+				}
+				if pt.HighWatermark() < int64(len(acked[p])) {
+					select {
+					case ledEarly <- fmt.Sprintf("partition %d led by the wiped broker at high watermark %d", p, pt.HighWatermark()):
+					default:
+					}
+				}
+			}
+		}
+	}()
+	c.produceAcked("w", parts, 20, acked)
+	waitFor(t, 30*time.Second, "groups match the assignment", func() error { return c.groupsMatch("w") })
+	c.waitAllReplicasAgree("w", acked)
+	close(stop)
+	select {
+	case msg := <-ledEarly:
+		t.Fatal(msg)
+	default:
+	}
+}
+
+// TestClusterPartitionedLeader: a partition's leader cut off from the other two replicas
+// accepts no acks=all write; the majority elects a leader and takes writes; after healing,
+// the replicas agree byte for byte up to the high watermark.
+func TestClusterPartitionedLeader(t *testing.T) {
+	c := newTestCluster(t)
+	c.split = newNetsplit()
+	c.startThree()
+	c.createTopic("split", 1, 3)
+	acked := map[int32]map[int64][]byte{}
+	c.produceAcked("split", 1, 20, acked)
+
+	old := c.waitLeader("split", 0)
+	var others []int32
+	for id := range c.nodes {
+		if id != old.ID() {
+			others = append(others, id)
+		}
+	}
+	c.split.isolate(old.ID(), others...)
+	// The minority: nothing is acknowledged there, however often it is asked.
+	for i := range 5 {
+		if off, err := c.produce(old.Addr(), "split", 0, testBatch(t, 1000+i)); err == nil {
+			t.Fatalf("the isolated old leader acknowledged a write at offset %d", off)
+		}
+	}
+	// The majority elects a leader and takes writes.
+	waitFor(t, 10*time.Second, "a leader in the majority", func() error {
+		for _, id := range others {
+			if pt, err := c.nodes[id].Registry().Partition("split", 0); err == nil && pt.IsLeader() {
+				return nil
+			}
+		}
+		return errors.New("none yet")
+	})
+	for i := range 20 {
+		b := testBatch(t, 2000+i)
+		var off int64
+		waitFor(t, 10*time.Second, "produce in the majority", func() error {
+			for _, id := range others {
+				if pt, err := c.nodes[id].Registry().Partition("split", 0); err == nil && pt.IsLeader() {
+					var perr error
+					off, perr = c.produce(c.nodes[id].Addr(), "split", 0, b)
+					return perr
+				}
+			}
+			return errors.New("no leader in the majority")
+		})
+		acked[0][off] = b
+	}
+	c.split.heal()
+	c.waitAllReplicasAgree("split", acked)
+	waitFor(t, 10*time.Second, "logs identical up to the high watermark", func() error { return c.logsIdentical("split", 0) })
+}
+
+// logsIdentical compares a partition's batches on every running replica from offset 0 up
+// to the smallest high watermark, byte for byte.
+func (c *testCluster) logsIdentical(topicName string, p int32) error {
+	var ref []byte
+	hw := int64(-1)
+	var pts []*partition.Partition
+	for _, n := range c.nodes {
+		if n == nil {
+			continue
+		}
+		pt, err := n.Registry().Partition(topicName, p)
+		if err != nil {
+			continue
+		}
+		pts = append(pts, pt)
+		if h := pt.HighWatermark(); hw < 0 || h < hw {
+			hw = h
+		}
+	}
+	for i, pt := range pts {
+		var all []byte
+		for off := int64(0); off < hw; {
+			res, err := pt.Log().Read(off, commitlog.ReadOptions{MaxBytes: 1 << 20, MaxOffset: hw})
+			if err != nil {
+				return err
+			}
+			if res.NextOffset == off {
+				break
+			}
+			all = append(all, res.Batches...)
+			off = res.NextOffset
+		}
+		if i == 0 {
+			ref = all
+		} else if !bytes.Equal(ref, all) {
+			return fmt.Errorf("replica %d differs below high watermark %d (%d vs %d bytes)", i, hw, len(all), len(ref))
+		}
+	}
+	if hw <= 0 {
+		return errors.New("empty")
+	}
+	return nil
 }

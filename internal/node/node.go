@@ -70,6 +70,8 @@ type ClusterConfig struct {
 	// (tests shorten timeouts).
 	TuneMetaRaft func(*raft.Config)
 	TuneSerf     func(*serf.Config)
+	// RaftDial, if set, opens the Raft connections to other brokers (tests cut links).
+	RaftDial func(ctx context.Context, addr string) (net.Conn, error)
 }
 
 // Node is a running broker.
@@ -146,7 +148,7 @@ func (n *Node) startCluster() error {
 	cc := n.cfg.Cluster
 	addr := n.Addr()
 	nw, err := raftnet.New(raftnet.Config{
-		Advertise: raft.ServerAddress(addr), Listener: n.raftLn,
+		Advertise: raft.ServerAddress(addr), Listener: n.raftLn, Dial: cc.RaftDial,
 		Logger: n.log.With().Str("component", "raftnet").Logger(),
 	})
 	if err != nil {
