@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/runnel-io/runnel/commitlog"
 	"github.com/runnel-io/runnel/internal/cluster"
 	"github.com/runnel-io/runnel/internal/recordbatch"
+	"github.com/runnel-io/runnel/internal/vfs"
 	"github.com/runnel-io/runnel/partition"
 	runnelv1 "github.com/runnel-io/runnel/proto/runnel/v1"
 )
@@ -60,6 +62,8 @@ type testCluster struct {
 	failedTimeout time.Duration
 	// split, if set, carries the brokers' Raft connections.
 	split *netsplit
+	// fs, if set, gives each broker's partitions their filesystem (crash tests).
+	fs map[int32]vfs.FS
 }
 
 func newTestCluster(t *testing.T) *testCluster {
@@ -98,7 +102,13 @@ func (c *testCluster) start(id int32) *Node {
 	var n *Node
 	var err error
 	for attempt := 0; ; attempt++ {
-		n, err = Start(Config{DataDir: dir, Addr: addr, NodeID: id, Logger: zerolog.Nop(), Version: "test", Cluster: cc})
+		cfg := Config{DataDir: dir, Addr: addr, NodeID: id, Logger: zerolog.Nop(), Version: "test", Cluster: cc}
+		if fs := c.fs[id]; fs != nil {
+			po := partition.DefaultOptions()
+			po.Log.FS = fs
+			cfg.Partition = &po
+		}
+		n, err = Start(cfg)
 		if err == nil || attempt == 20 || c.addrs[id] == "" {
 			break
 		}
@@ -757,4 +767,91 @@ func (c *testCluster) logsIdentical(topicName string, p int32) error {
 		return errors.New("empty")
 	}
 	return nil
+}
+
+// TestClusterCrashAll: every broker loses its unsynced bytes at the same moment (a power
+// loss of the whole cluster, through the commitlog's filesystem seam) while acks=all writes
+// are in flight; after the restart every acknowledged record is there, at its offset, on
+// every replica.
+func TestClusterCrashAll(t *testing.T) {
+	c := newTestCluster(t)
+	crash := map[int32]*vfs.CrashFS{}
+	c.fs = map[int32]vfs.FS{}
+	for id := int32(1); id <= 3; id++ {
+		crash[id] = vfs.NewCrashFS(vfs.OS)
+		c.fs[id] = crash[id]
+	}
+	c.startThree()
+	const parts = 2
+	c.createTopic("crash", parts, 3)
+	acked := map[int32]map[int64][]byte{}
+	c.produceAcked("crash", parts, 20, acked)
+
+	// Writers keep producing while the crash lands; only what they were told is acknowledged.
+	var (
+		mu   sync.Mutex
+		wg   sync.WaitGroup
+		stop = make(chan struct{})
+	)
+	for p := range int32(parts) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				l := c.leaderOfLocked(&mu, "crash", p)
+				if l == "" {
+					time.Sleep(5 * time.Millisecond)
+					continue
+				}
+				b := testBatch(t, 10000+i)
+				off, err := c.produce(l, "crash", p, b)
+				if err == nil {
+					mu.Lock()
+					acked[p][off] = b
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	mu.Lock()
+	for id := int32(1); id <= 3; id++ {
+		if err := crash[id].Crash(vfs.CrashOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Unlock()
+	close(stop)
+	wg.Wait()
+	n := 0
+	for _, m := range acked {
+		n += len(m)
+	}
+	t.Logf("%d batches acknowledged before the crash", n)
+	for id := int32(1); id <= 3; id++ {
+		c.stop(id)
+		if err := crash[id].Revive(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for id := int32(1); id <= 3; id++ {
+		c.start(id)
+	}
+	c.waitAllReplicasAgree("crash", acked)
+}
+
+// leaderOfLocked is leaderOf's address, with the nodes map read under mu (the writers run
+// while the test goroutine stops and starts brokers only after they end).
+func (c *testCluster) leaderOfLocked(mu *sync.Mutex, topicName string, p int32) string {
+	mu.Lock()
+	defer mu.Unlock()
+	if l := c.leaderOf(topicName, p); l != nil {
+		return l.Addr()
+	}
+	return ""
 }
