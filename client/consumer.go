@@ -384,9 +384,10 @@ func (k *Consumer) follow(ctx context.Context, key tp, a *assignment, start Posi
 		}
 	}
 	var dec recordbatch.Decoder
-	redirects, unknown := 0, 0
+	redirects, unknown, behind := 0, 0, 0
+	confirmed := int64(-1) // the highest next_offset a broker sent: committed, so readable
 	for {
-		err := k.subscribe(ctx, key, a, &pos, &skipBelow, dec)
+		err := k.subscribe(ctx, key, a, &pos, &skipBelow, &confirmed, dec)
 		if ctx.Err() != nil {
 			return
 		}
@@ -415,6 +416,17 @@ func (k *Consumer) follow(ctx context.Context, key tp, a *assignment, start Posi
 				fail(err)
 				return
 			}
+		case reason == reasonName(runnelv1.ErrorReason_ERROR_REASON_OFFSET_OUT_OF_RANGE) && e.Info.Offset != nil && e.Info.HighWatermark != nil &&
+			e.Info.GetOffset() > e.Info.GetHighWatermark() && e.Info.GetOffset() <= confirmed:
+			// An offset a broker already said was committed is above this broker's high
+			// watermark: a new leader that has not learned the commit index of its term yet,
+			// or a lagging one. Retried a few times, looking the leader up again.
+			behind++
+			if behind > unknownRetries {
+				fail(err)
+				return
+			}
+			k.c.router.invalidate(key.topic)
 		case err != nil && !IsRetriable(err):
 			fail(err)
 			return
@@ -467,8 +479,8 @@ func (k *Consumer) resolve(ctx context.Context, key tp, start Position) (*runnel
 }
 
 // subscribe runs one Subscribe stream until it fails, handing out its records. It advances
-// *pos and *skipBelow as records arrive, so that a resubscription resumes where it ended.
-func (k *Consumer) subscribe(ctx context.Context, key tp, a *assignment, pos **runnelv1.Position, skipBelow *int64, dec recordbatch.Decoder) error {
+// *pos, *skipBelow and *confirmed as records arrive, so that a resubscription resumes where it ended.
+func (k *Consumer) subscribe(ctx context.Context, key tp, a *assignment, pos **runnelv1.Position, skipBelow, confirmed *int64, dec recordbatch.Decoder) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	addr, err := k.c.router.leader(ctx, key.topic, key.partition)
@@ -522,6 +534,7 @@ func (k *Consumer) subscribe(ctx context.Context, key tp, a *assignment, pos **r
 			}
 		}
 		next := resp.GetNextOffset()
+		*confirmed = max(*confirmed, next)
 		*pos = AtOffset(next).pb()
 		*skipBelow = max(*skipBelow, next)
 		if len(recs) > 0 && !k.send(ctx, fetched{tp: key, a: a, recs: recs}) {

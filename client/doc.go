@@ -59,7 +59,10 @@
 // leader, decoding the batches on the client. A stream that ends with a retriable error is
 // resumed from the last offset received: at once at the leader a NOT_LEADER names, else after
 // WithRetryBackoff at the leader fresh metadata names (NOT_LEADER, LEADER_NOT_AVAILABLE, a
-// broken stream or a broker gone). Other errors end the partition and are returned by Poll. With WithGroup, Commit (and Close, and WithAutoCommit) commits the offset after the
+// broken stream or a broker gone). An OFFSET_OUT_OF_RANGE above the high watermark for an
+// offset an earlier broker already served (a new leader that does not know its commit index
+// yet) is retried likewise, a few times. Other errors end the partition and are returned by
+// Poll. With WithGroup, Commit (and Close, and WithAutoCommit) commits the offset after the
 // last record consumed of each partition, and Committed positions resume from it.
 //
 // # Routing
