@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -420,6 +421,22 @@ func TestClusterKillRestartUnderLoad(t *testing.T) {
 	// Kill each broker in turn, under load, and restart it.
 	start := time.Now()
 	for _, n := range nodes {
+		// Leadership moves to each partition's preferred replica once it has caught up, so
+		// the leaders of a moment ago may be stale: look again right before the kill, and give
+		// the victim a few seconds to lead something (the failover time needs a leader killed).
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			l, err := settled(ctx, nodes, topicName, parts)
+			if err == nil {
+				leaders = l
+				if slices.Contains(slices.Collect(maps.Values(l)), n.id) {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
 		var led []int32
 		for p, l := range leaders {
 			if l == n.id {
