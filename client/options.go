@@ -147,8 +147,9 @@ func WithCompression(c Compression) Option { return func(o *options) { o.compres
 // against 371-376k records/s; see docs/benchmarks.md).
 func WithMaxInFlight(n int) Option { return func(o *options) { o.maxInFlight = n } }
 
-// WithRetryBackoff sets the wait before a retriable produce or subscribe failure is retried.
-// Default 100ms.
+// WithRetryBackoff sets the wait before a retriable produce or subscribe failure is retried,
+// and before a metadata change refused for want of a metadata leader is made again; metadata
+// lookups of a topic in the background are at most one per backoff. Default 100ms.
 func WithRetryBackoff(d time.Duration) Option { return func(o *options) { o.retryBackoff = d } }
 
 // WithDeliveryTimeout bounds the time from Produce to the record's final outcome, retries

@@ -21,10 +21,11 @@ import (
 // error. Callbacks run one at a time on a goroutine of the client, in the order the outcomes
 // arrive (a partition's in offset order); a slow callback delays the others, not the sends.
 //
-// Produce blocks while it looks up the topic's partitions (once per topic) and while the
-// buffer is full (WithMaxBufferedBytes); if ctx ends first, or the topic does not exist, or
-// the client is closed, cb is called at once, before Produce returns, with the error. The
-// producer keeps r (and its Key, Value and Headers) until cb is called: do not modify it.
+// Produce blocks while it looks up the topic's partitions (once per topic and
+// WithMetadataMaxAge) and while the buffer is full (WithMaxBufferedBytes); if ctx ends first,
+// or the topic does not exist, or the client is closed, cb is called at once, before Produce
+// returns, with the error. The producer keeps r (and its Key, Value and Headers) until cb is
+// called: do not modify it.
 func (c *Client) Produce(ctx context.Context, r *Record, cb func(*Record, error)) {
 	if cb == nil {
 		cb = func(*Record, error) {}
@@ -429,22 +430,6 @@ func expiredErr(b *batch) error {
 	}
 	return &Error{Code: codes.DeadlineExceeded, Topic: b.tp.topic, Partition: b.tp.partition,
 		Message: fmt.Sprintf("delivery timeout for %s/%d", b.tp.topic, b.tp.partition)}
-}
-
-// expireLocked fails the queued batches whose delivery timeout has passed.
-func (p *producer) expireLocked(now time.Time) {
-	for _, ps := range p.parts {
-		q := ps.queue[:0]
-		for _, b := range ps.queue {
-			if now.After(b.deadline) {
-				p.settleLocked(b, expiredErr(b))
-			} else {
-				q = append(q, b)
-			}
-		}
-		clear(ps.queue[len(q):])
-		ps.queue = q
-	}
 }
 
 // completeLocked handles the outcome of an in-flight batch: success, a retry (at the leader a
