@@ -60,7 +60,7 @@ func (f *fetchService) Fetch(ctx context.Context, req *runnelv1.FetchRequest) (*
 		wait = max(min(wait, left), 0)
 	}
 
-	part, err := f.s.reg.LeaderPartition(req.GetTopic(), req.GetPartition())
+	part, err := f.s.reg.ReadPartition(req.GetTopic(), req.GetPartition())
 	if err != nil {
 		return nil, callError(w, err)
 	}
@@ -260,7 +260,7 @@ func (f *fetchService) ListOffsets(_ context.Context, req *runnelv1.ListOffsetsR
 func (f *fetchService) listOne(q *runnelv1.OffsetQuery, n int32) *runnelv1.ListedOffset {
 	lo := &runnelv1.ListedOffset{Topic: q.GetTopic(), Partition: n, Offset: -1}
 	w := at(q.GetTopic(), n)
-	part, err := f.s.reg.LeaderPartition(q.GetTopic(), n)
+	part, err := f.s.reg.ReadPartition(q.GetTopic(), n)
 	if err != nil {
 		lo.Error = apiErrorOf(w, err).proto()
 		return lo

@@ -91,14 +91,15 @@ func (m *brokerMetrics) appended(topicName string, records, bytes int) {
 	t.bytesIn.Add(int64(bytes))
 }
 
-// appendedBatches counts the record batches of one successful append to a topic.
-func (m *brokerMetrics) appendedBatches(topicName string, batches [][]byte) {
-	records, bytes := 0, 0
+// countBatches returns the records and bytes of record batches, for appended. Call it before
+// the append: the log sets each batch's base offset in place (a replicated partition's Raft
+// log store does so on its own goroutine).
+func countBatches(batches [][]byte) (records, bytes int) {
 	for _, b := range batches {
 		records += batchRecords(b)
 		bytes += len(b)
 	}
-	m.appended(topicName, records, bytes)
+	return records, bytes
 }
 
 // fetched counts the records a Fetch or Subscribe response returns from a topic (at or after

@@ -181,10 +181,13 @@ func TestMetricsTraffic(t *testing.T) {
 	before := b.scrape(t)
 
 	b1, b2 := batch(t, 1, "a", "b", "c"), batch(t, 2, "d")
-	b.svc.metrics.appendedBatches("events", [][]byte{b1, b2})
+	b.svc.metrics.appended("events", 4, len(b1)+len(b2))
+	if r, n := countBatches([][]byte{b1, b2}); r != 4 || n != len(b1)+len(b2) {
+		t.Fatalf("countBatches = %d records, %d bytes", r, n)
+	}
 	b.svc.metrics.fetched("events", 3, len(b1))
 	b.svc.metrics.fetched("events", 7, 100)
-	b.svc.metrics.appendedBatches("no.such.topic", [][]byte{b1})
+	b.svc.metrics.appended("no.such.topic", 3, len(b1))
 
 	after := b.scrape(t)
 	want := []float64{4, float64(len(b1) + len(b2)), 3 + 7, float64(len(b1)) + 100}
@@ -198,7 +201,10 @@ func TestMetricsTraffic(t *testing.T) {
 
 func TestMetricsHooksTolerateNilAndGarbage(t *testing.T) {
 	var m *brokerMetrics
-	m.appendedBatches("t", [][]byte{[]byte("junk")})
+	m.appended("t", 1, 4)
+	if r, _ := countBatches([][]byte{[]byte("junk")}); r != 0 {
+		t.Errorf("countBatches(garbage) = %d records", r)
+	}
 	m.fetched("t", 1, 1)
 	if got := batchRecords([]byte("short")); got != 0 {
 		t.Errorf("batchRecords(garbage) = %d", got)

@@ -260,12 +260,13 @@ func (p *produceService) startAppend(ctx context.Context, call *produceCall, w w
 		fail(err)
 		return
 	}
+	records, size := countBatches(batches)
 	pend, err := pt.AppendAsync(ctx, batches)
 	if err != nil {
 		fail(err)
 		return
 	}
-	p.s.metrics.appendedBatches(topicName, batches)
+	p.s.metrics.appended(topicName, records, size)
 	early := pend.Offsets() // known before the acknowledgement on a single node
 	if call.acks == runnelv1.Acks_ACKS_NONE || (call.acks == runnelv1.Acks_ACKS_LEADER && early != nil) {
 		// ACKS_LEADER and ACKS_NONE answer once the batches are written, before the fsync

@@ -468,11 +468,22 @@ func (r *Registry) Partition(name string, p int32) (*partition.Partition, error)
 	return ts.parts[p], nil
 }
 
-// LeaderPartition is Partition for produce and reads: in cluster mode it fails with
-// NOT_LEADER (naming the leader this broker knows of) unless this broker's replica leads.
+// LeaderPartition is Partition for produce: in cluster mode it fails with NOT_LEADER
+// (naming the leader this broker knows of) unless this broker's replica leads.
 func (r *Registry) LeaderPartition(name string, p int32) (*partition.Partition, error) {
+	return r.servingPartition(name, p, (*partition.Partition).IsLeader)
+}
+
+// ReadPartition is Partition for reads: as LeaderPartition, and a new leader answers
+// LEADER_NOT_AVAILABLE until it has applied everything committed before its term (its high
+// watermark may be behind until then).
+func (r *Registry) ReadPartition(name string, p int32) (*partition.Partition, error) {
+	return r.servingPartition(name, p, (*partition.Partition).ServesReads)
+}
+
+func (r *Registry) servingPartition(name string, p int32, serves func(*partition.Partition) bool) (*partition.Partition, error) {
 	pt, err := r.Partition(name, p)
-	if err != nil || pt.IsLeader() {
+	if err != nil || serves(pt) {
 		return pt, err
 	}
 	r.mu.Lock()

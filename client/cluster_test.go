@@ -89,14 +89,6 @@ func TestClusterFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a cluster")
 	}
-	if raceEnabled {
-		// The race is the broker's: the produce service parses a batch's header for its
-		// metrics (broker/metrics.go batchRecords, from produceService.startAppend) after handing
-		// the batch to the replicated partition, whose Raft log store writes the base offset into
-		// the same bytes (commitlog writeChunkLocked, recordbatch.SetBaseOffset). Run this test
-		// without -race until that is fixed.
-		t.Skip("the broker's replicated produce path has a data race (see the comment); run without -race")
-	}
 	nodes, stop := startCluster(t)
 	ctx := ctxT(t)
 	cl := clientOf(t, nodes[3], client.WithRetryBackoff(50*time.Millisecond), client.WithLogger(tLogger{t}))

@@ -91,6 +91,10 @@ type replication struct {
 	stable  *raftstore.StableStore
 	timeout time.Duration
 	trans   raft.Transport // the group's transport as given (Raft may hold a vote guard over it)
+	// caughtUp is set while this replica leads and has applied everything committed before
+	// its term (a Barrier returned): until then its high watermark may be behind what earlier
+	// leaders acknowledged, and reads must wait.
+	caughtUp atomic.Bool
 }
 
 // OpenReplicated opens (or creates) one replica of a partition replicated by its own Raft
@@ -169,11 +173,13 @@ func OpenReplicated(dir string, cfg topic.Config, opts Options, rep Replication)
 	if guard != nil {
 		go guard.Run(p.done) // Close closes done before it shuts Raft down
 	}
+	p.rep = &replication{raft: r, fsm: fsm, logs: logs, snaps: snaps, stable: stable, trans: rep.Transport}
+	go p.watchLeadership()
 	timeout := rep.ApplyTimeout
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
-	p.rep = &replication{raft: r, fsm: fsm, logs: logs, snaps: snaps, stable: stable, timeout: timeout, trans: rep.Transport}
+	p.rep.timeout = timeout
 	return p, nil
 }
 
@@ -255,13 +261,38 @@ func (p *Partition) Leader() (id, addr string) {
 	return string(i), string(a)
 }
 
-// LeaderCh signals this replica's leadership changes (true: it became the leader); nil
-// without replication. hashicorp/raft drops a signal when the reader is slow; read State too.
-func (p *Partition) LeaderCh() <-chan bool {
-	if p.rep == nil {
-		return nil
+// ServesReads reports whether reads may be served here: always without replication; on a
+// replica, while it leads and has applied everything committed before its term (a new
+// leader's high watermark starts at what it had applied as a follower).
+func (p *Partition) ServesReads() bool {
+	return p.rep == nil || (p.rep.raft.State() == raft.Leader && p.rep.caughtUp.Load())
+}
+
+// watchLeadership keeps caughtUp: on becoming leader it waits for a Barrier (everything
+// committed before is applied), and clears it when leadership is lost.
+func (p *Partition) watchLeadership() {
+	r := p.rep.raft
+	for {
+		select {
+		case <-p.done:
+			return
+		case leader := <-r.LeaderCh():
+			p.rep.caughtUp.Store(false)
+			for leader && r.State() == raft.Leader {
+				if err := r.Barrier(10 * time.Second).Error(); err == nil {
+					p.rep.caughtUp.Store(r.State() == raft.Leader)
+					break
+				}
+				select {
+				case <-p.done:
+					return
+				case leader = <-r.LeaderCh():
+					p.rep.caughtUp.Store(false)
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+		}
 	}
-	return p.rep.raft.LeaderCh()
 }
 
 // Transport returns the group's Raft transport as given to OpenReplicated; nil without
