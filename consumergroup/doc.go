@@ -40,7 +40,8 @@
 //
 // # Session timeout and static membership
 //
-// Tick removes members that have not heartbeated for the session timeout (10 s default).
+// Tick removes members that have not heartbeated for the session timeout (10 s default, or
+// the member's own HeartbeatRequest.SessionTimeout).
 // A member with an InstanceID is static: when it leaves without Permanent (or epoch -2) it
 // is kept "away" with its assignment for a session timeout, and a join with the same
 // InstanceID within that time takes over its place, assignment and epoch under a new member
@@ -60,7 +61,7 @@
 //
 //	config session=MS rebalance=MS        group config (first line only)
 //	partitions TOPIC N                    SetTopicPartitions
-//	heartbeat t=MS member=ID|- instance=I epoch=N|cur subscribe=T1,T2 owned=LIST|* rebalance=MS
+//	heartbeat t=MS member=ID|- instance=I epoch=N|cur subscribe=T1,T2 owned=LIST|* rebalance=MS session=MS
 //	                                      subscribe omitted: unchanged; owned=* the member's
 //	                                      current assignment
 //	leave t=MS member=ID|instance=I [permanent]

@@ -74,6 +74,8 @@ type HeartbeatRequest struct {
 	Owned []TopicPartition
 	// RebalanceTimeout overrides Config.RebalanceTimeout for this member when > 0.
 	RebalanceTimeout time.Duration
+	// SessionTimeout overrides Config.SessionTimeout for this member when > 0.
+	SessionTimeout time.Duration
 }
 
 // HeartbeatResponse is the coordinator's answer.
@@ -138,6 +140,7 @@ type member struct {
 	away             bool      // static member that left temporarily
 	awaySince        time.Time // when it left
 	rebalanceTimeout time.Duration
+	sessionTimeout   time.Duration
 	revokeDeadline   time.Time // non-zero while it must revoke partitions
 }
 
@@ -267,6 +270,9 @@ func (g *Group) touch(now time.Time, m *member, req HeartbeatRequest) {
 	if req.RebalanceTimeout > 0 {
 		m.rebalanceTimeout = req.RebalanceTimeout
 	}
+	if req.SessionTimeout > 0 {
+		m.sessionTimeout = req.SessionTimeout
+	}
 }
 
 // setOwned records what m reports owning, bounded by what it was given and has not
@@ -311,7 +317,7 @@ func (g *Group) join(now time.Time, req HeartbeatRequest) HeartbeatResponse {
 			id = "m" + strconv.Itoa(g.nextID)
 		}
 	}
-	m := &member{id: id, instance: req.InstanceID, rebalanceTimeout: g.cfg.RebalanceTimeout}
+	m := &member{id: id, instance: req.InstanceID, rebalanceTimeout: g.cfg.RebalanceTimeout, sessionTimeout: g.cfg.SessionTimeout}
 	g.touch(now, m, req)
 	if inherit != nil {
 		// Static rejoin (or a member rejoining after being fenced): take over the old
@@ -328,6 +334,9 @@ func (g *Group) join(now time.Time, req HeartbeatRequest) HeartbeatResponse {
 		}
 		if req.RebalanceTimeout <= 0 {
 			m.rebalanceTimeout = inherit.rebalanceTimeout
+		}
+		if req.SessionTimeout <= 0 {
+			m.sessionTimeout = inherit.sessionTimeout
 		}
 		g.members[id] = m
 		if m.instance != "" {
@@ -459,7 +468,7 @@ func (g *Group) Tick(now time.Time) []string {
 		if m.away {
 			last = m.awaySince
 		}
-		if !now.Before(last.Add(g.cfg.SessionTimeout)) ||
+		if !now.Before(last.Add(m.sessionTimeout)) ||
 			(!m.revokeDeadline.IsZero() && !now.Before(m.revokeDeadline)) {
 			expired = append(expired, id)
 			g.remove(m)
@@ -495,6 +504,22 @@ func compareIDs(a, b string) int {
 	}
 	return 0
 }
+
+// Members returns the number of members present (static members away included).
+func (g *Group) Members() int { return len(g.members) }
+
+// Subscribed returns the topics some member subscribes to, sorted.
+func (g *Group) Subscribed() []string {
+	var out []string
+	for _, m := range g.members {
+		out = append(out, m.subs...)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// HeartbeatInterval is the interval returned to members (Config.HeartbeatInterval).
+func (g *Group) HeartbeatInterval() time.Duration { return g.cfg.HeartbeatInterval }
 
 // CommitAllowed fences offset commits: only a current member with its current epoch may
 // commit.

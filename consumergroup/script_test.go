@@ -212,6 +212,10 @@ func (r *scriptRun) exec(text string) error {
 			ms, _ := strconv.Atoi(v)
 			req.RebalanceTimeout = time.Duration(ms) * time.Millisecond
 		}
+		if v, ok := kv["session"]; ok {
+			ms, _ := strconv.Atoi(v)
+			req.SessionTimeout = time.Duration(ms) * time.Millisecond
+		}
 		r.last, r.resp = cmd, r.g.Heartbeat(r.now, req)
 	case "leave":
 		_, perm := kv["permanent"]

@@ -263,6 +263,20 @@ const (
 	// DATA_LOSS: stored data failed its checksum when read (a corrupt segment). `offset` is that of
 	// the bad batch. Not retriable on this broker; an operator must look.
 	ErrorReason_ERROR_REASON_CORRUPT_DATA ErrorReason = 20
+	// NOT_FOUND: the group has no member with this member id (it left, or its session timed
+	// out, or the group coordinator moved to another broker). Rejoin with member epoch 0,
+	// giving up the partitions owned.
+	ErrorReason_ERROR_REASON_UNKNOWN_MEMBER_ID ErrorReason = 21
+	// FAILED_PRECONDITION: a heartbeat's member epoch is not the member's current one (a
+	// zombie, or another process took over its instance id). Rejoin with member epoch 0,
+	// giving up the partitions owned.
+	ErrorReason_ERROR_REASON_FENCED_MEMBER_EPOCH ErrorReason = 22
+	// FAILED_PRECONDITION: an offset commit carries a member epoch other than the member's
+	// current one: nothing was committed. Heartbeat to learn the current epoch.
+	ErrorReason_ERROR_REASON_STALE_MEMBER_EPOCH ErrorReason = 23
+	// FAILED_PRECONDITION: the group has active members: resetting or deleting its offsets,
+	// or committing without a member id, is refused (ResetOffsets: unless `force`).
+	ErrorReason_ERROR_REASON_GROUP_NOT_EMPTY ErrorReason = 24
 )
 
 // Enum value maps for ErrorReason.
@@ -289,6 +303,10 @@ var (
 		18: "ERROR_REASON_SHUTTING_DOWN",
 		19: "ERROR_REASON_STORAGE_ERROR",
 		20: "ERROR_REASON_CORRUPT_DATA",
+		21: "ERROR_REASON_UNKNOWN_MEMBER_ID",
+		22: "ERROR_REASON_FENCED_MEMBER_EPOCH",
+		23: "ERROR_REASON_STALE_MEMBER_EPOCH",
+		24: "ERROR_REASON_GROUP_NOT_EMPTY",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":                0,
@@ -312,6 +330,10 @@ var (
 		"ERROR_REASON_SHUTTING_DOWN":              18,
 		"ERROR_REASON_STORAGE_ERROR":              19,
 		"ERROR_REASON_CORRUPT_DATA":               20,
+		"ERROR_REASON_UNKNOWN_MEMBER_ID":          21,
+		"ERROR_REASON_FENCED_MEMBER_EPOCH":        22,
+		"ERROR_REASON_STALE_MEMBER_EPOCH":         23,
+		"ERROR_REASON_GROUP_NOT_EMPTY":            24,
 	}
 )
 
@@ -1151,7 +1173,7 @@ const file_runnel_v1_common_proto_rawDesc = "" +
 	"\x12RECORD_FORMAT_TEXT\x10\x02*Z\n" +
 	"\x0eIsolationLevel\x12$\n" +
 	" ISOLATION_LEVEL_READ_UNCOMMITTED\x10\x00\x12\"\n" +
-	"\x1eISOLATION_LEVEL_READ_COMMITTED\x10\x01*\xee\x05\n" +
+	"\x1eISOLATION_LEVEL_READ_COMMITTED\x10\x01*\xff\x06\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cERROR_REASON_INVALID_REQUEST\x10\x01\x12#\n" +
@@ -1174,7 +1196,11 @@ const file_runnel_v1_common_proto_rawDesc = "" +
 	" ERROR_REASON_NOT_METADATA_LEADER\x10\x11\x12\x1e\n" +
 	"\x1aERROR_REASON_SHUTTING_DOWN\x10\x12\x12\x1e\n" +
 	"\x1aERROR_REASON_STORAGE_ERROR\x10\x13\x12\x1d\n" +
-	"\x19ERROR_REASON_CORRUPT_DATA\x10\x14B6Z4github.com/runnel-io/runnel/proto/runnel/v1;runnelv1b\x06proto3"
+	"\x19ERROR_REASON_CORRUPT_DATA\x10\x14\x12\"\n" +
+	"\x1eERROR_REASON_UNKNOWN_MEMBER_ID\x10\x15\x12$\n" +
+	" ERROR_REASON_FENCED_MEMBER_EPOCH\x10\x16\x12#\n" +
+	"\x1fERROR_REASON_STALE_MEMBER_EPOCH\x10\x17\x12 \n" +
+	"\x1cERROR_REASON_GROUP_NOT_EMPTY\x10\x18B6Z4github.com/runnel-io/runnel/proto/runnel/v1;runnelv1b\x06proto3"
 
 var (
 	file_runnel_v1_common_proto_rawDescOnce sync.Once

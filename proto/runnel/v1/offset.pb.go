@@ -30,9 +30,19 @@ type CommitOffsetsRequest struct {
 	// The group. Required.
 	Group string `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
 	// The offsets to commit, at least one, each topic-partition at most once.
-	Offsets       []*OffsetCommit `protobuf:"bytes,2,rep,name=offsets,proto3" json:"offsets,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Offsets []*OffsetCommit `protobuf:"bytes,2,rep,name=offsets,proto3" json:"offsets,omitempty"`
+	// The committing member's id (GroupService.Heartbeat), for a member of the group. Empty: a
+	// commit from outside the group (manual assignment, tools), refused with
+	// FAILED_PRECONDITION (GROUP_NOT_EMPTY) while the group has members.
+	MemberId string `protobuf:"bytes,3,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	// With member_id: the member's current epoch. A commit from another epoch (a zombie) is
+	// refused with FAILED_PRECONDITION (STALE_MEMBER_EPOCH), and one from a member the group
+	// does not have with NOT_FOUND (UNKNOWN_MEMBER_ID); nothing is committed.
+	MemberEpoch int32 `protobuf:"varint,4,opt,name=member_epoch,json=memberEpoch,proto3" json:"member_epoch,omitempty"`
+	// A static member's instance id (informational).
+	GroupInstanceId string `protobuf:"bytes,5,opt,name=group_instance_id,json=groupInstanceId,proto3" json:"group_instance_id,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *CommitOffsetsRequest) Reset() {
@@ -77,6 +87,27 @@ func (x *CommitOffsetsRequest) GetOffsets() []*OffsetCommit {
 		return x.Offsets
 	}
 	return nil
+}
+
+func (x *CommitOffsetsRequest) GetMemberId() string {
+	if x != nil {
+		return x.MemberId
+	}
+	return ""
+}
+
+func (x *CommitOffsetsRequest) GetMemberEpoch() int32 {
+	if x != nil {
+		return x.MemberEpoch
+	}
+	return 0
+}
+
+func (x *CommitOffsetsRequest) GetGroupInstanceId() string {
+	if x != nil {
+		return x.GroupInstanceId
+	}
+	return ""
 }
 
 // One offset to commit.
@@ -476,9 +507,14 @@ type GroupSummary struct {
 	// The topics the group has offsets for, sorted.
 	Topics []string `protobuf:"bytes,2,rep,name=topics,proto3" json:"topics,omitempty"`
 	// The time of its latest commit (or reset).
-	LastCommitTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=last_commit_time,json=lastCommitTime,proto3" json:"last_commit_time,omitempty"` // Fields 4 to 7 are kept for the group's state and member count (consumer-group issue).
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	LastCommitTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=last_commit_time,json=lastCommitTime,proto3" json:"last_commit_time,omitempty"`
+	// The group's state: "empty" (no members), "reconciling" (partitions are moving between
+	// members) or "stable".
+	State string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	// How many members the group has.
+	Members       int32 `protobuf:"varint,5,opt,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GroupSummary) Reset() {
@@ -530,6 +566,20 @@ func (x *GroupSummary) GetLastCommitTime() *timestamppb.Timestamp {
 		return x.LastCommitTime
 	}
 	return nil
+}
+
+func (x *GroupSummary) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *GroupSummary) GetMembers() int32 {
+	if x != nil {
+		return x.Members
+	}
+	return 0
 }
 
 // DescribeGroup's request.
@@ -586,7 +636,14 @@ type DescribeGroupResponse struct {
 	// Every partition the group has an offset for, sorted by topic and partition.
 	Partitions []*GroupPartition `protobuf:"bytes,2,rep,name=partitions,proto3" json:"partitions,omitempty"`
 	// The sum of the partitions' known lags (those not -1).
-	TotalLag      int64 `protobuf:"varint,3,opt,name=total_lag,json=totalLag,proto3" json:"total_lag,omitempty"`
+	TotalLag int64 `protobuf:"varint,3,opt,name=total_lag,json=totalLag,proto3" json:"total_lag,omitempty"`
+	// The group's state: "empty", "reconciling" or "stable".
+	State string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	// The group epoch: it advances with every change of membership, subscriptions, or the
+	// partition count of a subscribed topic.
+	GroupEpoch int32 `protobuf:"varint,5,opt,name=group_epoch,json=groupEpoch,proto3" json:"group_epoch,omitempty"`
+	// The members, by member id.
+	Members       []*GroupMember `protobuf:"bytes,6,rep,name=members,proto3" json:"members,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -642,6 +699,128 @@ func (x *DescribeGroupResponse) GetTotalLag() int64 {
 	return 0
 }
 
+func (x *DescribeGroupResponse) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *DescribeGroupResponse) GetGroupEpoch() int32 {
+	if x != nil {
+		return x.GroupEpoch
+	}
+	return 0
+}
+
+func (x *DescribeGroupResponse) GetMembers() []*GroupMember {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+// A member of a group, as DescribeGroup shows it.
+type GroupMember struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The member id the coordinator gave it.
+	MemberId string `protobuf:"bytes,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	// A static member's instance id; empty otherwise.
+	InstanceId string `protobuf:"bytes,2,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	// Its member epoch.
+	MemberEpoch int32 `protobuf:"varint,3,opt,name=member_epoch,json=memberEpoch,proto3" json:"member_epoch,omitempty"`
+	// "stable", "unrevoked" (it must give up partitions), "unreleased" (it waits for
+	// partitions others still own) or "away" (a static member that left temporarily).
+	State string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	// The topics it subscribes to.
+	Subscriptions []string `protobuf:"bytes,5,rep,name=subscriptions,proto3" json:"subscriptions,omitempty"`
+	// The partitions it may own now.
+	Assignment []*TopicPartitions `protobuf:"bytes,6,rep,name=assignment,proto3" json:"assignment,omitempty"`
+	// The partitions it will own once the group is reconciled.
+	Target        []*TopicPartitions `protobuf:"bytes,7,rep,name=target,proto3" json:"target,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupMember) Reset() {
+	*x = GroupMember{}
+	mi := &file_runnel_v1_offset_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupMember) ProtoMessage() {}
+
+func (x *GroupMember) ProtoReflect() protoreflect.Message {
+	mi := &file_runnel_v1_offset_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupMember.ProtoReflect.Descriptor instead.
+func (*GroupMember) Descriptor() ([]byte, []int) {
+	return file_runnel_v1_offset_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *GroupMember) GetMemberId() string {
+	if x != nil {
+		return x.MemberId
+	}
+	return ""
+}
+
+func (x *GroupMember) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
+}
+
+func (x *GroupMember) GetMemberEpoch() int32 {
+	if x != nil {
+		return x.MemberEpoch
+	}
+	return 0
+}
+
+func (x *GroupMember) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *GroupMember) GetSubscriptions() []string {
+	if x != nil {
+		return x.Subscriptions
+	}
+	return nil
+}
+
+func (x *GroupMember) GetAssignment() []*TopicPartitions {
+	if x != nil {
+		return x.Assignment
+	}
+	return nil
+}
+
+func (x *GroupMember) GetTarget() []*TopicPartitions {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
 // A group's position in one partition.
 type GroupPartition struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -662,14 +841,16 @@ type GroupPartition struct {
 	HighWatermark int64 `protobuf:"varint,7,opt,name=high_watermark,json=highWatermark,proto3" json:"high_watermark,omitempty"`
 	// How many records the group has still to consume: high_watermark - committed_offset, at
 	// least 0. -1 if unknown.
-	Lag           int64 `protobuf:"varint,8,opt,name=lag,proto3" json:"lag,omitempty"`
+	Lag int64 `protobuf:"varint,8,opt,name=lag,proto3" json:"lag,omitempty"`
+	// The member the partition is assigned to; empty if none.
+	MemberId      string `protobuf:"bytes,9,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GroupPartition) Reset() {
 	*x = GroupPartition{}
-	mi := &file_runnel_v1_offset_proto_msgTypes[11]
+	mi := &file_runnel_v1_offset_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -681,7 +862,7 @@ func (x *GroupPartition) String() string {
 func (*GroupPartition) ProtoMessage() {}
 
 func (x *GroupPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_runnel_v1_offset_proto_msgTypes[11]
+	mi := &file_runnel_v1_offset_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -694,7 +875,7 @@ func (x *GroupPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupPartition.ProtoReflect.Descriptor instead.
 func (*GroupPartition) Descriptor() ([]byte, []int) {
-	return file_runnel_v1_offset_proto_rawDescGZIP(), []int{11}
+	return file_runnel_v1_offset_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GroupPartition) GetTopic() string {
@@ -753,6 +934,13 @@ func (x *GroupPartition) GetLag() int64 {
 	return 0
 }
 
+func (x *GroupPartition) GetMemberId() string {
+	if x != nil {
+		return x.MemberId
+	}
+	return ""
+}
+
 // ResetOffsets' request.
 type ResetOffsetsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -770,14 +958,18 @@ type ResetOffsetsRequest struct {
 	Target isResetOffsetsRequest_Target `protobuf_oneof:"target"`
 	// Apply the change. False (the default) is a dry run: nothing changes, and the response
 	// shows what would.
-	Execute       bool `protobuf:"varint,5,opt,name=execute,proto3" json:"execute,omitempty"`
+	Execute bool `protobuf:"varint,5,opt,name=execute,proto3" json:"execute,omitempty"`
+	// Reset even while the group has members (they are not told: they keep committing from
+	// where they are). Without it, an executed reset of a group with members fails with
+	// FAILED_PRECONDITION (GROUP_NOT_EMPTY).
+	Force         bool `protobuf:"varint,6,opt,name=force,proto3" json:"force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ResetOffsetsRequest) Reset() {
 	*x = ResetOffsetsRequest{}
-	mi := &file_runnel_v1_offset_proto_msgTypes[12]
+	mi := &file_runnel_v1_offset_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -789,7 +981,7 @@ func (x *ResetOffsetsRequest) String() string {
 func (*ResetOffsetsRequest) ProtoMessage() {}
 
 func (x *ResetOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_runnel_v1_offset_proto_msgTypes[12]
+	mi := &file_runnel_v1_offset_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -802,7 +994,7 @@ func (x *ResetOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*ResetOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_runnel_v1_offset_proto_rawDescGZIP(), []int{12}
+	return file_runnel_v1_offset_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ResetOffsetsRequest) GetGroup() string {
@@ -851,6 +1043,13 @@ func (x *ResetOffsetsRequest) GetExecute() bool {
 	return false
 }
 
+func (x *ResetOffsetsRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
 type isResetOffsetsRequest_Target interface {
 	isResetOffsetsRequest_Target()
 }
@@ -885,7 +1084,7 @@ type ResetOffsetsResponse struct {
 
 func (x *ResetOffsetsResponse) Reset() {
 	*x = ResetOffsetsResponse{}
-	mi := &file_runnel_v1_offset_proto_msgTypes[13]
+	mi := &file_runnel_v1_offset_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -897,7 +1096,7 @@ func (x *ResetOffsetsResponse) String() string {
 func (*ResetOffsetsResponse) ProtoMessage() {}
 
 func (x *ResetOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_runnel_v1_offset_proto_msgTypes[13]
+	mi := &file_runnel_v1_offset_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -910,7 +1109,7 @@ func (x *ResetOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*ResetOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_runnel_v1_offset_proto_rawDescGZIP(), []int{13}
+	return file_runnel_v1_offset_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ResetOffsetsResponse) GetExecuted() bool {
@@ -945,7 +1144,7 @@ type OffsetReset struct {
 
 func (x *OffsetReset) Reset() {
 	*x = OffsetReset{}
-	mi := &file_runnel_v1_offset_proto_msgTypes[14]
+	mi := &file_runnel_v1_offset_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -957,7 +1156,7 @@ func (x *OffsetReset) String() string {
 func (*OffsetReset) ProtoMessage() {}
 
 func (x *OffsetReset) ProtoReflect() protoreflect.Message {
-	mi := &file_runnel_v1_offset_proto_msgTypes[14]
+	mi := &file_runnel_v1_offset_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -970,7 +1169,7 @@ func (x *OffsetReset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffsetReset.ProtoReflect.Descriptor instead.
 func (*OffsetReset) Descriptor() ([]byte, []int) {
-	return file_runnel_v1_offset_proto_rawDescGZIP(), []int{14}
+	return file_runnel_v1_offset_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *OffsetReset) GetTopic() string {
@@ -1012,7 +1211,7 @@ type DeleteGroupRequest struct {
 
 func (x *DeleteGroupRequest) Reset() {
 	*x = DeleteGroupRequest{}
-	mi := &file_runnel_v1_offset_proto_msgTypes[15]
+	mi := &file_runnel_v1_offset_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1024,7 +1223,7 @@ func (x *DeleteGroupRequest) String() string {
 func (*DeleteGroupRequest) ProtoMessage() {}
 
 func (x *DeleteGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_runnel_v1_offset_proto_msgTypes[15]
+	mi := &file_runnel_v1_offset_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1037,7 +1236,7 @@ func (x *DeleteGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGroupRequest.ProtoReflect.Descriptor instead.
 func (*DeleteGroupRequest) Descriptor() ([]byte, []int) {
-	return file_runnel_v1_offset_proto_rawDescGZIP(), []int{15}
+	return file_runnel_v1_offset_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DeleteGroupRequest) GetGroup() string {
@@ -1056,7 +1255,7 @@ type DeleteGroupResponse struct {
 
 func (x *DeleteGroupResponse) Reset() {
 	*x = DeleteGroupResponse{}
-	mi := &file_runnel_v1_offset_proto_msgTypes[16]
+	mi := &file_runnel_v1_offset_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1068,7 +1267,7 @@ func (x *DeleteGroupResponse) String() string {
 func (*DeleteGroupResponse) ProtoMessage() {}
 
 func (x *DeleteGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_runnel_v1_offset_proto_msgTypes[16]
+	mi := &file_runnel_v1_offset_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1081,17 +1280,20 @@ func (x *DeleteGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGroupResponse.ProtoReflect.Descriptor instead.
 func (*DeleteGroupResponse) Descriptor() ([]byte, []int) {
-	return file_runnel_v1_offset_proto_rawDescGZIP(), []int{16}
+	return file_runnel_v1_offset_proto_rawDescGZIP(), []int{17}
 }
 
 var File_runnel_v1_offset_proto protoreflect.FileDescriptor
 
 const file_runnel_v1_offset_proto_rawDesc = "" +
 	"\n" +
-	"\x16runnel/v1/offset.proto\x12\trunnel.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16runnel/v1/common.proto\"\x9d\x01\n" +
+	"\x16runnel/v1/offset.proto\x12\trunnel.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16runnel/v1/common.proto\"\xcb\x01\n" +
 	"\x14CommitOffsetsRequest\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x121\n" +
-	"\aoffsets\x18\x02 \x03(\v2\x17.runnel.v1.OffsetCommitR\aoffsetsJ\x04\b\x03\x10\x04J\x04\b\x04\x10\x05J\x04\b\x05\x10\x06R\tmember_idR\fmember_epochR\x11group_instance_id\"v\n" +
+	"\aoffsets\x18\x02 \x03(\v2\x17.runnel.v1.OffsetCommitR\aoffsets\x12\x1b\n" +
+	"\tmember_id\x18\x03 \x01(\tR\bmemberId\x12!\n" +
+	"\fmember_epoch\x18\x04 \x01(\x05R\vmemberEpoch\x12*\n" +
+	"\x11group_instance_id\x18\x05 \x01(\tR\x0fgroupInstanceId\"v\n" +
 	"\fOffsetCommit\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x16\n" +
@@ -1114,19 +1316,36 @@ const file_runnel_v1_offset_proto_rawDesc = "" +
 	"commitTime\"\x13\n" +
 	"\x11ListGroupsRequest\"E\n" +
 	"\x12ListGroupsResponse\x12/\n" +
-	"\x06groups\x18\x01 \x03(\v2\x17.runnel.v1.GroupSummaryR\x06groups\"\x82\x01\n" +
+	"\x06groups\x18\x01 \x03(\v2\x17.runnel.v1.GroupSummaryR\x06groups\"\xb2\x01\n" +
 	"\fGroupSummary\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12\x16\n" +
 	"\x06topics\x18\x02 \x03(\tR\x06topics\x12D\n" +
-	"\x10last_commit_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x0elastCommitTime\",\n" +
+	"\x10last_commit_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x0elastCommitTime\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12\x18\n" +
+	"\amembers\x18\x05 \x01(\x05R\amembers\",\n" +
 	"\x14DescribeGroupRequest\x12\x14\n" +
-	"\x05group\x18\x01 \x01(\tR\x05group\"\x85\x01\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\"\xee\x01\n" +
 	"\x15DescribeGroupResponse\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x129\n" +
 	"\n" +
 	"partitions\x18\x02 \x03(\v2\x19.runnel.v1.GroupPartitionR\n" +
 	"partitions\x12\x1b\n" +
-	"\ttotal_lag\x18\x03 \x01(\x03R\btotalLag\"\xab\x02\n" +
+	"\ttotal_lag\x18\x03 \x01(\x03R\btotalLag\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12\x1f\n" +
+	"\vgroup_epoch\x18\x05 \x01(\x05R\n" +
+	"groupEpoch\x120\n" +
+	"\amembers\x18\x06 \x03(\v2\x16.runnel.v1.GroupMemberR\amembers\"\x9a\x02\n" +
+	"\vGroupMember\x12\x1b\n" +
+	"\tmember_id\x18\x01 \x01(\tR\bmemberId\x12\x1f\n" +
+	"\vinstance_id\x18\x02 \x01(\tR\n" +
+	"instanceId\x12!\n" +
+	"\fmember_epoch\x18\x03 \x01(\x05R\vmemberEpoch\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12$\n" +
+	"\rsubscriptions\x18\x05 \x03(\tR\rsubscriptions\x12:\n" +
+	"\n" +
+	"assignment\x18\x06 \x03(\v2\x1a.runnel.v1.TopicPartitionsR\n" +
+	"assignment\x122\n" +
+	"\x06target\x18\a \x03(\v2\x1a.runnel.v1.TopicPartitionsR\x06target\"\xc8\x02\n" +
 	"\x0eGroupPartition\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12)\n" +
@@ -1136,13 +1355,15 @@ const file_runnel_v1_offset_proto_rawDesc = "" +
 	"commitTime\x12(\n" +
 	"\x10log_start_offset\x18\x06 \x01(\x03R\x0elogStartOffset\x12%\n" +
 	"\x0ehigh_watermark\x18\a \x01(\x03R\rhighWatermark\x12\x10\n" +
-	"\x03lag\x18\b \x01(\x03R\x03lag\"\xc7\x01\n" +
+	"\x03lag\x18\b \x01(\x03R\x03lag\x12\x1b\n" +
+	"\tmember_id\x18\t \x01(\tR\bmemberId\"\xdd\x01\n" +
 	"\x13ResetOffsetsRequest\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x122\n" +
 	"\x06topics\x18\x02 \x03(\v2\x1a.runnel.v1.TopicPartitionsR\x06topics\x12%\n" +
 	"\x02to\x18\x03 \x01(\v2\x13.runnel.v1.PositionH\x00R\x02to\x12\x1b\n" +
 	"\bshift_by\x18\x04 \x01(\x03H\x00R\ashiftBy\x12\x18\n" +
-	"\aexecute\x18\x05 \x01(\bR\aexecuteB\b\n" +
+	"\aexecute\x18\x05 \x01(\bR\aexecute\x12\x14\n" +
+	"\x05force\x18\x06 \x01(\bR\x05forceB\b\n" +
 	"\x06target\"d\n" +
 	"\x14ResetOffsetsResponse\x12\x1a\n" +
 	"\bexecuted\x18\x01 \x01(\bR\bexecuted\x120\n" +
@@ -1177,7 +1398,7 @@ func file_runnel_v1_offset_proto_rawDescGZIP() []byte {
 	return file_runnel_v1_offset_proto_rawDescData
 }
 
-var file_runnel_v1_offset_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_runnel_v1_offset_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_runnel_v1_offset_proto_goTypes = []any{
 	(*CommitOffsetsRequest)(nil),  // 0: runnel.v1.CommitOffsetsRequest
 	(*OffsetCommit)(nil),          // 1: runnel.v1.OffsetCommit
@@ -1190,46 +1411,50 @@ var file_runnel_v1_offset_proto_goTypes = []any{
 	(*GroupSummary)(nil),          // 8: runnel.v1.GroupSummary
 	(*DescribeGroupRequest)(nil),  // 9: runnel.v1.DescribeGroupRequest
 	(*DescribeGroupResponse)(nil), // 10: runnel.v1.DescribeGroupResponse
-	(*GroupPartition)(nil),        // 11: runnel.v1.GroupPartition
-	(*ResetOffsetsRequest)(nil),   // 12: runnel.v1.ResetOffsetsRequest
-	(*ResetOffsetsResponse)(nil),  // 13: runnel.v1.ResetOffsetsResponse
-	(*OffsetReset)(nil),           // 14: runnel.v1.OffsetReset
-	(*DeleteGroupRequest)(nil),    // 15: runnel.v1.DeleteGroupRequest
-	(*DeleteGroupResponse)(nil),   // 16: runnel.v1.DeleteGroupResponse
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
-	(*TopicPartitions)(nil),       // 18: runnel.v1.TopicPartitions
-	(*Position)(nil),              // 19: runnel.v1.Position
+	(*GroupMember)(nil),           // 11: runnel.v1.GroupMember
+	(*GroupPartition)(nil),        // 12: runnel.v1.GroupPartition
+	(*ResetOffsetsRequest)(nil),   // 13: runnel.v1.ResetOffsetsRequest
+	(*ResetOffsetsResponse)(nil),  // 14: runnel.v1.ResetOffsetsResponse
+	(*OffsetReset)(nil),           // 15: runnel.v1.OffsetReset
+	(*DeleteGroupRequest)(nil),    // 16: runnel.v1.DeleteGroupRequest
+	(*DeleteGroupResponse)(nil),   // 17: runnel.v1.DeleteGroupResponse
+	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
+	(*TopicPartitions)(nil),       // 19: runnel.v1.TopicPartitions
+	(*Position)(nil),              // 20: runnel.v1.Position
 }
 var file_runnel_v1_offset_proto_depIdxs = []int32{
 	1,  // 0: runnel.v1.CommitOffsetsRequest.offsets:type_name -> runnel.v1.OffsetCommit
-	17, // 1: runnel.v1.CommitOffsetsResponse.commit_time:type_name -> google.protobuf.Timestamp
-	18, // 2: runnel.v1.FetchOffsetsRequest.topics:type_name -> runnel.v1.TopicPartitions
+	18, // 1: runnel.v1.CommitOffsetsResponse.commit_time:type_name -> google.protobuf.Timestamp
+	19, // 2: runnel.v1.FetchOffsetsRequest.topics:type_name -> runnel.v1.TopicPartitions
 	5,  // 3: runnel.v1.FetchOffsetsResponse.offsets:type_name -> runnel.v1.CommittedOffset
-	17, // 4: runnel.v1.CommittedOffset.commit_time:type_name -> google.protobuf.Timestamp
+	18, // 4: runnel.v1.CommittedOffset.commit_time:type_name -> google.protobuf.Timestamp
 	8,  // 5: runnel.v1.ListGroupsResponse.groups:type_name -> runnel.v1.GroupSummary
-	17, // 6: runnel.v1.GroupSummary.last_commit_time:type_name -> google.protobuf.Timestamp
-	11, // 7: runnel.v1.DescribeGroupResponse.partitions:type_name -> runnel.v1.GroupPartition
-	17, // 8: runnel.v1.GroupPartition.commit_time:type_name -> google.protobuf.Timestamp
-	18, // 9: runnel.v1.ResetOffsetsRequest.topics:type_name -> runnel.v1.TopicPartitions
-	19, // 10: runnel.v1.ResetOffsetsRequest.to:type_name -> runnel.v1.Position
-	14, // 11: runnel.v1.ResetOffsetsResponse.offsets:type_name -> runnel.v1.OffsetReset
-	0,  // 12: runnel.v1.OffsetService.CommitOffsets:input_type -> runnel.v1.CommitOffsetsRequest
-	3,  // 13: runnel.v1.OffsetService.FetchOffsets:input_type -> runnel.v1.FetchOffsetsRequest
-	6,  // 14: runnel.v1.OffsetService.ListGroups:input_type -> runnel.v1.ListGroupsRequest
-	9,  // 15: runnel.v1.OffsetService.DescribeGroup:input_type -> runnel.v1.DescribeGroupRequest
-	12, // 16: runnel.v1.OffsetService.ResetOffsets:input_type -> runnel.v1.ResetOffsetsRequest
-	15, // 17: runnel.v1.OffsetService.DeleteGroup:input_type -> runnel.v1.DeleteGroupRequest
-	2,  // 18: runnel.v1.OffsetService.CommitOffsets:output_type -> runnel.v1.CommitOffsetsResponse
-	4,  // 19: runnel.v1.OffsetService.FetchOffsets:output_type -> runnel.v1.FetchOffsetsResponse
-	7,  // 20: runnel.v1.OffsetService.ListGroups:output_type -> runnel.v1.ListGroupsResponse
-	10, // 21: runnel.v1.OffsetService.DescribeGroup:output_type -> runnel.v1.DescribeGroupResponse
-	13, // 22: runnel.v1.OffsetService.ResetOffsets:output_type -> runnel.v1.ResetOffsetsResponse
-	16, // 23: runnel.v1.OffsetService.DeleteGroup:output_type -> runnel.v1.DeleteGroupResponse
-	18, // [18:24] is the sub-list for method output_type
-	12, // [12:18] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	18, // 6: runnel.v1.GroupSummary.last_commit_time:type_name -> google.protobuf.Timestamp
+	12, // 7: runnel.v1.DescribeGroupResponse.partitions:type_name -> runnel.v1.GroupPartition
+	11, // 8: runnel.v1.DescribeGroupResponse.members:type_name -> runnel.v1.GroupMember
+	19, // 9: runnel.v1.GroupMember.assignment:type_name -> runnel.v1.TopicPartitions
+	19, // 10: runnel.v1.GroupMember.target:type_name -> runnel.v1.TopicPartitions
+	18, // 11: runnel.v1.GroupPartition.commit_time:type_name -> google.protobuf.Timestamp
+	19, // 12: runnel.v1.ResetOffsetsRequest.topics:type_name -> runnel.v1.TopicPartitions
+	20, // 13: runnel.v1.ResetOffsetsRequest.to:type_name -> runnel.v1.Position
+	15, // 14: runnel.v1.ResetOffsetsResponse.offsets:type_name -> runnel.v1.OffsetReset
+	0,  // 15: runnel.v1.OffsetService.CommitOffsets:input_type -> runnel.v1.CommitOffsetsRequest
+	3,  // 16: runnel.v1.OffsetService.FetchOffsets:input_type -> runnel.v1.FetchOffsetsRequest
+	6,  // 17: runnel.v1.OffsetService.ListGroups:input_type -> runnel.v1.ListGroupsRequest
+	9,  // 18: runnel.v1.OffsetService.DescribeGroup:input_type -> runnel.v1.DescribeGroupRequest
+	13, // 19: runnel.v1.OffsetService.ResetOffsets:input_type -> runnel.v1.ResetOffsetsRequest
+	16, // 20: runnel.v1.OffsetService.DeleteGroup:input_type -> runnel.v1.DeleteGroupRequest
+	2,  // 21: runnel.v1.OffsetService.CommitOffsets:output_type -> runnel.v1.CommitOffsetsResponse
+	4,  // 22: runnel.v1.OffsetService.FetchOffsets:output_type -> runnel.v1.FetchOffsetsResponse
+	7,  // 23: runnel.v1.OffsetService.ListGroups:output_type -> runnel.v1.ListGroupsResponse
+	10, // 24: runnel.v1.OffsetService.DescribeGroup:output_type -> runnel.v1.DescribeGroupResponse
+	14, // 25: runnel.v1.OffsetService.ResetOffsets:output_type -> runnel.v1.ResetOffsetsResponse
+	17, // 26: runnel.v1.OffsetService.DeleteGroup:output_type -> runnel.v1.DeleteGroupResponse
+	21, // [21:27] is the sub-list for method output_type
+	15, // [15:21] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_runnel_v1_offset_proto_init() }
@@ -1238,7 +1463,7 @@ func file_runnel_v1_offset_proto_init() {
 		return
 	}
 	file_runnel_v1_common_proto_init()
-	file_runnel_v1_offset_proto_msgTypes[12].OneofWrappers = []any{
+	file_runnel_v1_offset_proto_msgTypes[13].OneofWrappers = []any{
 		(*ResetOffsetsRequest_To)(nil),
 		(*ResetOffsetsRequest_ShiftBy)(nil),
 	}
@@ -1248,7 +1473,7 @@ func file_runnel_v1_offset_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_runnel_v1_offset_proto_rawDesc), len(file_runnel_v1_offset_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -41,8 +41,8 @@ const (
 // Send the calls to any broker. In a cluster, a broker that cannot serve one itself answers
 // UNAVAILABLE (NOT_METADATA_LEADER) and names the broker that can: retry there.
 //
-// Group membership, partition assignment and generations arrive with the consumer-group issue;
-// the fields they need are reserved here so that today's clients keep working.
+// Group membership and partition assignment are GroupService's (group.proto); its coordinator
+// fences commits by member epoch here.
 //
 // Errors common to every call: INVALID_ARGUMENT (INVALID_GROUP_NAME: a group name is 1 to 255
 // bytes of UTF-8 without control characters; INVALID_TOPIC_NAME); UNAVAILABLE
@@ -53,7 +53,9 @@ type OffsetServiceClient interface {
 	// (as in Kafka): a consumer may commit an offset retention has already passed.
 	//
 	// Errors: INVALID_ARGUMENT (INVALID_REQUEST: no offsets, a negative offset, metadata over 4096
-	// bytes, a partition twice); NOT_FOUND (UNKNOWN_TOPIC, UNKNOWN_PARTITION).
+	// bytes, a partition twice); NOT_FOUND (UNKNOWN_TOPIC, UNKNOWN_PARTITION, UNKNOWN_MEMBER_ID);
+	// FAILED_PRECONDITION (STALE_MEMBER_EPOCH; GROUP_NOT_EMPTY: no member id while the group
+	// has members).
 	CommitOffsets(ctx context.Context, in *CommitOffsetsRequest, opts ...grpc.CallOption) (*CommitOffsetsResponse, error)
 	// Returns a group's committed offsets. A group without commits is not an error: a consumer
 	// starting for the first time gets offset -1 for the partitions it asks about, and then
@@ -73,14 +75,14 @@ type OffsetServiceClient interface {
 	// Errors: INVALID_ARGUMENT (INVALID_REQUEST: no target); NOT_FOUND (UNKNOWN_GROUP when no
 	// topics are named and the group has no offsets; UNKNOWN_TOPIC, UNKNOWN_PARTITION);
 	// FAILED_PRECONDITION (NO_COMMITTED_OFFSET: shift_by on a partition without a committed
-	// offset; once groups have members, also while the group has active members);
+	// offset; GROUP_NOT_EMPTY: executed while the group has members, without `force`);
 	// UNAVAILABLE (LEADER_NOT_AVAILABLE, NOT_LEADER: a partition's offsets could not be looked
 	// up; retry).
 	ResetOffsets(ctx context.Context, in *ResetOffsetsRequest, opts ...grpc.CallOption) (*ResetOffsetsResponse, error)
 	// Deletes a group and all its committed offsets.
 	//
-	// Errors: NOT_FOUND (UNKNOWN_GROUP); once groups have members, FAILED_PRECONDITION while the
-	// group has active members.
+	// Errors: NOT_FOUND (UNKNOWN_GROUP); FAILED_PRECONDITION (GROUP_NOT_EMPTY) while the group
+	// has members.
 	DeleteGroup(ctx context.Context, in *DeleteGroupRequest, opts ...grpc.CallOption) (*DeleteGroupResponse, error)
 }
 
@@ -164,8 +166,8 @@ func (c *offsetServiceClient) DeleteGroup(ctx context.Context, in *DeleteGroupRe
 // Send the calls to any broker. In a cluster, a broker that cannot serve one itself answers
 // UNAVAILABLE (NOT_METADATA_LEADER) and names the broker that can: retry there.
 //
-// Group membership, partition assignment and generations arrive with the consumer-group issue;
-// the fields they need are reserved here so that today's clients keep working.
+// Group membership and partition assignment are GroupService's (group.proto); its coordinator
+// fences commits by member epoch here.
 //
 // Errors common to every call: INVALID_ARGUMENT (INVALID_GROUP_NAME: a group name is 1 to 255
 // bytes of UTF-8 without control characters; INVALID_TOPIC_NAME); UNAVAILABLE
@@ -176,7 +178,9 @@ type OffsetServiceServer interface {
 	// (as in Kafka): a consumer may commit an offset retention has already passed.
 	//
 	// Errors: INVALID_ARGUMENT (INVALID_REQUEST: no offsets, a negative offset, metadata over 4096
-	// bytes, a partition twice); NOT_FOUND (UNKNOWN_TOPIC, UNKNOWN_PARTITION).
+	// bytes, a partition twice); NOT_FOUND (UNKNOWN_TOPIC, UNKNOWN_PARTITION, UNKNOWN_MEMBER_ID);
+	// FAILED_PRECONDITION (STALE_MEMBER_EPOCH; GROUP_NOT_EMPTY: no member id while the group
+	// has members).
 	CommitOffsets(context.Context, *CommitOffsetsRequest) (*CommitOffsetsResponse, error)
 	// Returns a group's committed offsets. A group without commits is not an error: a consumer
 	// starting for the first time gets offset -1 for the partitions it asks about, and then
@@ -196,14 +200,14 @@ type OffsetServiceServer interface {
 	// Errors: INVALID_ARGUMENT (INVALID_REQUEST: no target); NOT_FOUND (UNKNOWN_GROUP when no
 	// topics are named and the group has no offsets; UNKNOWN_TOPIC, UNKNOWN_PARTITION);
 	// FAILED_PRECONDITION (NO_COMMITTED_OFFSET: shift_by on a partition without a committed
-	// offset; once groups have members, also while the group has active members);
+	// offset; GROUP_NOT_EMPTY: executed while the group has members, without `force`);
 	// UNAVAILABLE (LEADER_NOT_AVAILABLE, NOT_LEADER: a partition's offsets could not be looked
 	// up; retry).
 	ResetOffsets(context.Context, *ResetOffsetsRequest) (*ResetOffsetsResponse, error)
 	// Deletes a group and all its committed offsets.
 	//
-	// Errors: NOT_FOUND (UNKNOWN_GROUP); once groups have members, FAILED_PRECONDITION while the
-	// group has active members.
+	// Errors: NOT_FOUND (UNKNOWN_GROUP); FAILED_PRECONDITION (GROUP_NOT_EMPTY) while the group
+	// has members.
 	DeleteGroup(context.Context, *DeleteGroupRequest) (*DeleteGroupResponse, error)
 	mustEmbedUnimplementedOffsetServiceServer()
 }
