@@ -47,6 +47,7 @@ import (
 	"github.com/runnel-io/runnel/internal/cluster"
 	"github.com/runnel-io/runnel/internal/raftnet"
 	"github.com/runnel-io/runnel/internal/vfs"
+	"github.com/runnel-io/runnel/internal/voteguard"
 	"github.com/runnel-io/runnel/partition"
 	"github.com/runnel-io/runnel/topic"
 )
@@ -477,6 +478,22 @@ func (m *clusterMode) openReplica(t cluster.TopicInfo, cfg topic.Config, a clust
 	}
 	m.r.log.Info().Str("topic", t.Name).Int32("partition", a.Partition).Bool("bootstrap", len(boot) > 0).
 		Ints32("replicas", a.Replicas).Msg("replica opened")
+	if a.Replicas[0] == m.self {
+		// The preferred leader does not wait for Raft's (long) heartbeat timeout to elect a
+		// leader: at once for a new group, after a moment for a reopened one (if a leader
+		// lives, its heartbeats arrive meanwhile).
+		wait := time.Duration(0)
+		if len(boot) == 0 {
+			wait = firstElectionWait
+		}
+		time.AfterFunc(wait, func() {
+			if id, _ := p.Leader(); id == "" && !p.IsLeader() && voteguard.IsVoter(p.Raft(), m.selfID) {
+				if tr, ok := p.Transport().(*raftnet.Transport); ok {
+					tr.StartElection()
+				}
+			}
+		})
+	}
 	return p, nil
 }
 
@@ -667,4 +684,80 @@ func (m *clusterMode) leaderOf(p *partition.Partition, a cluster.PartitionAssign
 		return -1, "", false
 	}
 	return id, b.Addr, true
+}
+
+// firstElectionWait is how long the preferred replica of a reopened group waits for a
+// leader's heartbeat before it starts an election itself (see openReplica).
+const firstElectionWait = time.Second
+
+// electionStagger spaces the elections that the followers of a group whose leader's broker
+// went down start: the first in rank order at once, the next one this much later if the
+// group still has no leader (two candidates at once would split the vote).
+const electionStagger = 300 * time.Millisecond
+
+// PeerDown starts elections in the groups whose leader is the broker at addr, which
+// internal/raftnet found down (raftnet.Config.PeerDown), instead of waiting for Raft's
+// heartbeat timeout. Of a group's remaining voters, the one with the lowest server id starts
+// at once, the others electionStagger apart, each only if the group still has no other leader.
+func (r *Registry) PeerDown(addr raft.ServerAddress) {
+	r.mu.Lock()
+	cm := r.cm
+	var parts []*partition.Partition
+	for _, ts := range r.topics {
+		for _, p := range ts.parts {
+			if p != nil && p.Replicated() {
+				parts = append(parts, p)
+			}
+		}
+	}
+	r.mu.Unlock()
+	if cm == nil {
+		return
+	}
+	for _, p := range parts {
+		if _, leader := p.Leader(); raft.ServerAddress(leader) != addr || p.IsLeader() {
+			continue
+		}
+		rank, ok := electionRank(p, cm.selfID, addr)
+		if !ok {
+			continue
+		}
+		start := func() {
+			_, leader := p.Leader()
+			if (leader != "" && raft.ServerAddress(leader) != addr) || p.IsLeader() {
+				return // a leader was elected meanwhile
+			}
+			if tr, ok := p.Transport().(*raftnet.Transport); ok {
+				tr.StartElection()
+			}
+		}
+		if rank == 0 {
+			start()
+		} else {
+			time.AfterFunc(time.Duration(rank)*electionStagger, start)
+		}
+	}
+}
+
+// electionRank is self's place among the group's voters other than the one at down, by
+// server id; ok is false if self does not vote.
+func electionRank(p *partition.Partition, self raft.ServerID, down raft.ServerAddress) (int, bool) {
+	f := p.Raft().GetConfiguration()
+	if f.Error() != nil {
+		return 0, false
+	}
+	var ids []raft.ServerID
+	voter := false
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage != raft.Voter || s.Address == down {
+			continue
+		}
+		ids = append(ids, s.ID)
+		voter = voter || s.ID == self
+	}
+	if !voter {
+		return 0, false
+	}
+	slices.Sort(ids)
+	return slices.Index(ids, self), true
 }

@@ -43,13 +43,21 @@ type Replication struct {
 	GuardVotes bool
 }
 
-// DefaultRaftConfig returns the Raft timeouts partitions use: hashicorp/raft's defaults
-// except a longer CommitTimeout, which only bounds how soon followers learn the commit index
-// once writes stop and costs an empty AppendEntries per follower per period when idle
-// (raft-log.md measured it as the larger part of an idle group's cost).
+// DefaultRaftConfig returns the Raft timeouts partitions use. They are long, because an idle
+// group's cost is set by them (a heartbeat per follower every HeartbeatTimeout/10, an empty
+// AppendEntries per follower every CommitTimeout; raft-log.md measured the defaults filling
+// this machine with 500 idle groups), and failover does not wait for them: the broker's Raft
+// transport probes the brokers that lead groups here and, when one is down, the followers
+// start an election at once (internal/raftnet liveness.go, broker.Registry.PeerDown). The
+// timeouts remain the fallback for what a probe cannot see (a leader whose group stalls while
+// its broker answers). The lease (how long a leader cut off from its followers keeps acting as
+// leader; it cannot commit meanwhile) is half the heartbeat timeout.
 func DefaultRaftConfig() *raft.Config {
 	c := raft.DefaultConfig()
-	c.CommitTimeout = 500 * time.Millisecond
+	c.HeartbeatTimeout = 4 * time.Second
+	c.ElectionTimeout = 4 * time.Second
+	c.LeaderLeaseTimeout = 2 * time.Second
+	c.CommitTimeout = 2 * time.Second
 	return c
 }
 

@@ -129,11 +129,10 @@ func (c *testCluster) start(id int32) *Node {
 	return n
 }
 
-func partitionRaftForTests() *raft.Config {
-	rc := raft.DefaultConfig()
-	fastRaft(rc)
-	return rc
-}
+// partitionRaftForTests is the partitions' Raft configuration in these tests: the broker's
+// default (long timeouts; elections started by the transport's probes and by the preferred
+// replica), so that the tests exercise the failover path a real broker takes.
+func partitionRaftForTests() *raft.Config { return partition.DefaultRaftConfig() }
 
 func (c *testCluster) stop(id int32) {
 	n := c.nodes[id]

@@ -65,6 +65,13 @@ type Config struct {
 	// frame (entries, votes, their responses) is written at once, with whatever is held.
 	// Default DefaultLinger; negative: never hold (write as soon as the writer is free).
 	Linger time.Duration
+	// PeerDown, if set, is called (on its own goroutine) when a broker leading groups this
+	// broker follows stops answering probes (liveness.go); again only after it answered.
+	PeerDown func(addr raft.ServerAddress)
+	// ProbeInterval is how often those brokers are pinged (default DefaultProbeInterval;
+	// negative: never); ProbeTimeout how long a ping may take (default DefaultProbeTimeout).
+	ProbeInterval time.Duration
+	ProbeTimeout  time.Duration
 }
 
 // Network is one broker's Raft networking: the multiplexed connections to every peer broker and
@@ -77,6 +84,9 @@ type Network struct {
 	maxInFlight int
 	linger      time.Duration
 	stats       stats
+
+	probeInterval, probeTimeout time.Duration
+	live                        liveness
 
 	mu     sync.RWMutex
 	closed bool
@@ -139,8 +149,19 @@ func New(cfg Config) (*Network, error) {
 	if n.maxInFlight == 0 {
 		n.maxInFlight = DefaultMaxRPCsInFlight
 	}
+	n.live = liveness{down: map[raft.ServerAddress]bool{}, probing: map[raft.ServerAddress]bool{}}
+	n.probeInterval, n.probeTimeout = cfg.ProbeInterval, cfg.ProbeTimeout
+	if n.probeInterval == 0 {
+		n.probeInterval = DefaultProbeInterval
+	}
+	if n.probeTimeout <= 0 {
+		n.probeTimeout = DefaultProbeTimeout
+	}
 	if cfg.Listener != nil {
 		go n.acceptLoop() // not in wg: it ends when the Listener's owner closes it
+	}
+	if n.probeInterval > 0 {
+		n.goTracked(n.probeLoop)
 	}
 	return n, nil
 }

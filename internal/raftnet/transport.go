@@ -24,6 +24,10 @@ type Transport struct {
 	// response reported (raft.AppendEntriesResponse.LastLog): on a leader, how far each
 	// follower's log has caught up. hashicorp/raft keeps its own match indexes private.
 	progress sync.Map // raft.ServerAddress -> uint64
+
+	// leader is the address of the group's leader as last seen in an AppendEntries it sent
+	// here (raft.ServerAddress); liveness.go probes it.
+	leader atomic.Value
 }
 
 var (
@@ -198,6 +202,9 @@ func (t *Transport) dispatch() {
 			in.reply(raft.RPCResponse{Error: err})
 			continue
 		}
+		if ae, ok := in.rpc.Command.(*raft.AppendEntriesRequest); ok {
+			t.noteLeader(ae)
+		}
 		select {
 		case t.consumeCh <- in.rpc:
 		case <-t.closed:
@@ -222,11 +229,43 @@ func (n *Network) handleRequest(c *conn, f frame) error {
 	if f.kind == kindInstallSnapshot || f.kind == kindSnapshotChunk {
 		return fmt.Errorf("raftnet: frame kind %d on a multiplexed connection", f.kind)
 	}
+	if f.kind == kindPing {
+		c.send(appendFrame(nil, kindResponse, f.id, "", nil), false)
+		return nil
+	}
 	if _, err := newRequest(f.kind); err != nil {
 		return err
 	}
 	id, group := f.id, f.group
 	t := n.group(group)
+	if t == nil && f.kind != kindHeartbeat {
+		// A group being created here (a new partition's replicas open one by one, its first
+		// candidate may ask before this broker has opened its replica): hold the request a
+		// moment rather than fail the election.
+		if !f.owned {
+			f.payload, f.owned = append([]byte(nil), f.payload...), true
+		}
+		n.goTracked(func() {
+			deadline := time.Now().Add(unknownGroupWait)
+			for n.group(group) == nil && time.Now().Before(deadline) {
+				select {
+				case <-n.done:
+					return
+				case <-c.closed:
+					return
+				case <-time.After(10 * time.Millisecond):
+				}
+			}
+			if n.group(group) == nil {
+				c.send(errorFrame(id, group, fmt.Sprintf("raftnet: no raft group %q on %s", group, n.cfg.Advertise)), false)
+				return
+			}
+			if err := n.handleRequest(c, f); err != nil {
+				c.fail(err)
+			}
+		})
+		return nil
+	}
 	if t == nil {
 		c.send(errorFrame(id, group, fmt.Sprintf("raftnet: no raft group %q on %s", group, n.cfg.Advertise)), false)
 		return nil
@@ -245,6 +284,7 @@ func (n *Network) handleRequest(c *conn, f frame) error {
 		}
 		in.rpc.Command = req
 		in.lazy = len(req.Entries) == 0
+		t.noteLeader(req)
 		in.reply = func(r raft.RPCResponse) { c.send(responseFrame(id, group, r), in.lazy) }
 		if fn := t.heartbeat.Load(); fn != nil && isHeartbeat(req) {
 			(*fn)(in.rpc)
@@ -279,6 +319,9 @@ func (n *Network) handleRequest(c *conn, f frame) error {
 	}
 	return nil
 }
+
+// unknownGroupWait is how long a request for a group not (yet) open here is held.
+const unknownGroupWait = time.Second
 
 func errorFrame(id uint64, group, msg string) []byte {
 	return appendFrame(nil, kindError, id, group, []byte(msg))

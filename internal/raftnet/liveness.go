@@ -1,0 +1,158 @@
+package raftnet
+
+// Peer liveness: fast failover without frequent heartbeats.
+//
+// hashicorp/raft detects a dead leader only when its heartbeats stop for HeartbeatTimeout
+// (randomized up to twice that), and sends a heartbeat per follower per group every tenth of
+// it: a timeout short enough for a fast failover costs every idle group ten heartbeats a second
+// per follower. raftnet instead watches the brokers themselves: every ProbeInterval it pings
+// (one small frame on the control connection) each broker that leads a group this broker
+// follows. When a ping fails (the connection is refused or broken, or no answer within
+// ProbeTimeout) the broker is reported down once, through Config.PeerDown, and the caller
+// starts elections in the groups it led (Transport.StartElection) without waiting for Raft's
+// timeout. The groups can then keep long heartbeat timeouts: they are only the fallback.
+// A false report costs an election, never safety.
+
+import (
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Defaults of the probe.
+const (
+	DefaultProbeInterval = 100 * time.Millisecond
+	DefaultProbeTimeout  = time.Second
+)
+
+// kindPing is a liveness probe: no group, no payload; answered with an empty kindResponse.
+const kindPing byte = 8
+
+type liveness struct {
+	mu      sync.Mutex
+	down    map[raft.ServerAddress]bool // peers reported down (until a probe succeeds)
+	probing map[raft.ServerAddress]bool
+}
+
+// noteLeader records the leader of a group as seen in an AppendEntries it sent here.
+func (t *Transport) noteLeader(req *raft.AppendEntriesRequest) {
+	addr := req.RPCHeader.Addr
+	if len(addr) == 0 {
+		//lint:ignore SA1019 raft still fills the deprecated field
+		addr = req.Leader
+	}
+	if len(addr) == 0 {
+		return
+	}
+	if cur, _ := t.leader.Load().(raft.ServerAddress); string(cur) != string(addr) {
+		t.leader.Store(raft.ServerAddress(addr))
+	}
+}
+
+// StartElection makes this replica a candidate at once, as a leadership transfer does (a
+// TimeoutNow handed to Raft): for a follower whose leader's broker is down. Voters grant the
+// vote even while they still believe in the old leader (the request is marked as a transfer),
+// and Raft's log comparison keeps it safe. Call it only on a follower that votes.
+func (t *Transport) StartElection() {
+	respCh := make(chan raft.RPCResponse, 1)
+	in := &inbound{
+		kind:   kindTimeoutNow,
+		respCh: respCh,
+		rpc: raft.RPC{
+			Command:  &raft.TimeoutNowRequest{RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax}},
+			RespChan: respCh,
+		},
+		reply: func(raft.RPCResponse) {},
+	}
+	select {
+	case t.inbox <- in:
+	case <-t.closed:
+	default: // a full inbox: Raft is busy with this group's requests; its timeout remains
+	}
+}
+
+// probeLoop pings the leaders of the groups this broker follows, until Close.
+func (n *Network) probeLoop() {
+	tick := time.NewTicker(n.probeInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.done:
+			return
+		case <-tick.C:
+		}
+		for _, addr := range n.leadersToProbe() {
+			n.live.mu.Lock()
+			busy := n.live.probing[addr]
+			n.live.probing[addr] = true
+			n.live.mu.Unlock()
+			if busy {
+				continue
+			}
+			if !n.goTracked(func() { n.probe(addr) }) {
+				return
+			}
+		}
+	}
+}
+
+// leadersToProbe returns the other brokers that lead groups here.
+func (n *Network) leadersToProbe() []raft.ServerAddress {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	seen := make(map[raft.ServerAddress]bool)
+	var out []raft.ServerAddress
+	for _, t := range n.groups {
+		addr, _ := t.leader.Load().(raft.ServerAddress)
+		if addr == "" || addr == n.cfg.Advertise || seen[addr] {
+			continue
+		}
+		seen[addr] = true
+		out = append(out, addr)
+	}
+	return out
+}
+
+// probe pings addr once and reports a change of its state.
+func (n *Network) probe(addr raft.ServerAddress) {
+	err := n.ping(addr)
+	n.live.mu.Lock()
+	delete(n.live.probing, addr)
+	wasDown := n.live.down[addr]
+	if err == nil {
+		delete(n.live.down, addr)
+	} else {
+		n.live.down[addr] = true
+	}
+	n.live.mu.Unlock()
+	if err != nil && !wasDown {
+		n.log.Info().Err(err).Str("peer", string(addr)).Msg("peer broker down: starting elections in the groups it led")
+		if n.cfg.PeerDown != nil {
+			n.cfg.PeerDown(addr)
+		}
+	}
+}
+
+func (n *Network) ping(addr raft.ServerAddress) error {
+	c, err := n.getConn(addr, laneCtrl, n.done)
+	if err != nil {
+		return err
+	}
+	id, cl, err := c.requestRaw(kindPing, "", nil, true, false)
+	if err != nil {
+		return err
+	}
+	r := c.wait(id, cl, n.probeTimeout, n.done, nil)
+	if r.err != nil {
+		return r.err
+	}
+	return nil
+}
+
+// IsDown reports whether the broker at addr was found down by the last probe.
+func (n *Network) IsDown(addr raft.ServerAddress) bool {
+	n.live.mu.Lock()
+	defer n.live.mu.Unlock()
+	return n.live.down[addr]
+}
