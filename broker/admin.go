@@ -35,7 +35,9 @@ type Services struct {
 	admin   adminService
 	produce produceService
 	fetch   fetchService
-	offsets offsetService // OffsetService (offsets.go): its store opens in NewServices, closes in Stop
+	offsets offsetService     // OffsetService (offsets.go): its store opens in NewServices, closes in Stop
+	groups  *groupCoordinator // groups.go: the consumer groups' coordinator and commit batcher
+	group   groupService      // GroupService (groups.go)
 
 	metrics *brokerMetrics // metrics.go: topic, partition and group metrics; see RegisterMetrics
 }
@@ -64,6 +66,7 @@ func NewServices(opts ServicesOptions) *Services {
 	// Offsets (offsets.go): open <data-dir>/offsets.db; see OffsetStoreError.
 	s.offsets.s = s
 	s.offsets.open()
+	s.groups, s.group.s = newGroupCoordinator(s), s
 	s.metrics = newBrokerMetrics(s)
 	return s
 }
@@ -74,12 +77,14 @@ func (s *Services) Register(g *grpc.Server) {
 	runnelv1.RegisterProduceServiceServer(g, &s.produce)
 	runnelv1.RegisterFetchServiceServer(g, &s.fetch)
 	runnelv1.RegisterOffsetServiceServer(g, &s.offsets) // offsets.go
+	runnelv1.RegisterGroupServiceServer(g, &s.group)    // groups.go
 }
 
 // Stop makes waiting fetches return (UNAVAILABLE, SHUTTING_DOWN) and new ones fail at once.
 // Call it when shutdown begins, before Server.Shutdown. Idempotent.
 func (s *Services) Stop() {
 	s.stop()
+	s.groups.stop()
 	// Offsets (offsets.go): close <data-dir>/offsets.db, after the transactions in progress.
 	if err := s.offsets.close(); err != nil {
 		s.reg.log.Error().Err(err).Msg("closing the offset store")

@@ -2,8 +2,10 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -14,6 +16,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/runnel-io/runnel/consumergroup"
+	"github.com/runnel-io/runnel/internal/cluster"
 	runnelv1 "github.com/runnel-io/runnel/proto/runnel/v1"
 	"github.com/runnel-io/runnel/topic"
 )
@@ -75,6 +79,56 @@ func (o *offsetService) ready(group string) error {
 		return groupError(group, apiErrorOf(where{partition: -1, offset: -1}, fmt.Errorf("%w: %w", ErrStorage, o.openErr)))
 	}
 	return nil
+}
+
+// readyFor checks that this broker serves group's offsets: on a single node, that the local
+// store is open; in a cluster, that this broker is the metadata leader (the groups'
+// coordinator), else NOT_METADATA_LEADER naming it.
+func (o *offsetService) readyFor(ctx context.Context, group string) error {
+	if o.s.reg.Cluster() != nil {
+		if err := o.s.groups.ready(ctx); err != nil {
+			return groupError(group, err)
+		}
+		return nil
+	}
+	return o.ready(group)
+}
+
+// loadGroup returns a group's committed offsets (sorted keys, entries) and its last commit
+// time; found is false if it has none. Commits queued before the call are read.
+func (o *offsetService) loadGroup(group string) (keys []offsetKey, entries map[offsetKey]offsetEntry, last time.Time, found bool, err error) {
+	o.s.groups.batch.wait()
+	if cl := o.s.reg.Cluster(); cl != nil {
+		cos, err := cl.FetchOffsets(group)
+		if errors.Is(err, cluster.ErrUnknownGroup) {
+			return nil, map[offsetKey]offsetEntry{}, time.Time{}, false, nil
+		}
+		if err != nil {
+			return nil, nil, time.Time{}, false, err
+		}
+		entries = make(map[offsetKey]offsetEntry, len(cos))
+		for _, co := range cos {
+			k := offsetKey{topic: co.Topic, partition: co.Partition}
+			entries[k] = offsetEntry{TopicID: co.TopicID, Offset: co.Offset, Metadata: co.Metadata, CommitTime: co.CommittedAt.UnixNano()}
+			if co.CommittedAt.After(last) {
+				last = co.CommittedAt
+			}
+		}
+		return sortedKeys(entries), entries, last, true, nil
+	}
+	entries = map[offsetKey]offsetEntry{}
+	err = o.store.view(func(tx *bolt.Tx) error {
+		b := groupBucket(tx, group)
+		if b == nil {
+			return nil
+		}
+		found = true
+		last = lastCommit(b)
+		var err error
+		keys, entries, err = groupEntries(b)
+		return err
+	})
+	return keys, entries, last, found, err
 }
 
 // groupError sets ErrorInfo.group on err (an apiError, or mapped to one).
@@ -150,23 +204,19 @@ func (o *offsetService) lookupPartition(name string, p int32) (TopicInfo, error)
 	return info, nil
 }
 
-func (o *offsetService) CommitOffsets(_ context.Context, req *runnelv1.CommitOffsetsRequest) (*runnelv1.CommitOffsetsResponse, error) {
+func (o *offsetService) CommitOffsets(ctx context.Context, req *runnelv1.CommitOffsetsRequest) (*runnelv1.CommitOffsetsResponse, error) {
 	group := req.GetGroup()
 	if err := validateGroup(group); err != nil {
 		return nil, err
 	}
-	if err := o.ready(group); err != nil {
+	if err := o.readyFor(ctx, group); err != nil {
 		return nil, err
 	}
 	if len(req.GetOffsets()) == 0 {
 		return nil, groupError(group, invalidRequest("offsets", "group %q: commit offsets: no offsets", group))
 	}
-	type item struct {
-		key   offsetKey
-		entry offsetEntry
-	}
 	now := time.Now()
-	items := make([]item, 0, len(req.GetOffsets()))
+	items := make([]commitItem, 0, len(req.GetOffsets()))
 	seen := make(map[offsetKey]bool, len(req.GetOffsets()))
 	for i, c := range req.GetOffsets() {
 		field := fmt.Sprintf("offsets[%d]", i)
@@ -191,27 +241,12 @@ func (o *offsetService) CommitOffsets(_ context.Context, req *runnelv1.CommitOff
 			return nil, groupError(group, err)
 		}
 		// Not checked against the log (offset.proto: "Offsets are not checked against the log").
-		items = append(items, item{key: k, entry: offsetEntry{
+		items = append(items, commitItem{key: k, entry: offsetEntry{
 			TopicID: info.ID, Offset: c.GetOffset(), Metadata: c.GetMetadata(), CommitTime: now.UnixNano(),
 		}})
 	}
-	live := liveFunc(o.topicsNow())
-	err := o.store.update(func(tx *bolt.Tx) error {
-		b, err := tx.Bucket(bucketGroups).CreateBucketIfNotExists([]byte(group))
-		if err != nil {
-			return err
-		}
-		if err := purgeStale(b, live); err != nil {
-			return err
-		}
-		for _, it := range items {
-			if err := putEntry(b, it.key, it.entry); err != nil {
-				return err
-			}
-		}
-		return setLastCommit(b, now)
-	})
-	if err != nil {
+	// Fenced by the group's coordinator, then written with the other commits of its batch.
+	if err := o.s.groups.commit(ctx, newCommitReq(group, items, now), req.GetMemberId(), req.GetMemberEpoch()); err != nil {
 		return nil, groupError(group, err)
 	}
 	return &runnelv1.CommitOffsetsResponse{CommitTime: timestamppb.New(now)}, nil
@@ -224,12 +259,12 @@ func committed(k offsetKey, e offsetEntry) *runnelv1.CommittedOffset {
 	}
 }
 
-func (o *offsetService) FetchOffsets(_ context.Context, req *runnelv1.FetchOffsetsRequest) (*runnelv1.FetchOffsetsResponse, error) {
+func (o *offsetService) FetchOffsets(ctx context.Context, req *runnelv1.FetchOffsetsRequest) (*runnelv1.FetchOffsetsResponse, error) {
 	group := req.GetGroup()
 	if err := validateGroup(group); err != nil {
 		return nil, err
 	}
-	if err := o.ready(group); err != nil {
+	if err := o.readyFor(ctx, group); err != nil {
 		return nil, err
 	}
 	for i, tp := range req.GetTopics() {
@@ -238,17 +273,7 @@ func (o *offsetService) FetchOffsets(_ context.Context, req *runnelv1.FetchOffse
 		}
 	}
 	live := liveFunc(o.topicsNow())
-	var keys []offsetKey
-	entries := map[offsetKey]offsetEntry{}
-	err := o.store.view(func(tx *bolt.Tx) error {
-		b := groupBucket(tx, group)
-		if b == nil {
-			return nil
-		}
-		var err error
-		keys, entries, err = groupEntries(b)
-		return err
-	})
+	keys, entries, _, _, err := o.loadGroup(group)
 	if err != nil {
 		return nil, groupError(group, err)
 	}
@@ -290,83 +315,114 @@ func (o *offsetService) FetchOffsets(_ context.Context, req *runnelv1.FetchOffse
 	return out, nil
 }
 
-func (o *offsetService) ListGroups(context.Context, *runnelv1.ListGroupsRequest) (*runnelv1.ListGroupsResponse, error) {
-	if err := o.ready(""); err != nil {
+func (o *offsetService) ListGroups(ctx context.Context, _ *runnelv1.ListGroupsRequest) (*runnelv1.ListGroupsResponse, error) {
+	if err := o.readyFor(ctx, ""); err != nil {
 		return nil, err
 	}
+	var names []string
+	if cl := o.s.reg.Cluster(); cl != nil {
+		o.s.groups.batch.wait()
+		var err error
+		if names, err = cl.Groups(); err != nil {
+			return nil, groupError("", err)
+		}
+	} else {
+		err := o.store.view(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketGroups).ForEachBucket(func(name []byte) error {
+				names = append(names, string(name))
+				return nil
+			})
+		})
+		if err != nil {
+			return nil, groupError("", err)
+		}
+	}
+	// Groups with members and no commits yet are listed too.
+	for _, g := range o.s.groups.names() {
+		if !slices.Contains(names, g) {
+			names = append(names, g)
+		}
+	}
+	sort.Strings(names)
 	live := liveFunc(o.topicsNow())
 	out := &runnelv1.ListGroupsResponse{}
-	err := o.store.view(func(tx *bolt.Tx) error {
-		// bbolt iterates keys in byte order: groups come sorted by name.
-		return tx.Bucket(bucketGroups).ForEachBucket(func(name []byte) error {
-			b := tx.Bucket(bucketGroups).Bucket(name)
-			keys, entries, err := groupEntries(b)
-			if err != nil {
-				return err
+	for _, name := range names {
+		keys, entries, last, _, err := o.loadGroup(name)
+		if err != nil {
+			return nil, groupError(name, err)
+		}
+		g := &runnelv1.GroupSummary{Group: name}
+		if !last.IsZero() {
+			g.LastCommitTime = timestamppb.New(last)
+		}
+		for _, k := range keys {
+			if live(k, entries[k]) && (len(g.Topics) == 0 || g.Topics[len(g.Topics)-1] != k.topic) {
+				g.Topics = append(g.Topics, k.topic)
 			}
-			g := &runnelv1.GroupSummary{Group: string(name)}
-			if t := lastCommit(b); !t.IsZero() {
-				g.LastCommitTime = timestamppb.New(t)
-			}
-			for _, k := range keys {
-				if live(k, entries[k]) && (len(g.Topics) == 0 || g.Topics[len(g.Topics)-1] != k.topic) {
-					g.Topics = append(g.Topics, k.topic)
-				}
-			}
-			out.Groups = append(out.Groups, g)
-			return nil
-		})
-	})
-	if err != nil {
-		return nil, groupError("", err)
+		}
+		d, _ := o.s.groups.describe(name)
+		g.State, g.Members = string(d.State), int32(len(d.Members))
+		out.Groups = append(out.Groups, g)
 	}
 	return out, nil
 }
 
-func (o *offsetService) DescribeGroup(_ context.Context, req *runnelv1.DescribeGroupRequest) (*runnelv1.DescribeGroupResponse, error) {
+func tpList(tps []consumergroup.TopicPartition) []*runnelv1.TopicPartitions { return tpsProto(tps) }
+
+func (o *offsetService) DescribeGroup(ctx context.Context, req *runnelv1.DescribeGroupRequest) (*runnelv1.DescribeGroupResponse, error) {
 	group := req.GetGroup()
 	if err := validateGroup(group); err != nil {
 		return nil, err
 	}
-	if err := o.ready(group); err != nil {
+	if err := o.readyFor(ctx, group); err != nil {
 		return nil, err
 	}
 	live := liveFunc(o.topicsNow())
-	var (
-		keys    []offsetKey
-		entries map[offsetKey]offsetEntry
-		found   bool
-	)
-	err := o.store.view(func(tx *bolt.Tx) error {
-		b := groupBucket(tx, group)
-		if b == nil {
-			return nil
-		}
-		found = true
-		var err error
-		keys, entries, err = groupEntries(b)
-		return err
-	})
+	keys, entries, _, found, err := o.loadGroup(group)
 	if err != nil {
 		return nil, groupError(group, err)
 	}
-	if !found {
+	d, active := o.s.groups.describe(group)
+	if !found && !active {
 		return nil, unknownGroup(group)
 	}
-	out := &runnelv1.DescribeGroupResponse{Group: group}
-	for _, k := range keys {
-		e := entries[k]
-		if !live(k, e) {
-			continue
+	out := &runnelv1.DescribeGroupResponse{Group: group, State: string(d.State), GroupEpoch: d.GroupEpoch}
+	owner := map[offsetKey]string{}
+	for _, m := range d.Members {
+		out.Members = append(out.Members, &runnelv1.GroupMember{
+			MemberId: m.MemberID, InstanceId: m.InstanceID, MemberEpoch: m.MemberEpoch, State: string(m.State),
+			Subscriptions: m.Subscriptions, Assignment: tpList(m.Assignment), Target: tpList(m.Target),
+		})
+		for _, tp := range m.Assignment {
+			owner[offsetKey{topic: tp.Topic, partition: tp.Partition}] = m.MemberID
 		}
+	}
+	// Every partition with a commit, and every partition assigned (committed -1 if none).
+	want := map[offsetKey]bool{}
+	for _, k := range keys {
+		if live(k, entries[k]) {
+			want[k] = true
+		}
+	}
+	for k := range owner {
+		want[k] = true
+	}
+	for _, k := range sortedKeys(want) {
 		gp := &runnelv1.GroupPartition{
-			Topic: k.topic, Partition: k.partition, CommittedOffset: e.Offset, Metadata: e.Metadata,
-			CommitTime: timestamppb.New(time.Unix(0, e.CommitTime)), LogStartOffset: -1, HighWatermark: -1, Lag: -1,
+			Topic: k.topic, Partition: k.partition, CommittedOffset: -1, LogStartOffset: -1, HighWatermark: -1, Lag: -1,
+			MemberId: owner[k],
+		}
+		e, committed := entries[k]
+		committed = committed && live(k, e)
+		if committed {
+			gp.CommittedOffset, gp.Metadata, gp.CommitTime = e.Offset, e.Metadata, timestamppb.New(time.Unix(0, e.CommitTime))
 		}
 		if p, err := o.s.reg.Partition(k.topic, k.partition); err == nil {
 			gp.LogStartOffset, gp.HighWatermark = p.Earliest(), p.HighWatermark()
-			gp.Lag = max(0, gp.HighWatermark-e.Offset)
-			out.TotalLag += gp.Lag
+			if committed {
+				gp.Lag = max(0, gp.HighWatermark-e.Offset)
+				out.TotalLag += gp.Lag
+			}
 		}
 		out.Partitions = append(out.Partitions, gp)
 	}
@@ -387,12 +443,12 @@ func addSat(a, b int64) int64 {
 	return a + b
 }
 
-func (o *offsetService) ResetOffsets(_ context.Context, req *runnelv1.ResetOffsetsRequest) (*runnelv1.ResetOffsetsResponse, error) {
+func (o *offsetService) ResetOffsets(ctx context.Context, req *runnelv1.ResetOffsetsRequest) (*runnelv1.ResetOffsetsResponse, error) {
 	group := req.GetGroup()
 	if err := validateGroup(group); err != nil {
 		return nil, err
 	}
-	if err := o.ready(group); err != nil {
+	if err := o.readyFor(ctx, group); err != nil {
 		return nil, err
 	}
 	switch t := req.GetTarget().(type) {
@@ -411,143 +467,136 @@ func (o *offsetService) ResetOffsets(_ context.Context, req *runnelv1.ResetOffse
 			return nil, groupError(group, apiErrorOf(at(tp.GetTopic(), -1).withField(fmt.Sprintf("topics[%d].topic", i)), err))
 		}
 	}
+	if n := o.s.groups.members(group); n > 0 && req.GetExecute() && !req.GetForce() {
+		return nil, groupNotEmpty(group, "reset offsets (use force to reset anyway)", n)
+	}
 	topics := o.topicsNow()
 	live := liveFunc(topics)
 	now := time.Now()
 	out := &runnelv1.ResetOffsetsResponse{Executed: req.GetExecute()}
 
-	// The previous offsets are read, and the new ones written, in one transaction: the
-	// response shows exactly what changed.
-	run := func(tx *bolt.Tx) error {
-		var (
-			keys    []offsetKey
-			entries = map[offsetKey]offsetEntry{}
-		)
-		b := groupBucket(tx, group)
-		if b != nil {
-			var err error
-			if keys, entries, err = groupEntries(b); err != nil {
-				return err
-			}
-		}
-		prev := func(k offsetKey) int64 {
-			if e, ok := entries[k]; ok && live(k, e) {
-				return e.Offset
-			}
-			return -1
-		}
-		want := map[offsetKey]TopicInfo{}
-		if len(req.GetTopics()) == 0 {
-			for _, k := range keys {
-				if live(k, entries[k]) {
-					want[k] = topics[k.topic]
-				}
-			}
-			if len(want) == 0 {
-				return unknownGroup(group)
-			}
-		}
-		for _, tp := range req.GetTopics() {
-			name := tp.GetTopic()
-			if len(tp.GetPartitions()) == 0 {
-				info, err := o.s.reg.Lookup(name)
-				if err != nil {
-					return groupError(group, apiErrorOf(at(name, -1), err))
-				}
-				for p := range info.Partitions {
-					want[offsetKey{topic: name, partition: p}] = info
-				}
-				continue
-			}
-			for _, p := range tp.GetPartitions() {
-				info, err := o.lookupPartition(name, p)
-				if err != nil {
-					return groupError(group, err)
-				}
-				want[offsetKey{topic: name, partition: p}] = info
-			}
-		}
-		sorted := make([]offsetKey, 0, len(want))
-		for k := range want {
-			sorted = append(sorted, k)
-		}
-		sort.Slice(sorted, func(i, j int) bool { return sorted[i].less(sorted[j]) })
-		for _, k := range sorted {
-			w := at(k.topic, k.partition)
-			p, err := o.s.reg.Partition(k.topic, k.partition)
-			if err != nil {
-				return groupError(group, apiErrorOf(w, err))
-			}
-			lo, hi := p.Earliest(), p.HighWatermark()
-			before := prev(k)
-			var next int64
-			switch t := req.GetTarget().(type) {
-			case *runnelv1.ResetOffsetsRequest_ShiftBy:
-				if before < 0 {
-					e := newAPIError(codes.FailedPrecondition, runnelv1.ErrorReason_ERROR_REASON_NO_COMMITTED_OFFSET,
-						fmt.Sprintf("%sgroup %q: no committed offset to shift", w.prefix(), group), w.info())
-					e.info.Group = group
-					return e
-				}
-				next = addSat(before, t.ShiftBy)
-			case *runnelv1.ResetOffsetsRequest_To:
-				switch pos := t.To.GetPosition().(type) {
-				case *runnelv1.Position_Earliest:
-					next = lo
-				case *runnelv1.Position_Latest:
-					next = hi
-				case *runnelv1.Position_Offset:
-					next = pos.Offset
-				case *runnelv1.Position_Timestamp:
-					off, _, _, err := p.OffsetForTime(pos.Timestamp.AsTime().UnixMilli())
-					if err != nil {
-						return groupError(group, apiErrorOf(w, err))
-					}
-					next = off
-				}
-			}
-			next = clampOffset(next, lo, hi)
-			out.Offsets = append(out.Offsets, &runnelv1.OffsetReset{
-				Topic: k.topic, Partition: k.partition, PreviousOffset: before, NewOffset: next,
-			})
-			if req.GetExecute() {
-				if b == nil {
-					if b, err = tx.Bucket(bucketGroups).CreateBucket([]byte(group)); err != nil {
-						return err
-					}
-				}
-				if err := putEntry(b, k, offsetEntry{TopicID: want[k].ID, Offset: next, CommitTime: now.UnixNano()}); err != nil {
-					return err
-				}
-			}
-		}
-		if !req.GetExecute() {
-			return nil
-		}
-		if err := purgeStale(b, live); err != nil {
-			return err
-		}
-		return setLastCommit(b, now)
-	}
-	var err error
-	if req.GetExecute() {
-		err = o.store.update(run)
-	} else {
-		err = o.store.view(run)
-	}
+	keys, entries, _, _, err := o.loadGroup(group)
 	if err != nil {
 		return nil, groupError(group, err)
+	}
+	prev := func(k offsetKey) int64 {
+		if e, ok := entries[k]; ok && live(k, e) {
+			return e.Offset
+		}
+		return -1
+	}
+	want := map[offsetKey]TopicInfo{}
+	if len(req.GetTopics()) == 0 {
+		for _, k := range keys {
+			if live(k, entries[k]) {
+				want[k] = topics[k.topic]
+			}
+		}
+		if len(want) == 0 {
+			return nil, unknownGroup(group)
+		}
+	}
+	for _, tp := range req.GetTopics() {
+		name := tp.GetTopic()
+		if len(tp.GetPartitions()) == 0 {
+			info, err := o.s.reg.Lookup(name)
+			if err != nil {
+				return nil, groupError(group, apiErrorOf(at(name, -1), err))
+			}
+			for p := range info.Partitions {
+				want[offsetKey{topic: name, partition: p}] = info
+			}
+			continue
+		}
+		for _, p := range tp.GetPartitions() {
+			info, err := o.lookupPartition(name, p)
+			if err != nil {
+				return nil, groupError(group, err)
+			}
+			want[offsetKey{topic: name, partition: p}] = info
+		}
+	}
+	var items []commitItem
+	for _, k := range sortedKeys(want) {
+		w := at(k.topic, k.partition)
+		p, err := o.s.reg.Partition(k.topic, k.partition)
+		if err != nil {
+			return nil, groupError(group, apiErrorOf(w, err))
+		}
+		lo, hi := p.Earliest(), p.HighWatermark()
+		before := prev(k)
+		var next int64
+		switch t := req.GetTarget().(type) {
+		case *runnelv1.ResetOffsetsRequest_ShiftBy:
+			if before < 0 {
+				e := newAPIError(codes.FailedPrecondition, runnelv1.ErrorReason_ERROR_REASON_NO_COMMITTED_OFFSET,
+					fmt.Sprintf("%sgroup %q: no committed offset to shift", w.prefix(), group), w.info())
+				e.info.Group = group
+				return nil, e
+			}
+			next = addSat(before, t.ShiftBy)
+		case *runnelv1.ResetOffsetsRequest_To:
+			switch pos := t.To.GetPosition().(type) {
+			case *runnelv1.Position_Earliest:
+				next = lo
+			case *runnelv1.Position_Latest:
+				next = hi
+			case *runnelv1.Position_Offset:
+				next = pos.Offset
+			case *runnelv1.Position_Timestamp:
+				off, _, _, err := p.OffsetForTime(pos.Timestamp.AsTime().UnixMilli())
+				if err != nil {
+					return nil, groupError(group, apiErrorOf(w, err))
+				}
+				next = off
+			}
+		}
+		next = clampOffset(next, lo, hi)
+		out.Offsets = append(out.Offsets, &runnelv1.OffsetReset{
+			Topic: k.topic, Partition: k.partition, PreviousOffset: before, NewOffset: next,
+		})
+		items = append(items, commitItem{key: k, entry: offsetEntry{TopicID: want[k].ID, Offset: next, CommitTime: now.UnixNano()}})
+	}
+	if !req.GetExecute() || len(items) == 0 {
+		return out, nil
+	}
+	// Written like a commit from outside the group (queued in order with the commits), but
+	// allowed while the group has members when forced.
+	r := newCommitReq(group, items, now)
+	o.s.groups.batch.enqueue(r)
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+		return nil, groupError(group, ctx.Err())
+	}
+	if r.err != nil {
+		return nil, groupError(group, r.err)
 	}
 	return out, nil
 }
 
-func (o *offsetService) DeleteGroup(_ context.Context, req *runnelv1.DeleteGroupRequest) (*runnelv1.DeleteGroupResponse, error) {
+func (o *offsetService) DeleteGroup(ctx context.Context, req *runnelv1.DeleteGroupRequest) (*runnelv1.DeleteGroupResponse, error) {
 	group := req.GetGroup()
 	if err := validateGroup(group); err != nil {
 		return nil, err
 	}
-	if err := o.ready(group); err != nil {
+	if err := o.readyFor(ctx, group); err != nil {
 		return nil, err
+	}
+	if n := o.s.groups.members(group); n > 0 {
+		return nil, groupNotEmpty(group, "delete group", n)
+	}
+	o.s.groups.batch.wait()
+	if cl := o.s.reg.Cluster(); cl != nil {
+		cctx, cancel := context.WithTimeout(ctx, clusterCallTimeout)
+		defer cancel()
+		if err := cl.DeleteGroup(cctx, group); err != nil {
+			if errors.Is(err, cluster.ErrUnknownGroup) {
+				return nil, unknownGroup(group)
+			}
+			return nil, groupError(group, err)
+		}
+		return &runnelv1.DeleteGroupResponse{}, nil
 	}
 	err := o.store.update(func(tx *bolt.Tx) error {
 		if groupBucket(tx, group) == nil {

@@ -50,6 +50,9 @@ func TestServiceMethods(t *testing.T) {
 		runnelv1.OffsetService_DescribeGroup_FullMethodName:    unary,
 		runnelv1.OffsetService_ResetOffsets_FullMethodName:     unary,
 		runnelv1.OffsetService_DeleteGroup_FullMethodName:      unary,
+		runnelv1.AdminService_RebalanceCluster_FullMethodName:  unary,
+		runnelv1.GroupService_Heartbeat_FullMethodName:         unary,
+		runnelv1.GroupService_LeaveGroup_FullMethodName:        unary,
 	}
 	for name := range want {
 		if !strings.HasPrefix(name, "/runnel.v1.") {
@@ -64,7 +67,7 @@ func TestServiceMethods(t *testing.T) {
 	for _, file := range []protoreflect.FileDescriptor{
 		runnelv1.File_runnel_v1_admin_proto, runnelv1.File_runnel_v1_produce_proto,
 		runnelv1.File_runnel_v1_fetch_proto, runnelv1.File_runnel_v1_offset_proto,
-		runnelv1.File_runnel_v1_common_proto,
+		runnelv1.File_runnel_v1_group_proto, runnelv1.File_runnel_v1_common_proto,
 	} {
 		if file.Package() != "runnel.v1" {
 			t.Errorf("%s: package %s", file.Path(), file.Package())
