@@ -42,10 +42,10 @@ func WithCommitMetadata(s string) ConsumerOption {
 func WithFetchMaxBytes(n int32) ConsumerOption { return func(o *consumerOptions) { o.maxBytes = n } }
 
 // Consumer reads the partitions assigned to it, each over its own Subscribe stream, and
-// hands their records out through Poll or Run. Assignment is manual (Assign); group
-// membership and partition balancing do not exist yet, but a group's committed offsets do
-// (WithGroup). Its methods are safe for concurrent use, but records come out of one Poll at a
-// time.
+// hands their records out through Poll or Run. Assignment is manual (Assign), with a group's
+// committed offsets (WithGroup); for group membership and partition balancing use
+// NewGroupConsumer. A commit without membership is refused while the group has members.
+// Its methods are safe for concurrent use, but records come out of one Poll at a time.
 type Consumer struct {
 	c      *Client
 	o      consumerOptions
@@ -63,6 +63,11 @@ type Consumer struct {
 	committed  map[tp]int64
 	lastCommit time.Time
 	closed     bool
+
+	// Set by a GroupConsumer (group.go) that reads through this consumer: commitHook commits
+	// fenced by its member epoch, closeHook (once) closes the GroupConsumer instead.
+	commitHook func(ctx context.Context, offs map[TopicPartition]int64) error
+	closeHook  func() error
 }
 
 // assignment is one assigned partition.
@@ -299,7 +304,13 @@ func (k *Consumer) Commit(ctx context.Context) error {
 	if len(offs) == 0 {
 		return nil
 	}
-	if err := k.c.CommitOffsets(ctx, k.o.group, offs, k.o.commitMetadata); err != nil {
+	commit := func(ctx context.Context, offs map[TopicPartition]int64) error {
+		return k.c.CommitOffsets(ctx, k.o.group, offs, k.o.commitMetadata)
+	}
+	if k.commitHook != nil {
+		commit = k.commitHook
+	}
+	if err := commit(ctx, offs); err != nil {
 		return err
 	}
 	k.mu.Lock()
@@ -316,6 +327,11 @@ const commitTimeout = 10 * time.Second
 // Close stops reading every partition and, with a group, commits the progress made.
 func (k *Consumer) Close() error {
 	k.mu.Lock()
+	if hook := k.closeHook; hook != nil {
+		k.closeHook = nil
+		k.mu.Unlock()
+		return hook()
+	}
 	if k.closed {
 		k.mu.Unlock()
 		return nil

@@ -54,8 +54,8 @@
 //
 // # Consumer
 //
-// A Consumer reads the partitions assigned to it (Assign; there is no group membership or
-// partition balancing yet), each over its own FetchService.Subscribe stream to the partition's
+// A Consumer reads the partitions assigned to it (Assign; for group membership and partition
+// balancing see the group consumer below), each over its own FetchService.Subscribe stream to the partition's
 // leader, decoding the batches on the client. A stream that ends with a retriable error is
 // resumed from the last offset received: at once at the leader a NOT_LEADER names, else after
 // WithRetryBackoff at the leader fresh metadata names (NOT_LEADER, LEADER_NOT_AVAILABLE, a
@@ -64,6 +64,27 @@
 // yet) is retried likewise, a few times. Other errors end the partition and are returned by
 // Poll. With WithGroup, Commit (and Close, and WithAutoCommit) commits the offset after the
 // last record consumed of each partition, and Committed positions resume from it.
+//
+// # Group consumer
+//
+// NewGroupConsumer makes the client a member of a consumer group: the group's coordinator
+// (the broker, or in a cluster the metadata leader) assigns it a balanced, sticky share of the
+// partitions of the topics it subscribes to, and moves partitions as members join, leave or
+// die (a member silent for WithSessionTimeout is removed). A background goroutine heartbeats
+// (GroupService.Heartbeat) at the interval the coordinator asks, at most a third of the session
+// timeout, reporting the partitions the member owns. Run hands out the owned partitions'
+// records, and between records applies assignment changes: a revoked partition is no longer
+// handed out, OnRevoked is called, what the handler finished is committed, and only then is the
+// partition released (the next heartbeat, sent at once, stops listing it), so its next owner
+// starts exactly after the last record handled. New partitions start from the group's committed
+// offset (WithGroupStart where it has none), after OnAssigned. Commits carry the member id and
+// epoch: a member the group removed (a zombie) cannot commit. Delivery is at least once: a
+// member that dies loses what it handled since its last commit (WithGroupAutoCommit, default
+// 5 s), and its successor handles those records again. A member told it is unknown or fenced
+// (removed, or the coordinator moved) gives up every partition without committing and rejoins,
+// keeping its member id. Close commits, leaves the group (a static member, WithInstanceID,
+// only temporarily: it gets its partitions back if it returns within the session timeout) and
+// stops.
 //
 // # Routing
 //
@@ -83,7 +104,7 @@
 // client whose broker died moves on to the others.
 //
 // Calls that change metadata (CreateTopic, DeleteTopic, AlterTopicConfig, RebalanceCluster,
-// CommitOffsets, and FetchCommitted) go to the metadata leader if the client knows it, else to
+// CommitOffsets, FetchCommitted, and the group consumer's heartbeats, commits and leave) go to the metadata leader if the client knows it, else to
 // any broker; one refused with NOT_METADATA_LEADER is made again at the leader the error
 // names, and one refused while there is no leader (NOT_METADATA_LEADER without a leader named,
 // LEADER_NOT_AVAILABLE) is made again after WithRetryBackoff, a few times. A call whose broker

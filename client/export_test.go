@@ -10,3 +10,6 @@ import (
 func WithDialer(dial func(ctx context.Context, addr string) (net.Conn, error)) Option {
 	return func(o *options) { o.dialer = dial }
 }
+
+// Abort stops a group member as if its process died: no commit, no leave.
+func (g *GroupConsumer) Abort() { g.abort() }
