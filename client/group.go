@@ -193,7 +193,7 @@ func (g *GroupConsumer) wakeHeartbeat() {
 func (g *GroupConsumer) heartbeatLoop() {
 	defer g.wg.Done()
 	for {
-		wait := g.heartbeat()
+		wait := g.heartbeat(g.ctx)
 		t := time.NewTimer(wait)
 		select {
 		case <-g.ctx.Done():
@@ -207,7 +207,7 @@ func (g *GroupConsumer) heartbeatLoop() {
 }
 
 // heartbeat sends one heartbeat and returns how long to wait before the next.
-func (g *GroupConsumer) heartbeat() time.Duration {
+func (g *GroupConsumer) heartbeat(ctx context.Context) time.Duration {
 	g.mu.Lock()
 	if g.lost || g.left {
 		// The partitions must be given up before the member rejoins.
@@ -222,7 +222,7 @@ func (g *GroupConsumer) heartbeat() time.Duration {
 	}
 	interval := g.interval
 	g.mu.Unlock()
-	ctx, cancel := context.WithTimeout(g.ctx, g.o.sessionTimeout)
+	ctx, cancel := context.WithTimeout(ctx, g.o.sessionTimeout)
 	defer cancel()
 	var resp *runnelv1.HeartbeatResponse
 	err := g.c.callMeta(ctx, func(ctx context.Context, bc *brokerConn) (err error) {
@@ -230,7 +230,7 @@ func (g *GroupConsumer) heartbeat() time.Duration {
 		return err
 	})
 	if err != nil {
-		if g.ctx.Err() != nil {
+		if ctx.Err() != nil {
 			return 0
 		}
 		if hasReason(err, runnelv1.ErrorReason_ERROR_REASON_UNKNOWN_MEMBER_ID) || hasReason(err, runnelv1.ErrorReason_ERROR_REASON_FENCED_MEMBER_EPOCH) {
@@ -252,7 +252,7 @@ func (g *GroupConsumer) heartbeat() time.Duration {
 		}
 	}
 	g.mu.Lock()
-	if g.lost || g.left || g.ctx.Err() != nil {
+	if g.lost || g.left || ctx.Err() != nil {
 		g.mu.Unlock()
 		return 0
 	}
@@ -539,7 +539,24 @@ func (g *GroupConsumer) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 	defer cancel()
 	var errs []error
-	if err := g.k.Commit(ctx); err != nil && !errors.Is(err, errNotMember) {
+	err := g.k.Commit(ctx)
+	if hasReason(err, runnelv1.ErrorReason_ERROR_REASON_UNKNOWN_MEMBER_ID) || hasReason(err, runnelv1.ErrorReason_ERROR_REASON_FENCED_MEMBER_EPOCH) {
+		// The coordinator lost the member (it restarted or moved) before the heartbeat loop
+		// noticed: rejoin, and commit the partitions the member still gets.
+		g.mu.Lock()
+		g.epoch = 0
+		g.mu.Unlock()
+		g.heartbeat(ctx)
+		g.mu.Lock()
+		for tp := range g.owned {
+			if !g.target[tp] {
+				delete(g.owned, tp)
+			}
+		}
+		g.mu.Unlock()
+		err = g.k.Commit(ctx)
+	}
+	if err != nil && !errors.Is(err, errNotMember) {
 		errs = append(errs, err)
 	}
 	g.mu.Lock()

@@ -39,10 +39,16 @@ func (a *app) consumeCmd() *cobra.Command {
 		Long: `Consume records of a topic (every partition, interleaved, unless -p) and print each with -f.
 
 -o is where to start: start (the log start), end (the high watermark), an OFFSET, @RFC3339 (the
-first record at or after that time) or @DURATION relative to now (@-1h). With -g GROUP the
-group's committed offsets are used where it has one (-o elsewhere), and the offsets are committed
-after every batch printed. --exit-at-end stops each partition at the high watermark it had when
-the command started.
+first record at or after that time) or @DURATION relative to now (@-1h). --exit-at-end stops
+each partition at the high watermark it had when the command started.
+
+With -g GROUP the command joins the consumer group: the group's coordinator gives it a share of
+the topic's partitions, so several such processes split the partitions between them, and moves
+partitions as processes join, leave or die. Each partition starts at the group's committed
+offset (-o where there is none); what is printed is committed every second and whenever a
+partition moves; SIGINT (or -n) commits and leaves the group cleanly. With -p or --exit-at-end,
+-g only commits (the command reads the partitions itself, outside the group's membership: the
+broker refuses that while the group has members).
 
 Records are streamed through the Go SDK's consumer (one Subscribe stream per partition); a
 stream broken by a retriable failure (the broker restarting) is resumed where it stopped.
@@ -62,7 +68,7 @@ stream broken by a retriable failure (the broker restarting) is resumed where it
 	f.StringVarP(&o.offset, "offset", "o", "start", "start position: start|end|OFFSET|@RFC3339|@-DURATION")
 	f.Int64VarP(&o.count, "num", "n", 0, "exit after this many records (0: no limit)")
 	f.BoolVar(&o.exitAtEnd, "exit-at-end", false, "exit when every consumed partition reaches its high watermark")
-	f.StringVarP(&o.group, "group", "g", "", "consumer group: start from its committed offsets and commit as records are printed")
+	f.StringVarP(&o.group, "group", "g", "", "consumer group: join it (share the partitions with its other members), start from its committed offsets and commit as records are printed")
 	f.StringVarP(&o.format, "format-record", "f", `%v\n`, "record format (see above)")
 	f.DurationVar(&o.maxWait, "max-wait", 5*time.Second, "no effect (kept for compatibility: records are now streamed, not long-polled)")
 	return c
@@ -152,6 +158,9 @@ func (a *app) consumeSDK(ctx context.Context, topicName string, o consumeOpts) e
 		return err
 	}
 	defer c.Close()
+	if o.group != "" && o.partition < 0 && !o.exitAtEnd {
+		return a.consumeGroup(ctx, c, topicName, o, tmpl, startPos)
+	}
 	rctx, cancel := a.rpcCtx(ctx)
 	desc, err := c.DescribeTopic(rctx, topicName)
 	cancel()
@@ -290,6 +299,60 @@ func (a *app) consumeSDK(ctx context.Context, topicName string, o consumeOpts) e
 		}
 	}
 	return nil
+}
+
+// groupCommitInterval is how often `consume -g` commits what it printed.
+const groupCommitInterval = time.Second
+
+// errCountReached ends a group consumption at -n records.
+var errCountReached = errors.New("count reached")
+
+// consumeGroup consumes topicName as a member of o.group until SIGINT or -n records, then
+// commits and leaves the group.
+func (a *app) consumeGroup(ctx context.Context, c *client.Client, topicName string, o consumeOpts, tmpl []formatPart, startPos *runnelv1.Position) error {
+	rctx, cancel := a.rpcCtx(ctx)
+	_, err := c.DescribeTopic(rctx, topicName) // fail early on an unknown topic
+	cancel()
+	if err != nil {
+		return err
+	}
+	gc, err := c.NewGroupConsumer(o.group, []string{topicName},
+		client.WithGroupStart(sdkPosition(startPos)), client.WithGroupAutoCommit(groupCommitInterval))
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriterSize(a.stdout, 64<<10)
+	defer w.Flush()
+	var (
+		printed int64
+		buf     []byte
+		br      recordbatch.Record
+	)
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	err = gc.Run(rctx, func(r *client.Record) error {
+		if o.count > 0 && printed >= o.count {
+			return errCountReached // not printed: not committed
+		}
+		buf = formatRecord(buf[:0], tmpl, r.Partition, toBatchRecord(&br, r))
+		if _, err := w.Write(buf); err != nil {
+			return err
+		}
+		// Flushed before the record counts as handled: what is committed was printed.
+		if err := w.Flush(); err != nil {
+			return err
+		}
+		printed++
+		if o.count > 0 && printed >= o.count {
+			stop()
+		}
+		return nil
+	})
+	if errors.Is(err, errCountReached) {
+		err = nil
+	}
+	// SIGINT or -n: commit what was printed and leave the group.
+	return errors.Join(err, gc.Close())
 }
 
 // commitRetryBackoff is the wait before a commit that failed retriably is tried again.

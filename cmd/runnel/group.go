@@ -35,14 +35,16 @@ func (a *app) groupListCmd() *cobra.Command {
 			}
 			type groupJSON struct {
 				Group          string     `json:"group"`
+				State          string     `json:"state"`
+				Members        int32      `json:"members"`
 				Topics         []string   `json:"topics"`
 				LastCommitTime *time.Time `json:"last_commit_time,omitempty"`
 			}
 			out := []groupJSON{}
-			t := &table{header: []string{"GROUP", "TOPICS", "LAST-COMMIT"}}
+			t := &table{header: []string{"GROUP", "STATE", "MEMBERS", "TOPICS", "LAST-COMMIT"}}
 			for _, g := range resp.GetGroups() {
-				out = append(out, groupJSON{g.GetGroup(), nonNil(g.GetTopics()), timePtr(g.GetLastCommitTime())})
-				t.add(g.GetGroup(), strings.Join(g.GetTopics(), ","), timeString(g.GetLastCommitTime()))
+				out = append(out, groupJSON{g.GetGroup(), g.GetState(), g.GetMembers(), nonNil(g.GetTopics()), timePtr(g.GetLastCommitTime())})
+				t.add(g.GetGroup(), orDash(g.GetState()), g.GetMembers(), strings.Join(g.GetTopics(), ","), timeString(g.GetLastCommitTime()))
 			}
 			return a.print(out, t)
 		},
@@ -52,7 +54,7 @@ func (a *app) groupListCmd() *cobra.Command {
 func (a *app) groupDescribeCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "describe GROUP",
-		Short: "Show a group's committed offset, log end and lag per partition",
+		Short: "Show a group's members and assignments, and its committed offset, log end and lag per partition",
 		Args:  exactArgs(1, "a GROUP"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cl, cancel, err := a.connect(cmd.Context())
@@ -67,6 +69,7 @@ func (a *app) groupDescribeCmd() *cobra.Command {
 			type partJSON struct {
 				Topic          string     `json:"topic"`
 				Partition      int32      `json:"partition"`
+				Member         string     `json:"member,omitempty"`
 				Committed      int64      `json:"committed"`
 				LogStartOffset int64      `json:"log_start_offset"`
 				LogEnd         int64      `json:"log_end"`
@@ -74,18 +77,40 @@ func (a *app) groupDescribeCmd() *cobra.Command {
 				Metadata       string     `json:"metadata,omitempty"`
 				CommitTime     *time.Time `json:"commit_time,omitempty"`
 			}
-			out := struct {
-				Group      string     `json:"group"`
-				TotalLag   int64      `json:"total_lag"`
-				Partitions []partJSON `json:"partitions"`
-			}{resp.GetGroup(), resp.GetTotalLag(), []partJSON{}}
-			t := &table{header: []string{"TOPIC", "PARTITION", "COMMITTED", "LOG-END", "LAG", "LAST-COMMIT"}}
-			for _, p := range resp.GetPartitions() {
-				out.Partitions = append(out.Partitions, partJSON{p.GetTopic(), p.GetPartition(), p.GetCommittedOffset(),
-					p.GetLogStartOffset(), p.GetHighWatermark(), p.GetLag(), p.GetMetadata(), timePtr(p.GetCommitTime())})
-				t.add(p.GetTopic(), p.GetPartition(), p.GetCommittedOffset(), p.GetHighWatermark(), p.GetLag(), timeString(p.GetCommitTime()))
+			type memberJSON struct {
+				Member     string   `json:"member"`
+				Instance   string   `json:"instance,omitempty"`
+				Epoch      int32    `json:"epoch"`
+				State      string   `json:"state"`
+				Topics     []string `json:"topics"`
+				Assignment []string `json:"assignment"`
 			}
-			return a.print(out, kvTable("GROUP", resp.GetGroup(), "TOTAL LAG", resp.GetTotalLag()), t)
+			out := struct {
+				Group      string       `json:"group"`
+				State      string       `json:"state"`
+				GroupEpoch int32        `json:"group_epoch"`
+				TotalLag   int64        `json:"total_lag"`
+				Members    []memberJSON `json:"members"`
+				Partitions []partJSON   `json:"partitions"`
+			}{resp.GetGroup(), resp.GetState(), resp.GetGroupEpoch(), resp.GetTotalLag(), []memberJSON{}, []partJSON{}}
+			mt := &table{header: []string{"MEMBER", "INSTANCE", "EPOCH", "STATE", "TOPICS", "ASSIGNMENT"}}
+			for _, m := range resp.GetMembers() {
+				as := tpStrings(m.GetAssignment())
+				out.Members = append(out.Members, memberJSON{m.GetMemberId(), m.GetInstanceId(), m.GetMemberEpoch(), m.GetState(), nonNil(m.GetSubscriptions()), as})
+				mt.add(m.GetMemberId(), orDash(m.GetInstanceId()), m.GetMemberEpoch(), m.GetState(), strings.Join(m.GetSubscriptions(), ","), orDash(strings.Join(as, ",")))
+			}
+			t := &table{header: []string{"TOPIC", "PARTITION", "MEMBER", "COMMITTED", "LOG-END", "LAG", "LAST-COMMIT"}}
+			for _, p := range resp.GetPartitions() {
+				out.Partitions = append(out.Partitions, partJSON{p.GetTopic(), p.GetPartition(), p.GetMemberId(), p.GetCommittedOffset(),
+					p.GetLogStartOffset(), p.GetHighWatermark(), p.GetLag(), p.GetMetadata(), timePtr(p.GetCommitTime())})
+				t.add(p.GetTopic(), p.GetPartition(), orDash(p.GetMemberId()), dashIfNeg(p.GetCommittedOffset()), dashIfNeg(p.GetHighWatermark()),
+					dashIfNeg(p.GetLag()), timeString(p.GetCommitTime()))
+			}
+			tables := []*table{kvTable("GROUP", resp.GetGroup(), "STATE", orDash(resp.GetState()), "MEMBERS", len(resp.GetMembers()), "TOTAL LAG", resp.GetTotalLag())}
+			if len(resp.GetMembers()) > 0 {
+				tables = append(tables, mt)
+			}
+			return a.print(out, append(tables, t)...)
 		},
 	}
 }
@@ -96,6 +121,7 @@ func (a *app) groupResetCmd() *cobra.Command {
 		parts   []int32
 		to      string
 		execute bool
+		force   bool
 	)
 	c := &cobra.Command{
 		Use:   "reset GROUP --to earliest|latest|OFFSET|@TIME|shift:N",
@@ -105,13 +131,13 @@ func (a *app) groupResetCmd() *cobra.Command {
 --to: earliest, latest, an OFFSET, @RFC3339 or @-DURATION (the first record at or after that
 time), or shift:N to move each committed offset by N (negative: back). Offsets are moved into
 [log start, high watermark]. Without --topic, every partition the group has an offset for.
-Nothing changes without --execute.`,
+Nothing changes without --execute. A group with members is not reset unless --force.`,
 		Args: exactArgs(1, "a GROUP"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if to == "" {
 				return usagef("--to is required")
 			}
-			req := &runnelv1.ResetOffsetsRequest{Group: args[0], Execute: execute}
+			req := &runnelv1.ResetOffsetsRequest{Group: args[0], Execute: execute, Force: force}
 			if len(parts) > 0 && len(topics) != 1 {
 				return usagef("--partition needs exactly one --topic")
 			}
@@ -173,6 +199,7 @@ Nothing changes without --execute.`,
 	c.Flags().Int32SliceVarP(&parts, "partition", "p", nil, "partitions of --topic to reset (default: all)")
 	c.Flags().StringVar(&to, "to", "", "earliest|latest|OFFSET|@RFC3339|@-DURATION|shift:N (required)")
 	c.Flags().BoolVar(&execute, "execute", false, "apply the reset (default: dry run)")
+	c.Flags().BoolVar(&force, "force", false, "reset even while the group has members (refused otherwise)")
 	return c
 }
 
@@ -196,4 +223,29 @@ func (a *app) groupDeleteCmd() *cobra.Command {
 			return a.print(map[string]string{"group": args[0], "status": "deleted"}, t)
 		},
 	}
+}
+
+// tpStrings renders partitions as topic:N.
+func tpStrings(tps []*runnelv1.TopicPartitions) []string {
+	out := []string{}
+	for _, t := range tps {
+		for _, p := range t.GetPartitions() {
+			out = append(out, t.GetTopic()+":"+strconv.Itoa(int(p)))
+		}
+	}
+	return out
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func dashIfNeg(n int64) string {
+	if n < 0 {
+		return "-"
+	}
+	return strconv.FormatInt(n, 10)
 }
