@@ -160,12 +160,14 @@ func TestGroupConsumerExactlyOnce(t *testing.T) {
 	ms = append(ms, startMember(t, cl, "billing", "orders", s, opts...))
 	produceSpread(t, cl, "orders", parts, n/2+n/4, n/4)
 	waitUntil(t, 30*time.Second, "every record handled", func() bool { return s.distinct() == n })
-	waitUntil(t, 10*time.Second, "the members to share the partitions", func() bool { return covered(ms, "orders", parts) })
-	for _, m := range ms {
-		if k := len(m.g.Assignment()); k != 4 {
-			t.Errorf("member %s owns %d partitions, want 4", m.g.MemberID(), k)
+	waitUntil(t, 10*time.Second, "the members to own 4 partitions each", func() bool {
+		for _, m := range ms {
+			if len(m.g.Assignment()) != 4 {
+				return false
+			}
 		}
-	}
+		return covered(ms, "orders", parts)
+	})
 	for _, m := range ms {
 		if err := m.g.Close(); err != nil {
 			t.Errorf("close: %v", err)
@@ -246,7 +248,9 @@ func TestGroupConsumerStaticMember(t *testing.T) {
 	a := startMember(t, cl, "g", "orders", s, client.WithInstanceID("a"), client.WithSessionTimeout(5*time.Second))
 	b := startMember(t, cl, "g", "orders", s, client.WithInstanceID("b"), client.WithSessionTimeout(5*time.Second))
 	ms := []*member{a, b}
-	waitUntil(t, 10*time.Second, "the members to share the partitions", func() bool { return covered(ms, "orders", 4) })
+	waitUntil(t, 10*time.Second, "the members to share the partitions", func() bool {
+		return covered(ms, "orders", 4) && len(a.g.Assignment()) == 2
+	})
 	before := a.g.Assignment()
 	if err := a.g.Close(); err != nil {
 		t.Fatal(err)
@@ -254,7 +258,9 @@ func TestGroupConsumerStaticMember(t *testing.T) {
 	<-a.done
 	a = startMember(t, cl, "g", "orders", s, client.WithInstanceID("a"), client.WithSessionTimeout(5*time.Second))
 	ms = []*member{a, b}
-	waitUntil(t, 5*time.Second, "the static member to get its partitions back", func() bool { return covered(ms, "orders", 4) })
+	waitUntil(t, 5*time.Second, "the static member to get its partitions back", func() bool {
+		return covered(ms, "orders", 4) && len(a.g.Assignment()) == 2
+	})
 	if after := a.g.Assignment(); fmt.Sprint(after) != fmt.Sprint(before) {
 		t.Fatalf("static member owned %v, now %v", before, after)
 	}
