@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -55,6 +56,7 @@ type groupCoordinator struct {
 
 	mu     sync.Mutex
 	groups map[string]*consumergroup.Group // under mu
+	purged map[string]string               // under mu: group -> topicsVersion of its last purge (local store)
 	// leading: the barrier ran since this broker last became metadata leader (cluster
 	// mode); reset by the tick when it is no longer leader.
 	leading bool
@@ -67,8 +69,8 @@ type groupCoordinator struct {
 }
 
 func newGroupCoordinator(s *Services) *groupCoordinator {
-	c := &groupCoordinator{s: s, now: time.Now, groups: map[string]*consumergroup.Group{}, done: make(chan struct{})}
-	c.batch = newCommitBatcher(c.writeCommits)
+	c := &groupCoordinator{s: s, now: time.Now, groups: map[string]*consumergroup.Group{}, purged: map[string]string{}, done: make(chan struct{})}
+	c.batch = newCommitBatcher(c.writeCommits, func() bool { return s.reg.Cluster() != nil })
 	c.wg.Add(1)
 	go c.tickLoop()
 	return c
@@ -394,78 +396,102 @@ type commitReq struct {
 	group string
 	items []commitItem
 	at    time.Time
-	// purge: drop the group's stale entries (local store).
-	err  error
-	done chan struct{}
-	seq  uint64
+	err   error
+	done  chan struct{}
 }
 
 func newCommitReq(group string, items []commitItem, at time.Time) *commitReq {
 	return &commitReq{group: group, items: items, at: at, done: make(chan struct{})}
 }
 
-// commitBatcher writes queued commits a batch at a time: while one batch is being written
-// the next accumulates, so many members committing at once cost one write (one bbolt
-// transaction, or one metadata Raft entry per group) per batch instead of one each.
+// commitBatcher writes queued commits a batch at a time: while a batch is being written the
+// next accumulates, so many members committing at once cost one write per batch instead of
+// one each. On a single node there is one batch in flight, holding every group (one bbolt
+// transaction). In a cluster each group has its own batches, one in flight at a time (one
+// metadata Raft entry each), so that a group's commits are applied in the order they were
+// admitted while the groups proceed independently (Raft puts entries proposed together in
+// one log write and one state machine transaction).
 type commitBatcher struct {
-	write func([]*commitReq)
+	write     func([]*commitReq)
+	clustered func() bool
 
-	mu       sync.Mutex
-	cond     *sync.Cond
-	queue    []*commitReq
-	flushing bool
-	enqueued uint64 // the seq of the last request queued
-	written  uint64 // every request up to this seq has been written (or failed)
+	mu          sync.Mutex
+	queue       []*commitReq
+	inFlight    int
+	busy        map[string]bool // groups with a batch in flight (cluster); "" for the one batch (single node)
+	outstanding map[*commitReq]struct{}
 }
 
-func newCommitBatcher(write func([]*commitReq)) *commitBatcher {
-	b := &commitBatcher{write: write}
-	b.cond = sync.NewCond(&b.mu)
-	return b
+func newCommitBatcher(write func([]*commitReq), clustered func() bool) *commitBatcher {
+	return &commitBatcher{write: write, clustered: clustered, busy: map[string]bool{}, outstanding: map[*commitReq]struct{}{}}
 }
 
 func (b *commitBatcher) enqueue(r *commitReq) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.enqueued++
-	r.seq = b.enqueued
 	b.queue = append(b.queue, r)
-	if !b.flushing {
-		b.flushing = true
-		go b.flush()
+	b.outstanding[r] = struct{}{}
+	b.startLocked()
+}
+
+// startLocked starts the flushes that may run.
+func (b *commitBatcher) startLocked() {
+	if len(b.queue) == 0 {
+		return
+	}
+	if !b.clustered() {
+		if b.busy[""] {
+			return
+		}
+		batch := b.queue
+		b.queue = nil
+		b.busy[""] = true
+		go b.flush("", batch)
+		return
+	}
+	var rest []*commitReq
+	batches := map[string][]*commitReq{}
+	var order []string
+	for _, r := range b.queue {
+		if b.busy[r.group] {
+			rest = append(rest, r)
+			continue
+		}
+		if _, ok := batches[r.group]; !ok {
+			order = append(order, r.group)
+		}
+		batches[r.group] = append(batches[r.group], r)
+	}
+	b.queue = rest
+	for _, g := range order {
+		b.busy[g] = true
+		go b.flush(g, batches[g])
 	}
 }
 
-func (b *commitBatcher) flush() {
-	for {
-		b.mu.Lock()
-		batch := b.queue
-		b.queue = nil
-		if len(batch) == 0 {
-			b.flushing = false
-			b.mu.Unlock()
-			return
-		}
-		b.mu.Unlock()
-		b.write(batch)
-		for _, r := range batch {
-			close(r.done)
-		}
-		b.mu.Lock()
-		b.written = batch[len(batch)-1].seq
-		b.cond.Broadcast()
-		b.mu.Unlock()
+func (b *commitBatcher) flush(key string, batch []*commitReq) {
+	b.write(batch)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, r := range batch {
+		delete(b.outstanding, r)
+		close(r.done)
 	}
+	delete(b.busy, key)
+	b.startLocked()
 }
 
 // wait returns once every commit queued before the call is written (or failed), so that a
 // read after it sees them.
 func (b *commitBatcher) wait() {
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	target := b.enqueued
-	for b.written < target {
-		b.cond.Wait()
+	pending := make([]*commitReq, 0, len(b.outstanding))
+	for r := range b.outstanding {
+		pending = append(pending, r)
+	}
+	b.mu.Unlock()
+	for _, r := range pending {
+		<-r.done
 	}
 }
 
@@ -483,20 +509,25 @@ func (c *groupCoordinator) writeCommits(batch []*commitReq) {
 		}
 		return
 	}
-	live := liveFunc(o.topicsNow())
+	topics := o.topicsNow()
+	live, version := liveFunc(topics), topicsVersion(topics)
+	var purged []string
 	err := o.store.update(func(tx *bolt.Tx) error {
-		purged := map[string]bool{}
+		seen := map[string]bool{}
 		for _, r := range batch {
 			b, err := tx.Bucket(bucketGroups).CreateBucketIfNotExists([]byte(r.group))
 			if err != nil {
 				return err
 			}
-			if !purged[r.group] {
-				purged[r.group] = true
+			// Stale entries (of deleted topics) are purged by a group's first commit after
+			// the topics changed, not by every commit (reading the group costs).
+			if !seen[r.group] && c.purgedAt(r.group) != version {
 				if err := purgeStale(b, live); err != nil {
 					return err
 				}
+				purged = append(purged, r.group)
 			}
+			seen[r.group] = true
 			for _, it := range r.items {
 				if err := putEntry(b, it.key, it.entry); err != nil {
 					return err
@@ -513,6 +544,33 @@ func (c *groupCoordinator) writeCommits(batch []*commitReq) {
 			r.err = groupError(r.group, err)
 		}
 	}
+	if err == nil {
+		c.mu.Lock()
+		for _, g := range purged {
+			c.purged[g] = version
+		}
+		c.mu.Unlock()
+	}
+}
+
+func (c *groupCoordinator) purgedAt(group string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.purged[group]
+}
+
+// topicsVersion identifies a set of topics: it changes when one is created, deleted or grows.
+func topicsVersion(topics map[string]TopicInfo) string {
+	names := make([]string, 0, len(topics))
+	for n := range topics {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	var sb strings.Builder
+	for _, n := range names {
+		fmt.Fprintf(&sb, "%s/%s/%d;", n, topics[n].ID, topics[n].Partitions)
+	}
+	return sb.String()
 }
 
 func (c *groupCoordinator) writeClustered(cl *cluster.Cluster, batch []*commitReq) {

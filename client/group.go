@@ -467,7 +467,13 @@ func (g *GroupConsumer) Run(ctx context.Context, handler func(*Record) error) er
 		if g.pending.Load() {
 			g.reconcile(ctx)
 		}
+		g.maybeAutoCommit(ctx)
+		// The wait for records ends at the next auto-commit, so that what the handler
+		// finished is committed even when no more records come.
 		pctx, cancel := context.WithCancel(ctx)
+		if g.o.autoCommit > 0 {
+			pctx, cancel = context.WithTimeout(ctx, g.o.autoCommit)
+		}
 		g.mu.Lock()
 		g.wakeRun = cancel
 		g.mu.Unlock()
@@ -505,15 +511,20 @@ func (g *GroupConsumer) Run(ctx context.Context, handler func(*Record) error) er
 			}
 			g.k.markConsumed(r)
 		}
-		if g.o.autoCommit > 0 {
-			g.mu.Lock()
-			due := time.Since(g.lastCommit) >= g.o.autoCommit
-			g.mu.Unlock()
-			if due {
-				if err := g.Commit(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, errNotMember) {
-					g.c.opts.logf("runnel: group %s: auto-commit: %v", g.group, err)
-				}
-			}
+	}
+}
+
+// maybeAutoCommit commits what the handler finished when the auto-commit interval has passed.
+func (g *GroupConsumer) maybeAutoCommit(ctx context.Context) {
+	if g.o.autoCommit <= 0 {
+		return
+	}
+	g.mu.Lock()
+	due := time.Since(g.lastCommit) >= g.o.autoCommit
+	g.mu.Unlock()
+	if due {
+		if err := g.Commit(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, errNotMember) {
+			g.c.opts.logf("runnel: group %s: auto-commit: %v", g.group, err)
 		}
 	}
 }

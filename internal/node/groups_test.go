@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -48,7 +49,7 @@ func TestClusterGroupCommitsSurviveMetadataLeader(t *testing.T) {
 	for id := int32(1); id <= 3; id++ {
 		addrs = append(addrs, c.nodes[id].Addr())
 	}
-	cl, err := client.New(ctx, client.WithBrokers(addrs...), client.WithRetryBackoff(50*time.Millisecond))
+	cl, err := client.New(ctx, client.WithBrokers(addrs...), client.WithRetryBackoff(50*time.Millisecond), client.WithLogger(testLogger{t}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,11 +81,13 @@ func TestClusterGroupCommitsSurviveMetadataLeader(t *testing.T) {
 		runs.Add(1)
 		go func() {
 			defer runs.Done()
-			_ = g.Run(ctx, func(r *client.Record) error {
+			if err := g.Run(ctx, func(r *client.Record) error {
 				s.add(r)
 				time.Sleep(200 * time.Microsecond)
 				return nil
-			})
+			}); err != nil && !errors.Is(err, client.ErrClosed) {
+				t.Errorf("run: %v", err)
+			}
 		}()
 	}
 
@@ -234,3 +237,8 @@ func TestClusterGroupCommitsSurviveMetadataLeader(t *testing.T) {
 		t.Fatalf("describe: %v", d)
 	}
 }
+
+// testLogger sends the client's log to the test's.
+type testLogger struct{ t *testing.T }
+
+func (l testLogger) Printf(format string, args ...any) { l.t.Logf(format, args...) }

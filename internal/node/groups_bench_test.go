@@ -1,0 +1,197 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	runnelv1 "github.com/runnel-io/runnel/proto/runnel/v1"
+)
+
+// startBenchCluster starts n brokers of one cluster (the first founds it) and returns them
+// once the metadata has a leader and every broker alive.
+func startBenchCluster(tb testing.TB, n int) []*Node {
+	tb.Helper()
+	var nodes []*Node
+	for i := range n {
+		cc := &ClusterConfig{
+			SerfAddr: "127.0.0.1:0", Voters: 3, FailedTimeout: time.Minute, PartitionRaft: partitionRaftForTests(),
+			ReplicaRemoveDelay: 2 * time.Second, SyncInterval: 200 * time.Millisecond, TuneMetaRaft: fastRaft, TuneSerf: fastSerf,
+		}
+		if i > 0 {
+			cc.Join = []string{nodes[0].SerfAddr()}
+		}
+		nd, err := Start(Config{DataDir: tb.TempDir(), Addr: "127.0.0.1:0", NodeID: int32(i + 1), Logger: zerolog.Nop(), Version: "bench", Cluster: cc})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		nodes = append(nodes, nd)
+		tb.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = nd.Stop(ctx)
+		})
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ok := true
+		for _, nd := range nodes {
+			list, err := nd.Cluster().Brokers()
+			alive := 0
+			for _, b := range list {
+				if b.State == "alive" {
+					alive++
+				}
+			}
+			if _, _, known := nd.Cluster().Leader(); err != nil || alive < n || !known {
+				ok = false
+			}
+		}
+		if ok {
+			return nodes
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("cluster of %d not up", n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func benchConn(tb testing.TB, addr string) *grpc.ClientConn {
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = cc.Close() })
+	return cc
+}
+
+// metaLeaderAddr returns the metadata leader's address.
+func metaLeaderAddr(tb testing.TB, nodes []*Node) string {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, nd := range nodes {
+			if nd.Cluster().IsLeader() {
+				return nd.Addr()
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	tb.Fatal("no metadata leader")
+	return ""
+}
+
+// benchMember is a group member for the commit benchmark.
+type benchMember struct {
+	group string
+	id    string
+	epoch int32
+	part  int32
+}
+
+// joinBenchMembers joins groups×members members (session timeout 5 min: none expires during
+// the benchmark) to topic at addr, following NOT_METADATA_LEADER.
+func joinBenchMembers(tb testing.TB, cc *grpc.ClientConn, topic string, groups, members int) []*benchMember {
+	gc := runnelv1.NewGroupServiceClient(cc)
+	var out []*benchMember
+	for g := range groups {
+		for i := range members {
+			var resp *runnelv1.HeartbeatResponse
+			var err error
+			for attempt := 0; attempt < 50; attempt++ {
+				resp, err = gc.Heartbeat(context.Background(), &runnelv1.HeartbeatRequest{
+					Group: fmt.Sprintf("bench-%d", g), SubscribedTopics: []string{topic}, SessionTimeoutMs: 300_000,
+				})
+				if err == nil {
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if err != nil {
+				tb.Fatal(err)
+			}
+			out = append(out, &benchMember{group: fmt.Sprintf("bench-%d", g), id: resp.GetMemberId(), epoch: resp.GetMemberEpoch(), part: int32(i)})
+		}
+	}
+	return out
+}
+
+// runCommits has every member commit its partition's offset, one commit at a time each,
+// until n commits are done, and returns the elapsed time.
+func runCommits(tb testing.TB, cc *grpc.ClientConn, topic string, members []*benchMember, n int64) time.Duration {
+	oc := runnelv1.NewOffsetServiceClient(cc)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var firstErr atomic.Pointer[error]
+	start := time.Now()
+	for _, m := range members {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1)
+				if i > n {
+					return
+				}
+				_, err := oc.CommitOffsets(context.Background(), &runnelv1.CommitOffsetsRequest{
+					Group: m.group, MemberId: m.id, MemberEpoch: m.epoch,
+					Offsets: []*runnelv1.OffsetCommit{{Topic: topic, Partition: m.part, Offset: i}},
+				})
+				if err != nil {
+					firstErr.CompareAndSwap(nil, &err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if e := firstErr.Load(); e != nil {
+		tb.Fatal(*e)
+	}
+	return time.Since(start)
+}
+
+// BenchmarkGroupCommitsCluster measures offset commits through the metadata Raft group: 10
+// groups of 10 members each commit concurrently (one commit in flight per member), fenced
+// by member epoch, on a cluster of 1 and of 3 brokers.
+//
+//	go test -run '^$' -bench BenchmarkGroupCommitsCluster -benchtime 20000x ./internal/node/
+func BenchmarkGroupCommitsCluster(b *testing.B) {
+	for _, n := range []int{1, 3} {
+		b.Run(fmt.Sprintf("brokers=%d", n), func(b *testing.B) {
+			nodes := startBenchCluster(b, n)
+			addr := metaLeaderAddr(b, nodes)
+			cc := benchConn(b, addr)
+			if _, err := runnelv1.NewAdminServiceClient(cc).CreateTopic(context.Background(),
+				&runnelv1.CreateTopicRequest{Name: "bench", Partitions: 10, ReplicationFactor: int32(n)}); err != nil {
+				b.Fatal(err)
+			}
+			members := joinBenchMembers(b, cc, "bench", 10, 10)
+			b.ResetTimer()
+			el := runCommits(b, cc, "bench", members, int64(b.N))
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/el.Seconds(), "commits/s")
+			// Every broker's metadata has the groups' commits.
+			for _, nd := range nodes {
+				deadline := time.Now().Add(10 * time.Second)
+				for {
+					gs, err := nd.Cluster().Groups()
+					if err == nil && len(gs) > 0 {
+						break
+					}
+					if time.Now().After(deadline) {
+						b.Fatalf("broker %d: no group offsets: %v", nd.ID(), err)
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+		})
+	}
+}
