@@ -27,8 +27,9 @@ const (
 	// DefaultRebalanceTimeout is the time a member has to give up partitions.
 	DefaultRebalanceTimeout = 30 * time.Second
 	// DefaultHeartbeatInterval is the heartbeat interval members are given (at most a third
-	// of their session timeout).
-	DefaultHeartbeatInterval = 3 * time.Second
+	// of their session timeout). Members learn of a new assignment by heartbeating, so it
+	// bounds how long a partition released by one member waits for the next.
+	DefaultHeartbeatInterval = 500 * time.Millisecond
 	// MaxGroupTimeout bounds the session and rebalance timeouts a member may ask for.
 	MaxGroupTimeout = 5 * time.Minute
 	// groupTickInterval is how often the coordinator expires members.

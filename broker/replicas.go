@@ -383,7 +383,17 @@ func (m *clusterMode) syncTopic(t cluster.TopicInfo, brokers map[int32]cluster.B
 		}
 	}
 	dir := filepath.Join(r.dir, t.Name)
-	var errs []error
+	var (
+		errs  []error
+		errMu sync.Mutex
+		opens sync.WaitGroup
+		slots = make(chan struct{}, openParallelism)
+	)
+	addErr := func(err error) {
+		errMu.Lock()
+		errs = append(errs, err)
+		errMu.Unlock()
+	}
 	for _, a := range asg {
 		key := replicaKey(t.ID, a.Partition)
 		local := slices.Contains(a.Replicas, m.self)
@@ -397,19 +407,25 @@ func (m *clusterMode) syncTopic(t cluster.TopicInfo, brokers map[int32]cluster.B
 				errs = append(errs, err)
 				continue
 			}
-			p, err := m.openReplica(t, cfg, a, brokers)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			r.mu.Lock()
-			if r.closed || r.topics[t.Name] != ts {
+			// Opening a replica is a few fsyncs: a new topic's replicas open in parallel.
+			slots <- struct{}{}
+			opens.Add(1)
+			go func() {
+				defer func() { <-slots; opens.Done() }()
+				p, err := m.openReplica(t, cfg, a, brokers)
+				if err != nil {
+					addErr(err)
+					return
+				}
+				r.mu.Lock()
+				if r.closed || r.topics[t.Name] != ts {
+					r.mu.Unlock()
+					_ = p.Close()
+					return
+				}
+				ts.parts[a.Partition] = p
 				r.mu.Unlock()
-				_ = p.Close()
-				continue
-			}
-			ts.parts[a.Partition] = p
-			r.mu.Unlock()
+			}()
 		case !local && cur != nil:
 			if m.replicaRemovable(key, cur) {
 				r.mu.Lock()
@@ -418,7 +434,7 @@ func (m *clusterMode) syncTopic(t cluster.TopicInfo, brokers map[int32]cluster.B
 				}
 				r.mu.Unlock()
 				if err := cur.Delete(); err != nil {
-					errs = append(errs, err)
+					addErr(err)
 				}
 				m.mu.Lock()
 				delete(m.excluded, key)
@@ -431,6 +447,7 @@ func (m *clusterMode) syncTopic(t cluster.TopicInfo, brokers map[int32]cluster.B
 			}
 		}
 	}
+	opens.Wait()
 	return errors.Join(errs...)
 }
 
@@ -685,6 +702,9 @@ func (m *clusterMode) leaderOf(p *partition.Partition, a cluster.PartitionAssign
 	}
 	return id, b.Addr, true
 }
+
+// openParallelism is how many replicas of a topic open at once.
+const openParallelism = 16
 
 // firstElectionWait is how long the preferred replica of a reopened group waits for a
 // leader's heartbeat before it starts an election itself (see openReplica).

@@ -71,7 +71,12 @@ func (r *Registry) createClustered(req CreateRequest, n, rf int32, cfg topic.Con
 	if err != nil {
 		return TopicInfo{}, err
 	}
-	cm.waitSynced(ctx, cm.cl.AppliedIndex())
+	// Wait (briefly) until this broker has the topic: a client's next call here finds it.
+	// Its partitions elect their leaders meanwhile; with hundreds of them that takes longer
+	// than a call should wait, and clients retry LEADER_NOT_AVAILABLE.
+	wctx, wcancel := context.WithTimeout(ctx, createWait)
+	cm.waitSynced(wctx, cm.cl.AppliedIndex())
+	wcancel()
 	info.ID, info.CreatedAt = t.ID, t.CreatedAt
 	r.log.Info().Str("topic", req.Name).Str("topic_id", t.ID).Int32("partitions", n).Int32("replication_factor", rf).Msg("topic created")
 	return cloneInfo(info), nil
@@ -142,6 +147,9 @@ func (r *Registry) Rebalance() ([]cluster.Move, error) {
 	})
 	return moves, err
 }
+
+// createWait bounds how long CreateTopic waits for this broker to open the new replicas.
+const createWait = 3 * time.Second
 
 // electionWait bounds how long a metadata change waits for a metadata leader to be elected
 // (a cluster just started, or one whose leader just failed) before answering

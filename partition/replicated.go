@@ -46,7 +46,9 @@ type Replication struct {
 // DefaultRaftConfig returns the Raft timeouts partitions use. They are long, because an idle
 // group's cost is set by them (a heartbeat per follower every HeartbeatTimeout/10, an empty
 // AppendEntries per follower every CommitTimeout; raft-log.md measured the defaults filling
-// this machine with 500 idle groups), and failover does not wait for them: the broker's Raft
+// this machine with 500 idle groups; with these, a follower of an idle group learns the
+// commit index up to CommitTimeout late, which only its own high watermark shows), and
+// failover does not wait for them: the broker's Raft
 // transport probes the brokers that lead groups here and, when one is down, the followers
 // start an election at once (internal/raftnet liveness.go, broker.Registry.PeerDown). The
 // timeouts remain the fallback for what a probe cannot see (a leader whose group stalls while
@@ -57,7 +59,7 @@ func DefaultRaftConfig() *raft.Config {
 	c.HeartbeatTimeout = 4 * time.Second
 	c.ElectionTimeout = 4 * time.Second
 	c.LeaderLeaseTimeout = 2 * time.Second
-	c.CommitTimeout = 2 * time.Second
+	c.CommitTimeout = 5 * time.Second
 	return c
 }
 

@@ -73,7 +73,10 @@ func BenchmarkIdleGroups(b *testing.B) {
 	if v, err := time.ParseDuration(os.Getenv("RAFTNET_MEASURE")); err == nil && v > 0 {
 		measure = v
 	}
-	for _, kind := range []string{"raftnet/linger=none", "raftnet/linger=10ms", "NetworkTransport"} {
+	// raftnet/beats: coalesced heartbeats and probes on (the broker's setting), with the Raft
+	// timeouts the broker gives partitions (partition.DefaultRaftConfig: heartbeat timeout 4 s,
+	// commit timeout 5 s); the others send every heartbeat as an RPC, timeouts 1 s.
+	for _, kind := range []string{"raftnet/beats", "raftnet/linger=none", "raftnet/linger=10ms", "NetworkTransport"} {
 		b.Run(fmt.Sprintf("%s/groups=%d", kind, groups), func(b *testing.B) {
 			benchIdle(b, kind, groups, measure)
 		})
@@ -92,14 +95,20 @@ func benchIdle(b *testing.B, kind string, groups int, measure time.Duration) {
 				b.Fatal(err)
 			}
 			cl := countingListener{ln, &writes}
+			defer ln.Close() // a Network leaves its listener to its owner
 			if kind == "NetworkTransport" {
 				trans[i] = append(trans[i], raft.NewNetworkTransport(cl, 3, 10*time.Second, io.Discard))
 				continue
 			}
 			if g == 0 {
 				linger := map[string]time.Duration{"raftnet/linger=none": -1, "raftnet/linger=10ms": 10 * time.Millisecond}[kind]
+				beats := time.Duration(-1)
+				if kind == "raftnet/beats" {
+					beats = 0 // the default
+				}
 				n, err := New(Config{
-					Linger:    linger,
+					Linger:       linger,
+					BeatInterval: beats, ProbeInterval: beats,
 					Advertise: raft.ServerAddress(ln.Addr().String()),
 					Listener:  cl,
 					Logger:    zerolog.Nop(),
@@ -148,6 +157,10 @@ func benchIdle(b *testing.B, kind string, groups int, measure time.Duration) {
 			c.ElectionTimeout = time.Second
 			c.LeaderLeaseTimeout = 500 * time.Millisecond
 			c.CommitTimeout = time.Second
+			if kind == "raftnet/beats" {
+				c.HeartbeatTimeout, c.ElectionTimeout = 4*time.Second, 4*time.Second
+				c.LeaderLeaseTimeout, c.CommitTimeout = 2*time.Second, 5*time.Second
+			}
 			c.LogOutput = io.Discard
 			store := raft.NewInmemStore()
 			r, err := raft.NewRaft(c, &fsm{}, store, store, raft.NewInmemSnapshotStore(), trans[i][g])

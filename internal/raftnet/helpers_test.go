@@ -25,9 +25,17 @@ func newNet(t testing.TB, timeout time.Duration) *Network {
 	return newNetOn(t, ln, timeout)
 }
 
+// newNetOn returns a Network serving ln. Its heartbeats are plain RPCs and it probes no one
+// (the tests of beats.go and liveness.go turn them on with newNetWith).
 func newNetOn(t testing.TB, ln net.Listener, timeout time.Duration) *Network {
 	t.Helper()
-	n, err := New(Config{Advertise: raft.ServerAddress(ln.Addr().String()), Listener: ln, Timeout: timeout, Logger: zerolog.Nop()})
+	return newNetWith(t, ln, Config{Timeout: timeout, BeatInterval: -1, ProbeInterval: -1})
+}
+
+func newNetWith(t testing.TB, ln net.Listener, cfg Config) *Network {
+	t.Helper()
+	cfg.Advertise, cfg.Listener, cfg.Logger = raft.ServerAddress(ln.Addr().String()), ln, zerolog.Nop()
+	n, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,9 @@ const (
 	DefaultProbeTimeout  = time.Second
 )
 
+// leadersRefresh is how often the set of brokers to probe is recomputed.
+const leadersRefresh = time.Second
+
 // kindPing is a liveness probe: no group, no payload; answered with an empty kindResponse.
 const kindPing byte = 8
 
@@ -76,13 +79,22 @@ func (t *Transport) StartElection() {
 func (n *Network) probeLoop() {
 	tick := time.NewTicker(n.probeInterval)
 	defer tick.Stop()
+	var (
+		leaders   []raft.ServerAddress
+		refreshed time.Time
+	)
 	for {
 		select {
 		case <-n.done:
 			return
 		case <-tick.C:
 		}
-		for _, addr := range n.leadersToProbe() {
+		if time.Since(refreshed) >= leadersRefresh {
+			// Walking every group is the costly part with hundreds of them; leaders change
+			// rarely, and a new one is probed within leadersRefresh.
+			leaders, refreshed = n.leadersToProbe(), time.Now()
+		}
+		for _, addr := range leaders {
 			n.live.mu.Lock()
 			busy := n.live.probing[addr]
 			n.live.probing[addr] = true

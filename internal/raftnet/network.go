@@ -72,6 +72,11 @@ type Config struct {
 	// negative: never); ProbeTimeout how long a ping may take (default DefaultProbeTimeout).
 	ProbeInterval time.Duration
 	ProbeTimeout  time.Duration
+	// BeatInterval is how often the coalesced heartbeats go to each broker (beats.go; default
+	// DefaultBeatInterval; negative: every heartbeat is its own RPC). BeatFresh is how old a
+	// follower's answer may be to stand for a heartbeat's (default DefaultBeatFresh).
+	BeatInterval time.Duration
+	BeatFresh    time.Duration
 }
 
 // Network is one broker's Raft networking: the multiplexed connections to every peer broker and
@@ -87,6 +92,8 @@ type Network struct {
 
 	probeInterval, probeTimeout time.Duration
 	live                        liveness
+	beatInterval, beatFresh     time.Duration
+	beats                       beats
 
 	mu     sync.RWMutex
 	closed bool
@@ -162,6 +169,17 @@ func New(cfg Config) (*Network, error) {
 	}
 	if n.probeInterval > 0 {
 		n.goTracked(n.probeLoop)
+	}
+	n.beats = beats{m: map[beatKey]*beat{}, targets: map[raft.ServerAddress]bool{}}
+	n.beatInterval, n.beatFresh = cfg.BeatInterval, cfg.BeatFresh
+	if n.beatInterval == 0 {
+		n.beatInterval = DefaultBeatInterval
+	}
+	if n.beatFresh <= 0 {
+		n.beatFresh = DefaultBeatFresh
+	}
+	if n.beatInterval > 0 {
+		n.goTracked(n.beatLoop)
 	}
 	return n, nil
 }

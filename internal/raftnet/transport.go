@@ -103,6 +103,9 @@ func (t *Transport) Close() error {
 
 // AppendEntries implements raft.Transport.
 func (t *Transport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	if isHeartbeat(args) && t.coalescedHeartbeat(target, args, resp) {
+		return nil // answered from the coalesced heartbeats (beats.go)
+	}
 	lane := laneCtrl
 	if len(args.Entries) > 0 {
 		lane = laneBulk
@@ -232,6 +235,9 @@ func (n *Network) handleRequest(c *conn, f frame) error {
 	if f.kind == kindPing {
 		c.send(appendFrame(nil, kindResponse, f.id, "", nil), false)
 		return nil
+	}
+	if f.kind == kindBeats {
+		return n.handleBeats(c, f)
 	}
 	if _, err := newRequest(f.kind); err != nil {
 		return err
