@@ -150,7 +150,7 @@ func (n *Node) startCluster() error {
 	nw, err := raftnet.New(raftnet.Config{
 		Advertise: raft.ServerAddress(addr), Listener: n.raftLn, Dial: cc.RaftDial,
 		PeerDown: n.reg.PeerDown, // fast failover: elections without waiting for Raft's timeout
-		Logger: n.log.With().Str("component", "raftnet").Logger(),
+		Logger:   n.log.With().Str("component", "raftnet").Logger(),
 	})
 	if err != nil {
 		return err
