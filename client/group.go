@@ -45,7 +45,8 @@ func WithRebalanceTimeout(d time.Duration) GroupOption {
 }
 
 // WithGroupAutoCommit sets how often Run commits what the handler has finished. Default 5 s;
-// 0 or less: only on revocation, Commit and Close.
+// 0 or less: only on revocation, Commit and Close; a tiny d (time.Nanosecond) commits after
+// every batch of records handled.
 func WithGroupAutoCommit(d time.Duration) GroupOption {
 	return func(o *groupOptions) { o.autoCommit = d }
 }
@@ -471,8 +472,11 @@ func (g *GroupConsumer) Run(ctx context.Context, handler func(*Record) error) er
 		// The wait for records ends at the next auto-commit, so that what the handler
 		// finished is committed even when no more records come.
 		pctx, cancel := context.WithCancel(ctx)
-		if g.o.autoCommit > 0 {
-			pctx, cancel = context.WithTimeout(ctx, g.o.autoCommit)
+		if g.o.autoCommit > 0 && g.k.uncommitted() {
+			g.mu.Lock()
+			due := max(time.Until(g.lastCommit.Add(g.o.autoCommit)), time.Millisecond)
+			g.mu.Unlock()
+			pctx, cancel = context.WithTimeout(ctx, due)
 		}
 		g.mu.Lock()
 		g.wakeRun = cancel
@@ -609,3 +613,15 @@ func (g *GroupConsumer) abort() {
 }
 
 func tpKey(t TopicPartition) tp { return tp{t.Topic, t.Partition} }
+
+// uncommitted reports whether a partition progressed since its last commit.
+func (k *Consumer) uncommitted() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for key, a := range k.parts {
+		if a.consumed >= 0 && a.consumed != k.committed[key] {
+			return true
+		}
+	}
+	return false
+}

@@ -45,8 +45,8 @@ each partition at the high watermark it had when the command started.
 With -g GROUP the command joins the consumer group: the group's coordinator gives it a share of
 the topic's partitions, so several such processes split the partitions between them, and moves
 partitions as processes join, leave or die. Each partition starts at the group's committed
-offset (-o where there is none); what is printed is committed every second and whenever a
-partition moves; SIGINT (or -n) commits and leaves the group cleanly. With -p or --exit-at-end,
+offset (-o where there is none); what is printed is committed after every batch and whenever
+a partition moves; SIGINT (or -n) commits and leaves the group cleanly. With -p or --exit-at-end,
 -g only commits (the command reads the partitions itself, outside the group's membership: the
 broker refuses that while the group has members).
 
@@ -301,8 +301,8 @@ func (a *app) consumeSDK(ctx context.Context, topicName string, o consumeOpts) e
 	return nil
 }
 
-// groupCommitInterval is how often `consume -g` commits what it printed.
-const groupCommitInterval = time.Second
+// groupCommitInterval is how often `consume -g` commits what it printed: after every batch.
+const groupCommitInterval = time.Nanosecond
 
 // errCountReached ends a group consumption at -n records.
 var errCountReached = errors.New("count reached")
