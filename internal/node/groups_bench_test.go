@@ -123,9 +123,9 @@ func joinBenchMembers(tb testing.TB, cc *grpc.ClientConn, topic string, groups, 
 	return out
 }
 
-// runCommits has every member commit its partition's offset, one commit at a time each,
-// until n commits are done, and returns the elapsed time.
-func runCommits(tb testing.TB, cc *grpc.ClientConn, topic string, members []*benchMember, n int64) time.Duration {
+// runCommits has every member commit the offsets of its perCommit partitions, one commit at
+// a time each, until n commits are done, and returns the elapsed time.
+func runCommits(tb testing.TB, cc *grpc.ClientConn, topic string, members []*benchMember, perCommit int, n int64) time.Duration {
 	oc := runnelv1.NewOffsetServiceClient(cc)
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -140,10 +140,11 @@ func runCommits(tb testing.TB, cc *grpc.ClientConn, topic string, members []*ben
 				if i > n {
 					return
 				}
-				_, err := oc.CommitOffsets(context.Background(), &runnelv1.CommitOffsetsRequest{
-					Group: m.group, MemberId: m.id, MemberEpoch: m.epoch,
-					Offsets: []*runnelv1.OffsetCommit{{Topic: topic, Partition: m.part, Offset: i}},
-				})
+				req := &runnelv1.CommitOffsetsRequest{Group: m.group, MemberId: m.id, MemberEpoch: m.epoch}
+				for k := range int32(perCommit) {
+					req.Offsets = append(req.Offsets, &runnelv1.OffsetCommit{Topic: topic, Partition: m.part*int32(perCommit) + k, Offset: i})
+				}
+				_, err := oc.CommitOffsets(context.Background(), req)
 				if err != nil {
 					firstErr.CompareAndSwap(nil, &err)
 					return
@@ -159,25 +160,29 @@ func runCommits(tb testing.TB, cc *grpc.ClientConn, topic string, members []*ben
 }
 
 // BenchmarkGroupCommitsCluster measures offset commits through the metadata Raft group: 10
-// groups of 10 members each commit concurrently (one commit in flight per member), fenced
-// by member epoch, on a cluster of 1 and of 3 brokers.
+// groups of 10 members each commit concurrently (one commit in flight per member, of 1 or 3
+// partitions of its own), fenced by member epoch, on a cluster of 1 and of 3 brokers.
+// commits/s counts CommitOffsets calls, offsets/s the partition offsets they carry.
 //
 //	go test -run '^$' -bench BenchmarkGroupCommitsCluster -benchtime 20000x ./internal/node/
 func BenchmarkGroupCommitsCluster(b *testing.B) {
-	for _, n := range []int{1, 3} {
-		b.Run(fmt.Sprintf("brokers=%d", n), func(b *testing.B) {
+	for _, c := range []struct{ brokers, groups, members, perCommit int }{{1, 10, 10, 1}, {3, 10, 10, 1}, {1, 10, 10, 3}, {3, 10, 10, 3}} {
+		n := c.brokers
+		b.Run(fmt.Sprintf("brokers=%d/members=%dx%d/partitions-per-commit=%d", n, c.groups, c.members, c.perCommit), func(b *testing.B) {
 			nodes := startBenchCluster(b, n)
 			addr := metaLeaderAddr(b, nodes)
 			cc := benchConn(b, addr)
 			if _, err := runnelv1.NewAdminServiceClient(cc).CreateTopic(context.Background(),
-				&runnelv1.CreateTopicRequest{Name: "bench", Partitions: 10, ReplicationFactor: int32(n)}); err != nil {
+				&runnelv1.CreateTopicRequest{Name: "bench", Partitions: int32(c.members * c.perCommit), ReplicationFactor: int32(n)}); err != nil {
 				b.Fatal(err)
 			}
-			members := joinBenchMembers(b, cc, "bench", 10, 10)
+			members := joinBenchMembers(b, cc, "bench", c.groups, c.members)
+			time.Sleep(time.Second) // the topic's replicas open in the background
 			b.ResetTimer()
-			el := runCommits(b, cc, "bench", members, int64(b.N))
+			el := runCommits(b, cc, "bench", members, c.perCommit, int64(b.N))
 			b.StopTimer()
 			b.ReportMetric(float64(b.N)/el.Seconds(), "commits/s")
+			b.ReportMetric(float64(b.N*c.perCommit)/el.Seconds(), "offsets/s")
 			// Every broker's metadata has the groups' commits.
 			for _, nd := range nodes {
 				deadline := time.Now().Add(10 * time.Second)
