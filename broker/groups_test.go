@@ -102,10 +102,11 @@ func TestGroupHeartbeatRebalanceAndFencing(t *testing.T) {
 		t.Fatalf("describe: %v", d)
 	}
 	p0 := d.GetPartitions()[0]
-	if p0.GetCommittedOffset() != 1 || p0.GetHighWatermark() != 3 || p0.GetLag() != 2 || p0.GetMemberId() == "" {
+	if p0.GetCommittedOffset() != 1 || p0.GetHighWatermark() != 3 || p0.GetLag() != 2 || p0.GetMemberId() == "" ||
+		p0.GetLagSeconds() < float64(time.Since(time.UnixMilli(1))/time.Second)-5 {
 		t.Fatalf("describe partition 0: %v", p0)
 	}
-	if p1 := d.GetPartitions()[1]; p1.GetCommittedOffset() != -1 || p1.GetLag() != -1 {
+	if p1 := d.GetPartitions()[1]; p1.GetCommittedOffset() != -1 || p1.GetLag() != -1 || p1.GetLagSeconds() != -1 {
 		t.Fatalf("describe partition 1 (no commit): %v", p1)
 	}
 	l, err := b.offsets().ListGroups(ctx, &runnelv1.ListGroupsRequest{})

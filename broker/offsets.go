@@ -387,6 +387,7 @@ func (o *offsetService) DescribeGroup(ctx context.Context, req *runnelv1.Describ
 		return nil, unknownGroup(group)
 	}
 	out := &runnelv1.DescribeGroupResponse{Group: group, State: string(d.State), GroupEpoch: d.GroupEpoch}
+	now := time.Now()
 	owner := map[offsetKey]string{}
 	for _, m := range d.Members {
 		out.Members = append(out.Members, &runnelv1.GroupMember{
@@ -417,11 +418,13 @@ func (o *offsetService) DescribeGroup(ctx context.Context, req *runnelv1.Describ
 		if committed {
 			gp.CommittedOffset, gp.Metadata, gp.CommitTime = e.Offset, e.Metadata, timestamppb.New(time.Unix(0, e.CommitTime))
 		}
+		gp.LagSeconds = -1
 		if p, err := o.s.reg.Partition(k.topic, k.partition); err == nil {
 			gp.LogStartOffset, gp.HighWatermark = p.Earliest(), p.HighWatermark()
 			if committed {
 				gp.Lag = max(0, gp.HighWatermark-e.Offset)
 				out.TotalLag += gp.Lag
+				gp.LagSeconds = lagSeconds(p, e.Offset, now)
 			}
 		}
 		out.Partitions = append(out.Partitions, gp)

@@ -74,6 +74,7 @@ func (a *app) groupDescribeCmd() *cobra.Command {
 				LogStartOffset int64      `json:"log_start_offset"`
 				LogEnd         int64      `json:"log_end"`
 				Lag            int64      `json:"lag"`
+				LagSeconds     float64    `json:"lag_seconds"`
 				Metadata       string     `json:"metadata,omitempty"`
 				CommitTime     *time.Time `json:"commit_time,omitempty"`
 			}
@@ -99,12 +100,16 @@ func (a *app) groupDescribeCmd() *cobra.Command {
 				out.Members = append(out.Members, memberJSON{m.GetMemberId(), m.GetInstanceId(), m.GetMemberEpoch(), m.GetState(), nonNil(m.GetSubscriptions()), as})
 				mt.add(m.GetMemberId(), orDash(m.GetInstanceId()), m.GetMemberEpoch(), m.GetState(), strings.Join(m.GetSubscriptions(), ","), orDash(strings.Join(as, ",")))
 			}
-			t := &table{header: []string{"TOPIC", "PARTITION", "MEMBER", "COMMITTED", "LOG-END", "LAG", "LAST-COMMIT"}}
+			t := &table{header: []string{"TOPIC", "PARTITION", "MEMBER", "COMMITTED", "LOG-END", "LAG", "LAG-TIME", "LAST-COMMIT"}}
 			for _, p := range resp.GetPartitions() {
 				out.Partitions = append(out.Partitions, partJSON{p.GetTopic(), p.GetPartition(), p.GetMemberId(), p.GetCommittedOffset(),
-					p.GetLogStartOffset(), p.GetHighWatermark(), p.GetLag(), p.GetMetadata(), timePtr(p.GetCommitTime())})
+					p.GetLogStartOffset(), p.GetHighWatermark(), p.GetLag(), p.GetLagSeconds(), p.GetMetadata(), timePtr(p.GetCommitTime())})
+				lagTime := "-"
+				if s := p.GetLagSeconds(); s >= 0 {
+					lagTime = time.Duration(s * float64(time.Second)).Round(time.Millisecond).String()
+				}
 				t.add(p.GetTopic(), p.GetPartition(), orDash(p.GetMemberId()), dashIfNeg(p.GetCommittedOffset()), dashIfNeg(p.GetHighWatermark()),
-					dashIfNeg(p.GetLag()), timeString(p.GetCommitTime()))
+					dashIfNeg(p.GetLag()), lagTime, timeString(p.GetCommitTime()))
 			}
 			tables := []*table{kvTable("GROUP", resp.GetGroup(), "STATE", orDash(resp.GetState()), "MEMBERS", len(resp.GetMembers()), "TOTAL LAG", resp.GetTotalLag())}
 			if len(resp.GetMembers()) > 0 {

@@ -843,7 +843,11 @@ type GroupPartition struct {
 	// least 0. -1 if unknown.
 	Lag int64 `protobuf:"varint,8,opt,name=lag,proto3" json:"lag,omitempty"`
 	// The member the partition is assigned to; empty if none.
-	MemberId      string `protobuf:"bytes,9,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	MemberId string `protobuf:"bytes,9,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	// How far behind the group is in time: the age, in seconds, of the oldest record it has
+	// not consumed (now minus the timestamp of the record at the committed offset); 0 when it
+	// is at the end, -1 if unknown (no commit, or the partition is not readable here).
+	LagSeconds    float64 `protobuf:"fixed64,10,opt,name=lag_seconds,json=lagSeconds,proto3" json:"lag_seconds,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -939,6 +943,13 @@ func (x *GroupPartition) GetMemberId() string {
 		return x.MemberId
 	}
 	return ""
+}
+
+func (x *GroupPartition) GetLagSeconds() float64 {
+	if x != nil {
+		return x.LagSeconds
+	}
+	return 0
 }
 
 // ResetOffsets' request.
@@ -1345,7 +1356,7 @@ const file_runnel_v1_offset_proto_rawDesc = "" +
 	"\n" +
 	"assignment\x18\x06 \x03(\v2\x1a.runnel.v1.TopicPartitionsR\n" +
 	"assignment\x122\n" +
-	"\x06target\x18\a \x03(\v2\x1a.runnel.v1.TopicPartitionsR\x06target\"\xc8\x02\n" +
+	"\x06target\x18\a \x03(\v2\x1a.runnel.v1.TopicPartitionsR\x06target\"\xe9\x02\n" +
 	"\x0eGroupPartition\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12)\n" +
@@ -1356,7 +1367,10 @@ const file_runnel_v1_offset_proto_rawDesc = "" +
 	"\x10log_start_offset\x18\x06 \x01(\x03R\x0elogStartOffset\x12%\n" +
 	"\x0ehigh_watermark\x18\a \x01(\x03R\rhighWatermark\x12\x10\n" +
 	"\x03lag\x18\b \x01(\x03R\x03lag\x12\x1b\n" +
-	"\tmember_id\x18\t \x01(\tR\bmemberId\"\xdd\x01\n" +
+	"\tmember_id\x18\t \x01(\tR\bmemberId\x12\x1f\n" +
+	"\vlag_seconds\x18\n" +
+	" \x01(\x01R\n" +
+	"lagSeconds\"\xdd\x01\n" +
 	"\x13ResetOffsetsRequest\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x122\n" +
 	"\x06topics\x18\x02 \x03(\v2\x1a.runnel.v1.TopicPartitionsR\x06topics\x12%\n" +
