@@ -5,9 +5,9 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/runnel-io/runnel/internal/recordbatch"
 )
@@ -59,6 +59,9 @@ var (
 		"Record batch bytes read from the topic's logs by Fetch and Subscribe since the broker started.", topicLabels, nil)
 	descGroupLag = prometheus.NewDesc("runnel_consumer_group_lag",
 		"High watermark minus the group's committed offset (at least 0), per committed partition.",
+		[]string{"group", "topic", "partition"}, nil)
+	descGroupLagSeconds = prometheus.NewDesc("runnel_consumer_group_lag_seconds",
+		"Age of the oldest record the group has not consumed (0 at the end), per committed partition.",
 		[]string{"group", "topic", "partition"}, nil)
 )
 
@@ -127,7 +130,7 @@ func batchRecords(b []byte) int {
 func (m *brokerMetrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descHighWatermark, descLogStart, descLogSize, descSegments, descFsyncs,
-		descRecordsIn, descBytesIn, descRecordsOut, descBytesOut, descGroupLag,
+		descRecordsIn, descBytesIn, descRecordsOut, descBytesOut, descGroupLag, descGroupLagSeconds,
 	} {
 		ch <- d
 	}
@@ -178,32 +181,9 @@ func (m *brokerMetrics) Collect(ch chan<- prometheus.Metric) {
 }
 
 func (m *brokerMetrics) collectLag(ch chan<- prometheus.Metric, topics map[string]TopicInfo) {
-	o := &m.s.offsets
-	if o.openErr != nil || o.store == nil {
-		return
-	}
-	live := liveFunc(topics)
-	type lag struct {
-		group string
-		key   offsetKey
-		off   int64
-	}
-	var lags []lag
-	// Read the store first, then the partitions: no partition lookups inside the transaction.
-	err := o.store.view(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketGroups).ForEachBucket(func(name []byte) error {
-			keys, entries, err := groupEntries(tx.Bucket(bucketGroups).Bucket(name))
-			if err != nil {
-				return err
-			}
-			for _, k := range keys {
-				if e := entries[k]; live(k, e) {
-					lags = append(lags, lag{group: string(name), key: k, off: e.Offset})
-				}
-			}
-			return nil
-		})
-	})
+	// Read the offsets first, then the partitions: no partition lookups inside a transaction.
+	lags, err := m.s.offsets.allCommitted(topics)
+	now := time.Now()
 	if err != nil {
 		return // closed at shutdown, or a store failure the offset calls report
 	}
@@ -214,6 +194,9 @@ func (m *brokerMetrics) collectLag(ch chan<- prometheus.Metric, topics map[strin
 		}
 		send(ch, descGroupLag, prometheus.GaugeValue,
 			float64(max(0, p.HighWatermark()-l.off)), l.group, l.key.topic, strconv.Itoa(int(l.key.partition)))
+		if secs := lagSeconds(p, l.off, now); secs >= 0 {
+			send(ch, descGroupLagSeconds, prometheus.GaugeValue, secs, l.group, l.key.topic, strconv.Itoa(int(l.key.partition)))
+		}
 	}
 }
 

@@ -133,6 +133,10 @@ func TestMetricsPartitionsAndLag(t *testing.T) {
 	wantSample(t, m, lag("g1", "events", "1"), 0)
 	wantSample(t, m, lag("g2", "events", "0"), 0)
 	wantSample(t, m, lag("g2", "other", "0"), 1)
+	if s := m[series("runnel_consumer_group_lag_seconds", "group", "g1", "topic", "events", "partition", "0")]; s <= 0 {
+		t.Errorf("lag seconds of g1 events/0: %v, want > 0", s)
+	}
+	wantSample(t, m, series("runnel_consumer_group_lag_seconds", "group", "g1", "topic", "events", "partition", "1"), 0)
 	if _, ok := m[lag("g2", "events", "1")]; ok {
 		t.Errorf("lag for a partition the group never committed")
 	}
