@@ -418,7 +418,6 @@ type commitBatcher struct {
 
 	mu          sync.Mutex
 	queue       []*commitReq
-	inFlight    int
 	busy        map[string]bool // groups with a batch in flight (cluster); "" for the one batch (single node)
 	outstanding map[*commitReq]struct{}
 }

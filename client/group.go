@@ -221,7 +221,6 @@ func (g *GroupConsumer) heartbeat(ctx context.Context) time.Duration {
 		SubscribedTopics: g.topics, Owned: tpsPB(sortedTPs(g.owned)),
 		SessionTimeoutMs: int32(g.o.sessionTimeout.Milliseconds()), RebalanceTimeoutMs: int32(g.o.rebalanceTimeout.Milliseconds()),
 	}
-	interval := g.interval
 	g.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, g.o.sessionTimeout)
 	defer cancel()
@@ -261,7 +260,7 @@ func (g *GroupConsumer) heartbeat(ctx context.Context) time.Duration {
 	if ms := resp.GetHeartbeatIntervalMs(); ms > 0 {
 		g.interval = min(time.Duration(ms)*time.Millisecond, g.o.sessionTimeout/3)
 	}
-	interval = g.interval
+	interval := g.interval
 	changed := !mapsEqual(target, g.owned)
 	g.mu.Unlock()
 	if changed {
