@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/runnel-io/runnel/internal/recordbatch"
+	"github.com/runnel-io/runnel/partition"
 	runnelv1 "github.com/runnel-io/runnel/proto/runnel/v1"
 	"github.com/runnel-io/runnel/topic"
 )
@@ -288,7 +289,7 @@ func (p *produceService) startAppend(ctx context.Context, call *produceCall, w w
 	var base int64
 	call.waits = append(call.waits, pendingAck{
 		wait: func() error {
-			offs, err := pend.Wait()
+			offs, err := waitPending(ctx, pt, pend)
 			if err == nil {
 				base = offs[0]
 			}
@@ -302,6 +303,32 @@ func (p *produceService) startAppend(ctx context.Context, call *produceCall, w w
 			report(base, nil)
 		},
 	})
+}
+
+// waitPending waits for an append's acknowledgement. On a replicated partition the wait is
+// for a Raft commit, which a leader that lost its quorum (or its disk) may hold for a long
+// time: the call's end (the client gone, the server stopping) ends the wait, the append
+// going on without a listener (the batches belong to the request message, which the
+// goroutine keeps alive). A single node's wait is bounded by its fsync.
+func waitPending(ctx context.Context, pt *partition.Partition, pend *partition.Pending) ([]int64, error) {
+	if !pt.Replicated() {
+		return pend.Wait()
+	}
+	type result struct {
+		offs []int64
+		err  error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		offs, err := pend.Wait()
+		ch <- result{offs, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.offs, r.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("produce: %w (the batch may still be committed)", ctx.Err())
+	}
 }
 
 // finish waits for the call's appends to be acknowledged and returns the response.

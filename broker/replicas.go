@@ -63,7 +63,7 @@ type ClusterOptions struct {
 	// partition.DefaultRaftConfig.
 	Raft *raft.Config
 	// SyncInterval is how often the replicas are compared with the metadata besides on every
-	// applied change (default 1s); it also paces Raft membership changes.
+	// applied change (default 2s); it also paces Raft membership changes.
 	SyncInterval time.Duration
 	// RemoveDelay is how long a replica no longer assigned here is kept when this broker
 	// cannot tell that its group has removed it (default 30s).
@@ -110,7 +110,7 @@ func (r *Registry) StartCluster(opts ClusterOptions) error {
 		return errors.New("broker: registry: StartCluster needs a Cluster and a Network")
 	}
 	if opts.SyncInterval <= 0 {
-		opts.SyncInterval = time.Second
+		opts.SyncInterval = 2 * time.Second
 	}
 	if opts.RemoveDelay <= 0 {
 		opts.RemoveDelay = 30 * time.Second
@@ -495,22 +495,23 @@ func (m *clusterMode) openReplica(t cluster.TopicInfo, cfg topic.Config, a clust
 	}
 	m.r.log.Info().Str("topic", t.Name).Int32("partition", a.Partition).Bool("bootstrap", len(boot) > 0).
 		Ints32("replicas", a.Replicas).Msg("replica opened")
-	if a.Replicas[0] == m.self {
-		// The preferred leader does not wait for Raft's (long) heartbeat timeout to elect a
-		// leader: at once for a new group, after a moment for a reopened one (if a leader
-		// lives, its heartbeats arrive meanwhile).
-		wait := time.Duration(0)
-		if len(boot) == 0 {
-			wait = firstElectionWait
-		}
-		time.AfterFunc(wait, func() {
-			if id, _ := p.Leader(); id == "" && !p.IsLeader() && voteguard.IsVoter(p.Raft(), m.selfID) {
-				if tr, ok := p.Transport().(*raftnet.Transport); ok {
-					tr.StartElection()
-				}
-			}
-		})
+	// A group does not wait for Raft's (long) heartbeat timeout to elect its first leader:
+	// the preferred replica (the assignment's first) starts an election at once for a new
+	// group, after firstElectionWait for a reopened one (a living leader's heartbeats arrive
+	// meanwhile); the others follow firstElectionWait apart in assignment order, each only if
+	// there is still no leader (the preferred one may be down).
+	rank := slices.Index(a.Replicas, m.self)
+	wait := time.Duration(rank) * firstElectionWait
+	if len(boot) == 0 {
+		wait += firstElectionWait
 	}
+	time.AfterFunc(wait, func() {
+		if id, _ := p.Leader(); id == "" && !p.IsLeader() && voteguard.IsVoter(p.Raft(), m.selfID) {
+			if tr, ok := p.Transport().(*raftnet.Transport); ok {
+				tr.StartElection()
+			}
+		}
+	})
 	return p, nil
 }
 

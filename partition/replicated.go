@@ -47,18 +47,21 @@ type Replication struct {
 // group's cost is set by them (a heartbeat per follower every HeartbeatTimeout/10, an empty
 // AppendEntries per follower every CommitTimeout; raft-log.md measured the defaults filling
 // this machine with 500 idle groups; with these, a follower of an idle group learns the
-// commit index up to CommitTimeout late, which only its own high watermark shows), and
+// commit index up to CommitTimeout late, which only its own high watermark shows, and a
+// follower that was unreachable is retried that late when no write comes to trigger it,
+// hence a shorter CommitTimeout than heartbeat timeout), and
 // failover does not wait for them: the broker's Raft
 // transport probes the brokers that lead groups here and, when one is down, the followers
 // start an election at once (internal/raftnet liveness.go, broker.Registry.PeerDown). The
 // timeouts remain the fallback for what a probe cannot see (a leader whose group stalls while
 // its broker answers). The lease (how long a leader cut off from its followers keeps acting as
-// leader; it cannot commit meanwhile) is half the heartbeat timeout.
+// leader; it cannot commit meanwhile) is half the heartbeat timeout: Raft heartbeats every
+// 2 to 4 s, and the lease must outlast two of them.
 func DefaultRaftConfig() *raft.Config {
 	c := raft.DefaultConfig()
-	c.HeartbeatTimeout = 4 * time.Second
-	c.ElectionTimeout = 4 * time.Second
-	c.LeaderLeaseTimeout = 2 * time.Second
+	c.HeartbeatTimeout = 20 * time.Second
+	c.ElectionTimeout = 20 * time.Second
+	c.LeaderLeaseTimeout = 10 * time.Second
 	c.CommitTimeout = 5 * time.Second
 	return c
 }

@@ -160,6 +160,8 @@ func (n *Node) startCluster() error {
 	if err != nil {
 		return err
 	}
+	// The metadata group keeps Raft's short heartbeat timeout (1 s): its heartbeats stay RPCs.
+	meta.(*raftnet.Transport).DisableCoalescing()
 	ccfg := cluster.DefaultConfig()
 	ccfg.DataDir = n.cfg.DataDir
 	ccfg.BrokerID = n.id

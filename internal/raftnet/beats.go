@@ -35,11 +35,12 @@ import (
 
 // Defaults of the coalesced heartbeats.
 const (
-	DefaultBeatInterval = 500 * time.Millisecond
-	DefaultBeatFresh    = 1500 * time.Millisecond
+	DefaultBeatInterval = time.Second
+	DefaultBeatFresh    = 3 * time.Second
 	// beatExpiry is how long a group's recorded heartbeat is sent on without Raft recording it
-	// again (Raft heartbeats at least every 2 x HeartbeatTimeout/10).
-	beatExpiry = 2 * time.Second
+	// again (Raft heartbeats at least every 2 x HeartbeatTimeout/10: 4 s with the partitions'
+	// 20 s).
+	beatExpiry = 6 * time.Second
 )
 
 // kindBeats carries coalesced heartbeats (request) and their answers (response payload).

@@ -74,8 +74,8 @@ func BenchmarkIdleGroups(b *testing.B) {
 		measure = v
 	}
 	// raftnet/beats: coalesced heartbeats and probes on (the broker's setting), with the Raft
-	// timeouts the broker gives partitions (partition.DefaultRaftConfig: heartbeat timeout 4 s,
-	// commit timeout 5 s); the others send every heartbeat as an RPC, timeouts 1 s.
+	// timeouts the broker gives partitions (partition.DefaultRaftConfig: heartbeat timeout 20 s,
+	// commit timeout 5 s, lease 10 s); the others send every heartbeat as an RPC, timeouts 1 s.
 	for _, kind := range []string{"raftnet/beats", "raftnet/linger=none", "raftnet/linger=10ms", "NetworkTransport"} {
 		b.Run(fmt.Sprintf("%s/groups=%d", kind, groups), func(b *testing.B) {
 			benchIdle(b, kind, groups, measure)
@@ -158,8 +158,8 @@ func benchIdle(b *testing.B, kind string, groups int, measure time.Duration) {
 			c.LeaderLeaseTimeout = 500 * time.Millisecond
 			c.CommitTimeout = time.Second
 			if kind == "raftnet/beats" {
-				c.HeartbeatTimeout, c.ElectionTimeout = 4*time.Second, 4*time.Second
-				c.LeaderLeaseTimeout, c.CommitTimeout = 2*time.Second, 5*time.Second
+				c.HeartbeatTimeout, c.ElectionTimeout = 20*time.Second, 20*time.Second
+				c.LeaderLeaseTimeout, c.CommitTimeout = 10*time.Second, 5*time.Second
 			}
 			c.LogOutput = io.Discard
 			store := raft.NewInmemStore()

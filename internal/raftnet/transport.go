@@ -25,6 +25,9 @@ type Transport struct {
 	// follower's log has caught up. hashicorp/raft keeps its own match indexes private.
 	progress sync.Map // raft.ServerAddress -> uint64
 
+	// plainHeartbeats: this group's heartbeats are RPCs, not coalesced (DisableCoalescing).
+	plainHeartbeats atomic.Bool
+
 	// leader is the address of the group's leader as last seen in an AppendEntries it sent
 	// here (raft.ServerAddress); liveness.go probes it.
 	leader atomic.Value
@@ -66,6 +69,11 @@ func (in *inbound) decode() error {
 	return nil
 }
 
+// DisableCoalescing makes this group's heartbeats plain RPCs (beats.go coalesces them into a
+// frame per broker every BeatInterval, which a group whose heartbeat timeout is not well
+// above BeatInterval cannot wait for). Call it before the group's Raft starts.
+func (t *Transport) DisableCoalescing() { t.plainHeartbeats.Store(true) }
+
 // Group returns the group's name.
 func (t *Transport) Group() string { return t.group }
 
@@ -103,7 +111,7 @@ func (t *Transport) Close() error {
 
 // AppendEntries implements raft.Transport.
 func (t *Transport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
-	if isHeartbeat(args) && t.coalescedHeartbeat(target, args, resp) {
+	if isHeartbeat(args) && !t.plainHeartbeats.Load() && t.coalescedHeartbeat(target, args, resp) {
 		return nil // answered from the coalesced heartbeats (beats.go)
 	}
 	lane := laneCtrl
