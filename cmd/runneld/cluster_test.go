@@ -45,7 +45,7 @@ type clusterNode struct {
 }
 
 // freePort returns a loopback port free for TCP and UDP at the moment (Serf uses both).
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	t.Helper()
 	for range 50 {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -67,7 +67,7 @@ func freePort(t *testing.T) string {
 
 // startNode runs runneld with the node's flags and waits for its "runneld started" line and
 // /healthz. A restart on the same ports retries for a moment if a port is still held.
-func startNode(t *testing.T, bin string, n *clusterNode) {
+func startNode(t testing.TB, bin string, n *clusterNode) {
 	t.Helper()
 	args := []string{"--data-dir", n.dir, "--addr", n.addr, "--serf-addr", n.serfAddr,
 		"--node-id", strconv.Itoa(int(n.id)), "--log-format", "json", "--log-level", "info"}
@@ -157,7 +157,7 @@ func tryStart(bin string, args []string) (*proc, error) {
 }
 
 // kill9 kills the node's process with SIGKILL and waits for it.
-func kill9(t *testing.T, n *clusterNode) {
+func kill9(t testing.TB, n *clusterNode) {
 	t.Helper()
 	if err := n.p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -167,7 +167,7 @@ func kill9(t *testing.T, n *clusterNode) {
 }
 
 // stopNode stops the node with SIGTERM and expects a clean exit.
-func stopNode(t *testing.T, n *clusterNode) {
+func stopNode(t testing.TB, n *clusterNode) {
 	t.Helper()
 	if err := n.p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -252,7 +252,7 @@ func settled(ctx context.Context, nodes []*clusterNode, topicName string, parts 
 	return leaders, nil
 }
 
-func waitSettled(t *testing.T, ctx context.Context, nodes []*clusterNode, topicName string, parts int32, d time.Duration) map[int32]int32 {
+func waitSettled(t testing.TB, ctx context.Context, nodes []*clusterNode, topicName string, parts int32, d time.Duration) map[int32]int32 {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
@@ -679,7 +679,7 @@ func compareReplicas(t *testing.T, nodes []*clusterNode, topicName string, p int
 	t.Logf("partition %d: %d batches below offset %d identical on brokers %d, %d and %d", p, len(ref.batches), limit, reps[0].id, reps[1].id, reps[2].id)
 }
 
-func waitUntil(t *testing.T, d time.Duration, what string, cond func() error) {
+func waitUntil(t testing.TB, d time.Duration, what string, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {

@@ -27,7 +27,7 @@ import (
 const testTimeout = 30 * time.Second
 
 // buildBinary builds runneld into a temporary directory once per test.
-func buildBinary(t *testing.T) string {
+func buildBinary(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "runneld")
 	cmd := exec.Command("go", "build", "-o", bin, ".")
@@ -125,7 +125,7 @@ func start(t *testing.T, bin, dataDir string) *proc {
 	return p
 }
 
-func (p *proc) wait(t *testing.T) error {
+func (p *proc) wait(t testing.TB) error {
 	t.Helper()
 	select {
 	case err := <-p.done:
