@@ -160,13 +160,14 @@ func runCommits(tb testing.TB, cc *grpc.ClientConn, topic string, members []*ben
 }
 
 // BenchmarkGroupCommitsCluster measures offset commits through the metadata Raft group: 10
-// groups of 10 members each commit concurrently (one commit in flight per member, of 1 or 3
+// groups of 10 members (or 1 group of 100: one Raft entry per batch instead of one per group
+// and batch) each commit concurrently (one commit in flight per member, of 1 or 3
 // partitions of its own), fenced by member epoch, on a cluster of 1 and of 3 brokers.
 // commits/s counts CommitOffsets calls, offsets/s the partition offsets they carry.
 //
 //	go test -run '^$' -bench BenchmarkGroupCommitsCluster -benchtime 20000x ./internal/node/
 func BenchmarkGroupCommitsCluster(b *testing.B) {
-	for _, c := range []struct{ brokers, groups, members, perCommit int }{{1, 10, 10, 1}, {3, 10, 10, 1}, {1, 10, 10, 3}, {3, 10, 10, 3}} {
+	for _, c := range []struct{ brokers, groups, members, perCommit int }{{1, 10, 10, 1}, {3, 10, 10, 1}, {1, 10, 10, 3}, {3, 10, 10, 3}, {1, 1, 100, 1}, {3, 1, 100, 1}} {
 		n := c.brokers
 		b.Run(fmt.Sprintf("brokers=%d/members=%dx%d/partitions-per-commit=%d", n, c.groups, c.members, c.perCommit), func(b *testing.B) {
 			nodes := startBenchCluster(b, n)
