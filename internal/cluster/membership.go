@@ -136,6 +136,14 @@ func NewMembership(cfg MembershipConfig) (*Membership, error) {
 		if err != nil {
 			return nil, fmt.Errorf("cluster: serf advertise address %q: %w", cfg.Advertise, err)
 		}
+		if net.ParseIP(ah) == nil {
+			// memberlist takes an IP address only: resolve a name (a container's hostname).
+			ips, err := net.LookupIP(ah)
+			if err != nil || len(ips) == 0 {
+				return nil, fmt.Errorf("cluster: serf advertise address %q: cannot resolve %q: %v", cfg.Advertise, ah, err)
+			}
+			ah = ips[0].String()
+		}
 		ml.AdvertiseAddr = ah
 		if ml.AdvertisePort, err = strconv.Atoi(ap); err != nil {
 			return nil, fmt.Errorf("cluster: serf advertise address %q: %w", cfg.Advertise, err)

@@ -89,3 +89,14 @@ func TestMembershipEvents(t *testing.T) {
 		t.Error("join of a dead seed: no error")
 	}
 }
+
+// TestMembershipAdvertiseName: a host name in the advertise address is resolved (memberlist
+// takes IP addresses only).
+func TestMembershipAdvertiseName(t *testing.T) {
+	m, err := NewMembership(MembershipConfig{BrokerID: 1, Addr: "127.0.0.1:1", RaftAddr: "127.0.0.1:1", Incarnation: "i",
+		Bind: "127.0.0.1:0", Advertise: "localhost:7946", Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = m.Close()
+}
