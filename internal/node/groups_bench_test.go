@@ -171,6 +171,7 @@ func BenchmarkGroupCommitsCluster(b *testing.B) {
 		n := c.brokers
 		b.Run(fmt.Sprintf("brokers=%d/members=%dx%d/partitions-per-commit=%d", n, c.groups, c.members, c.perCommit), func(b *testing.B) {
 			nodes := startBenchCluster(b, n)
+			time.Sleep(2 * time.Second) // a new cluster's metadata leadership may still move
 			addr := metaLeaderAddr(b, nodes)
 			cc := benchConn(b, addr)
 			if _, err := runnelv1.NewAdminServiceClient(cc).CreateTopic(context.Background(),
