@@ -97,30 +97,41 @@ type benchMember struct {
 }
 
 // joinBenchMembers joins groups×members members (session timeout 5 min: none expires during
-// the benchmark) to topic at addr, following NOT_METADATA_LEADER.
-func joinBenchMembers(tb testing.TB, cc *grpc.ClientConn, topic string, groups, members int) []*benchMember {
-	gc := runnelv1.NewGroupServiceClient(cc)
-	var out []*benchMember
-	for g := range groups {
-		for i := range members {
-			var resp *runnelv1.HeartbeatResponse
-			var err error
-			for attempt := 0; attempt < 50; attempt++ {
+// the benchmark) to topic on the metadata leader, starting over there if the leadership
+// moves, and returns the connection to the leader with the members.
+func joinBenchMembers(tb testing.TB, nodes []*Node, topic string, groups, members int) (*grpc.ClientConn, []*benchMember) {
+	addr := metaLeaderAddr(tb, nodes)
+	for attempt := 0; ; attempt++ {
+		cc := benchConn(tb, addr)
+		gc := runnelv1.NewGroupServiceClient(cc)
+		var out []*benchMember
+		var err error
+	join:
+		for g := range groups {
+			for i := range members {
+				var resp *runnelv1.HeartbeatResponse
 				resp, err = gc.Heartbeat(context.Background(), &runnelv1.HeartbeatRequest{
 					Group: fmt.Sprintf("bench-%d", g), SubscribedTopics: []string{topic}, SessionTimeoutMs: 300_000,
 				})
-				if err == nil {
-					break
+				if err != nil {
+					break join
 				}
-				time.Sleep(50 * time.Millisecond)
+				out = append(out, &benchMember{group: fmt.Sprintf("bench-%d", g), id: resp.GetMemberId(), epoch: resp.GetMemberEpoch(), part: int32(i)})
 			}
-			if err != nil {
-				tb.Fatal(err)
-			}
-			out = append(out, &benchMember{group: fmt.Sprintf("bench-%d", g), id: resp.GetMemberId(), epoch: resp.GetMemberEpoch(), part: int32(i)})
+		}
+		if err == nil {
+			return cc, out
+		}
+		if attempt == 10 {
+			tb.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
+		if info := errorInfo(err); info.GetLeaderAddress() != "" {
+			addr = info.GetLeaderAddress()
+		} else {
+			addr = metaLeaderAddr(tb, nodes)
 		}
 	}
-	return out
 }
 
 // runCommits has every member commit the offsets of its perCommit partitions, one commit at
@@ -172,13 +183,12 @@ func BenchmarkGroupCommitsCluster(b *testing.B) {
 		b.Run(fmt.Sprintf("brokers=%d/members=%dx%d/partitions-per-commit=%d", n, c.groups, c.members, c.perCommit), func(b *testing.B) {
 			nodes := startBenchCluster(b, n)
 			time.Sleep(2 * time.Second) // a new cluster's metadata leadership may still move
-			addr := metaLeaderAddr(b, nodes)
-			cc := benchConn(b, addr)
+			cc := benchConn(b, metaLeaderAddr(b, nodes))
 			if _, err := runnelv1.NewAdminServiceClient(cc).CreateTopic(context.Background(),
 				&runnelv1.CreateTopicRequest{Name: "bench", Partitions: int32(c.members * c.perCommit), ReplicationFactor: int32(n)}); err != nil {
 				b.Fatal(err)
 			}
-			members := joinBenchMembers(b, cc, "bench", c.groups, c.members)
+			cc, members := joinBenchMembers(b, nodes, "bench", c.groups, c.members)
 			time.Sleep(time.Second) // the topic's replicas open in the background
 			b.ResetTimer()
 			el := runCommits(b, cc, "bench", members, c.perCommit, int64(b.N))
