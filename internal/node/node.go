@@ -72,6 +72,10 @@ type ClusterConfig struct {
 	TuneSerf     func(*serf.Config)
 	// RaftDial, if set, opens the Raft connections to other brokers (tests cut links).
 	RaftDial func(ctx context.Context, addr string) (net.Conn, error)
+	// NoProbes turns off the Raft transport's liveness probes, and with them the elections
+	// they start (raftnet liveness.go): for tests that cut every link and must keep Raft from
+	// acting on it.
+	NoProbes bool
 }
 
 // Node is a running broker.
@@ -147,7 +151,12 @@ func Start(cfg Config) (*Node, error) {
 func (n *Node) startCluster() error {
 	cc := n.cfg.Cluster
 	addr := n.Addr()
+	probe := time.Duration(0) // the default
+	if cc.NoProbes {
+		probe = -1
+	}
 	nw, err := raftnet.New(raftnet.Config{
+		ProbeInterval: probe,
 		Advertise: raft.ServerAddress(addr), Listener: n.raftLn, Dial: cc.RaftDial,
 		PeerDown: n.reg.PeerDown, // fast failover: elections without waiting for Raft's timeout
 		Logger:   n.log.With().Str("component", "raftnet").Logger(),
