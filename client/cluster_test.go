@@ -8,37 +8,22 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	"github.com/hashicorp/serf/serf"
 	"github.com/rs/zerolog"
 
 	"github.com/runnel-io/runnel/client"
+	"github.com/runnel-io/runnel/internal/cluster"
 	"github.com/runnel-io/runnel/internal/node"
 )
 
 // A real cluster: three brokers in this process (internal/node), with short Raft and Serf
 // timeouts.
 
-func fastRaft(c *raft.Config) {
-	c.HeartbeatTimeout = 300 * time.Millisecond
-	c.ElectionTimeout = 300 * time.Millisecond
-	c.LeaderLeaseTimeout = 150 * time.Millisecond
-	c.CommitTimeout = 20 * time.Millisecond
-}
-
-func fastSerf(c *serf.Config) {
-	ml := c.MemberlistConfig
-	ml.ProbeInterval = 200 * time.Millisecond
-	ml.ProbeTimeout = 100 * time.Millisecond
-	ml.SuspicionMult = 2
-	ml.GossipInterval = 10 * time.Millisecond
-	ml.PushPullInterval = 500 * time.Millisecond
-	ml.TCPTimeout = time.Second
-	ml.DeadNodeReclaimTime = time.Millisecond
-	c.ReapInterval = 100 * time.Millisecond
-	c.ReconnectInterval = 100 * time.Millisecond
-	c.ReconnectTimeout = time.Second
-	c.TombstoneTimeout = time.Second
-}
+// Short Raft and Serf timeouts for the metadata group and gossip (the partitions keep the
+// broker's defaults unless a test says otherwise).
+var (
+	fastRaft = cluster.FastRaftForTests
+	fastSerf = cluster.FastSerfForTests
+)
 
 // startCluster starts brokers 1 to 3, stopped at cleanup (or by stop).
 func startCluster(t *testing.T) (nodes map[int32]*node.Node, stop func(id int32)) {

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	"github.com/hashicorp/serf/serf"
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -28,27 +27,12 @@ import (
 	runnelv1 "github.com/runnel-io/runnel/proto/runnel/v1"
 )
 
-func fastRaft(c *raft.Config) {
-	c.HeartbeatTimeout = 300 * time.Millisecond
-	c.ElectionTimeout = 300 * time.Millisecond
-	c.LeaderLeaseTimeout = 150 * time.Millisecond
-	c.CommitTimeout = 20 * time.Millisecond
-}
-
-func fastSerf(c *serf.Config) {
-	ml := c.MemberlistConfig
-	ml.ProbeInterval = 200 * time.Millisecond
-	ml.ProbeTimeout = 100 * time.Millisecond
-	ml.SuspicionMult = 2
-	ml.GossipInterval = 10 * time.Millisecond
-	ml.PushPullInterval = 500 * time.Millisecond
-	ml.TCPTimeout = time.Second
-	ml.DeadNodeReclaimTime = time.Millisecond
-	c.ReapInterval = 100 * time.Millisecond
-	c.ReconnectInterval = 100 * time.Millisecond
-	c.ReconnectTimeout = time.Second
-	c.TombstoneTimeout = time.Second
-}
+// Short Raft and Serf timeouts for the metadata group and gossip (the partitions keep the
+// broker's defaults unless a test says otherwise).
+var (
+	fastRaft = cluster.FastRaftForTests
+	fastSerf = cluster.FastSerfForTests
+)
 
 // testCluster is brokers of one cluster in this process, over loopback.
 type testCluster struct {
