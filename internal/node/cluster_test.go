@@ -305,16 +305,25 @@ func TestClusterReplicatesAndFailsOver(t *testing.T) {
 	c.createTopic("orders", 1, 3)
 	leader := c.waitLeader("orders", 0)
 
-	// A follower refuses with the leader's address.
+	// A follower refuses with the leader's address (LEADER_NOT_AVAILABLE until the leader's
+	// first append reaches it; never a success).
 	for _, n := range c.nodes {
 		if n == leader {
 			continue
 		}
-		_, err := c.produce(n.Addr(), "orders", 0, testBatch(t, -1))
-		info := errorInfo(err)
-		if status.Code(err) != codes.Unavailable || info.GetReason() != runnelv1.ErrorReason_ERROR_REASON_NOT_LEADER || info.GetLeaderAddress() != leader.Addr() {
-			t.Fatalf("produce to follower %d: %v (info %v), want NOT_LEADER naming %s", n.ID(), err, info, leader.Addr())
-		}
+		waitFor(t, 5*time.Second, "NOT_LEADER from a follower", func() error {
+			_, err := c.produce(n.Addr(), "orders", 0, testBatch(t, -1))
+			info := errorInfo(err)
+			switch {
+			case err == nil:
+				t.Fatalf("follower %d accepted a produce", n.ID())
+			case status.Code(err) == codes.Unavailable && info.GetReason() == runnelv1.ErrorReason_ERROR_REASON_LEADER_NOT_AVAILABLE:
+				return err
+			case status.Code(err) != codes.Unavailable || info.GetReason() != runnelv1.ErrorReason_ERROR_REASON_NOT_LEADER || info.GetLeaderAddress() != leader.Addr():
+				t.Fatalf("produce to follower %d: %v (info %v), want NOT_LEADER naming %s", n.ID(), err, info, leader.Addr())
+			}
+			return nil
+		})
 		break
 	}
 

@@ -157,7 +157,7 @@ func (n *Node) startCluster() error {
 	}
 	nw, err := raftnet.New(raftnet.Config{
 		ProbeInterval: probe,
-		Advertise: raft.ServerAddress(addr), Listener: n.raftLn, Dial: cc.RaftDial,
+		Advertise:     raft.ServerAddress(addr), Listener: n.raftLn, Dial: cc.RaftDial,
 		PeerDown: n.reg.PeerDown, // fast failover: elections without waiting for Raft's timeout
 		Logger:   n.log.With().Str("component", "raftnet").Logger(),
 	})
