@@ -632,22 +632,31 @@ func sortedIDs(m map[raft.ServerID]raft.ServerAddress) []raft.ServerID {
 }
 
 // caughtUp reports whether the follower at addr is within CatchUpLag entries of this leader's
-// log, by the last AppendEntries response it sent.
+// log, by the last AppendEntries response it sent, and sent it recently (within
+// progressFresh: an idle group's followers answer one every commit timeout, so a follower
+// that stopped answering, a broker killed, drops out).
 func (m *clusterMode) caughtUp(p *partition.Partition, addr raft.ServerAddress) bool {
-	got, ok := m.progress(p, addr)
+	tr, ok := p.Transport().(*raftnet.Transport)
 	if !ok {
+		return false
+	}
+	got, at, ok := tr.Progress(addr)
+	if !ok || time.Since(at) > m.progressFresh() {
 		return false
 	}
 	last := p.Raft().LastIndex()
 	return got+m.opts.CatchUpLag >= last
 }
 
-func (m *clusterMode) progress(p *partition.Partition, addr raft.ServerAddress) (uint64, bool) {
-	tr, ok := p.Transport().(*raftnet.Transport)
-	if !ok {
-		return 0, false
+// progressFresh is how old a follower's last acknowledged append may be for it to count as
+// caught up: three commit timeouts (an idle group's leader sends each follower an append
+// every one to two), and at least 3 s.
+func (m *clusterMode) progressFresh() time.Duration {
+	c := m.raft
+	if c == nil {
+		c = partition.DefaultRaftConfig()
 	}
-	return tr.Progress(addr)
+	return max(3*c.CommitTimeout, 3*time.Second)
 }
 
 // inSync returns the replicas of a partition this broker leads that are caught up (itself

@@ -23,7 +23,7 @@ type Transport struct {
 	// progress is, per target address, the last log index a successful AppendEntries
 	// response reported (raft.AppendEntriesResponse.LastLog): on a leader, how far each
 	// follower's log has caught up. hashicorp/raft keeps its own match indexes private.
-	progress sync.Map // raft.ServerAddress -> uint64
+	progress sync.Map // raft.ServerAddress -> progress
 
 	// plainHeartbeats: this group's heartbeats are RPCs, not coalesced (DisableCoalescing).
 	plainHeartbeats atomic.Bool
@@ -128,19 +128,26 @@ func (t *Transport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, ar
 // noteProgress records a follower's last log index from a successful AppendEntries response.
 func (t *Transport) noteProgress(target raft.ServerAddress, resp *raft.AppendEntriesResponse) {
 	if resp.Success {
-		t.progress.Store(target, resp.LastLog)
+		t.progress.Store(target, progress{index: resp.LastLog, at: time.Now()})
 	}
+}
+
+type progress struct {
+	index uint64
+	at    time.Time
 }
 
 // Progress returns the last log index the peer at addr reported in a successful
 // AppendEntries response to this transport (on a group's leader: how far that follower has
-// replicated), and whether it reported any.
-func (t *Transport) Progress(addr raft.ServerAddress) (uint64, bool) {
+// replicated), when it did, and whether it reported any. (An idle group's followers answer an
+// AppendEntries every commit timeout; heartbeats do not count.)
+func (t *Transport) Progress(addr raft.ServerAddress) (index uint64, at time.Time, ok bool) {
 	v, ok := t.progress.Load(addr)
 	if !ok {
-		return 0, false
+		return 0, time.Time{}, false
 	}
-	return v.(uint64), true
+	pr := v.(progress)
+	return pr.index, pr.at, true
 }
 
 // appendKind is the frame kind of an AppendEntries: heartbeats have their own, so that the
