@@ -314,6 +314,19 @@ func TestConsumeAcrossRestart(t *testing.T) {
 		}
 	}
 	expect("a", "b")
+	// The commit of what was printed follows the print: wait for it before the restart, or
+	// the group resumes from before it (at least once: a and b again).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		g := decode[groupJSON](t, ok(t, b.addr, "", "group", "describe", "follower", "--format", "json"))
+		if len(g.Partitions) == 1 && g.Partitions[0].Committed == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("printed records not committed: %+v", g)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	b.stop()
 	time.Sleep(300 * time.Millisecond)
 	b.start()
