@@ -47,7 +47,6 @@ import (
 	"github.com/runnel-io/runnel/internal/cluster"
 	"github.com/runnel-io/runnel/internal/raftnet"
 	"github.com/runnel-io/runnel/internal/vfs"
-	"github.com/runnel-io/runnel/internal/voteguard"
 	"github.com/runnel-io/runnel/partition"
 	"github.com/runnel-io/runnel/topic"
 )
@@ -495,23 +494,18 @@ func (m *clusterMode) openReplica(t cluster.TopicInfo, cfg topic.Config, a clust
 	}
 	m.r.log.Info().Str("topic", t.Name).Int32("partition", a.Partition).Bool("bootstrap", len(boot) > 0).
 		Ints32("replicas", a.Replicas).Msg("replica opened")
-	// A group does not wait for Raft's (long) heartbeat timeout to elect its first leader:
-	// the preferred replica (the assignment's first) starts an election at once for a new
-	// group, after firstElectionWait for a reopened one (a living leader's heartbeats arrive
-	// meanwhile); the others follow firstElectionWait apart in assignment order, each only if
-	// there is still no leader (the preferred one may be down).
-	rank := slices.Index(a.Replicas, m.self)
-	wait := time.Duration(rank) * firstElectionWait
-	if len(boot) == 0 {
-		wait += firstElectionWait
-	}
-	time.AfterFunc(wait, func() {
-		if id, _ := p.Leader(); id == "" && !p.IsLeader() && voteguard.IsVoter(p.Raft(), m.selfID) {
-			if tr, ok := p.Transport().(*raftnet.Transport); ok {
-				tr.StartElection()
-			}
+	// A new group does not wait for Raft's (long) heartbeat timeout to elect its first
+	// leader: its preferred replica (the assignment's first) starts an election at once.
+	// A reopened group does not do this: its election would be a forced one (a TimeoutNow,
+	// which skips the pre-vote), and a replica that restarted and has not heard from its
+	// leader yet (the leader backs off from a replica that was down) would depose a live
+	// leader. A reopened group without a leader (the whole cluster restarted) elects one
+	// after Raft's own timeout, with a pre-vote.
+	if len(boot) > 0 && a.Replicas[0] == m.self {
+		if tr, ok := p.Transport().(*raftnet.Transport); ok {
+			tr.StartElection()
 		}
-	})
+	}
 	return p, nil
 }
 
@@ -715,10 +709,6 @@ func (m *clusterMode) leaderOf(p *partition.Partition, a cluster.PartitionAssign
 
 // openParallelism is how many replicas of a topic open at once.
 const openParallelism = 16
-
-// firstElectionWait is how long the preferred replica of a reopened group waits for a
-// leader's heartbeat before it starts an election itself (see openReplica).
-const firstElectionWait = time.Second
 
 // electionStagger spaces the elections that the followers of a group whose leader's broker
 // went down start: the first in rank order at once, the next one this much later if the

@@ -1,6 +1,6 @@
-// Package brokertest starts a real Runnel broker in process for tests: the same registry,
-// services and server that cmd/runneld wires together, listening on 127.0.0.1 with a port
-// picked by the kernel and a data directory from t.TempDir().
+// Package brokertest starts a real Runnel broker in process for tests: the single-node broker
+// that cmd/runneld runs (internal/node), listening on 127.0.0.1 with a port picked by the
+// kernel and a data directory from t.TempDir().
 //
 //	b := brokertest.Start(t)
 //	cl, err := client.New(ctx, client.WithBrokers(b.Addr()))
@@ -11,14 +11,13 @@ package brokertest
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
-	"github.com/runnel-io/runnel/broker"
+	"github.com/runnel-io/runnel/internal/node"
 )
 
 // stopTimeout bounds the graceful stop; what remains after it is cut off.
@@ -49,10 +48,7 @@ type Broker struct {
 
 	mu      sync.Mutex
 	addr    string
-	reg     *broker.Registry
-	svc     *broker.Services
-	srv     *broker.Server
-	served  chan error
+	n       *node.Node
 	running bool
 }
 
@@ -85,38 +81,16 @@ func (b *Broker) Addr() string {
 // Dir returns the broker's data directory.
 func (b *Broker) Dir() string { return b.cfg.dir }
 
-// start does what cmd/runneld's serve does, on b.addr.
+// start starts the broker as cmd/runneld does, on b.addr.
 func (b *Broker) start() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	reg, err := broker.OpenRegistry(broker.RegistryOptions{DataDir: b.cfg.dir, NodeID: b.cfg.nodeID, Logger: b.cfg.logger})
+	n, err := node.Start(node.Config{DataDir: b.cfg.dir, Addr: b.addr, NodeID: b.cfg.nodeID, Logger: b.cfg.logger, Version: "brokertest"})
 	if err != nil {
 		return err
 	}
-	var srv *broker.Server
-	svc := broker.NewServices(broker.ServicesOptions{
-		Registry: reg,
-		Version:  "brokertest",
-		Address:  func() string { return srv.Addr().String() },
-	})
-	if err := svc.OffsetStoreError(); err != nil {
-		svc.Stop()
-		return errors.Join(err, reg.Close())
-	}
-	cfg := broker.DefaultConfig()
-	cfg.Addr = b.addr
-	cfg.Logger = b.cfg.logger
-	cfg.Register = svc.Register
-	cfg.Metrics = svc.RegisterMetrics
-	srv, err = broker.New(cfg)
-	if err != nil {
-		svc.Stop()
-		return errors.Join(err, reg.Close())
-	}
-	b.reg, b.svc, b.srv = reg, svc, srv
-	b.addr = srv.Addr().String()
-	b.served = make(chan error, 1)
-	go func(s *broker.Server, ch chan error) { ch <- s.Serve() }(srv, b.served)
+	b.n = n
+	b.addr = n.Addr()
 	b.running = true
 	return nil
 }
@@ -131,17 +105,10 @@ func (b *Broker) Stop() {
 		return
 	}
 	b.running = false
-	b.svc.Stop()
 	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
 	defer cancel()
-	if err := b.srv.Shutdown(ctx); err != nil {
-		b.t.Errorf("brokertest: shutdown: %v", err)
-	}
-	if err := <-b.served; err != nil {
-		b.t.Errorf("brokertest: serve: %v", err)
-	}
-	if err := b.reg.Close(); err != nil {
-		b.t.Errorf("brokertest: close registry: %v", err)
+	if err := b.n.Stop(ctx); err != nil {
+		b.t.Errorf("brokertest: stop: %v", err)
 	}
 }
 

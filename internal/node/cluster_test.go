@@ -50,6 +50,8 @@ type testCluster struct {
 	fs map[int32]vfs.FS
 	// noProbes turns the Raft transport's liveness probes off (see ClusterConfig.NoProbes).
 	noProbes bool
+	// partitionRaft, if set, replaces partitionRaftForTests.
+	partitionRaft *raft.Config
 }
 
 func newTestCluster(t *testing.T) *testCluster {
@@ -68,6 +70,9 @@ func (c *testCluster) start(id int32) *Node {
 		addr = "127.0.0.1:0"
 	}
 	pr := partitionRaftForTests()
+	if c.partitionRaft != nil {
+		pr = c.partitionRaft
+	}
 	cc := &ClusterConfig{
 		SerfAddr: "127.0.0.1:0", Voters: 3, FailedTimeout: c.failedTimeout, PartitionRaft: pr,
 		ReplicaRemoveDelay: 2 * time.Second, SyncInterval: 200 * time.Millisecond,
@@ -772,6 +777,11 @@ func TestClusterCrashAll(t *testing.T) {
 	c := newTestCluster(t)
 	c.split = newNetsplit()
 	c.noProbes = true // with every link cut, probes would start elections, which write the term
+	// After the whole cluster restarts, no group has a leader, and a reopened group waits for
+	// Raft's own timeout (20 to 40 s by default) to elect one: shorter ones here.
+	c.partitionRaft = partition.DefaultRaftConfig()
+	c.partitionRaft.HeartbeatTimeout, c.partitionRaft.ElectionTimeout = 2*time.Second, 2*time.Second
+	c.partitionRaft.LeaderLeaseTimeout, c.partitionRaft.CommitTimeout = time.Second, time.Second
 	crash := map[int32]*vfs.CrashFS{}
 	c.fs = map[int32]vfs.FS{}
 	for id := int32(1); id <= 3; id++ {
