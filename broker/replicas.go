@@ -710,6 +710,14 @@ func (m *clusterMode) leaderOf(p *partition.Partition, a cluster.PartitionAssign
 // openParallelism is how many replicas of a topic open at once.
 const openParallelism = 16
 
+// electionRetryEvery and electionRetries: PeerDown's elections are tried again while the
+// group has no leader (a forced election that fails is otherwise retried only after Raft's
+// election timeout, 20 to 40 s).
+const (
+	electionRetryEvery = 2 * time.Second
+	electionRetries    = 3
+)
+
 // electionStagger spaces the elections that the followers of a group whose leader's broker
 // went down start: the first in rank order at once, the next one this much later if the
 // group still has no leader (two candidates at once would split the vote).
@@ -755,6 +763,11 @@ func (r *Registry) PeerDown(addr raft.ServerAddress) {
 			start()
 		} else {
 			time.AfterFunc(time.Duration(rank)*electionStagger, start)
+		}
+		// If that election fails (a candidate whose log is behind is refused, and waits out
+		// Raft's long election timeout), the next attempts come from the others, in turn.
+		for i := 1; i <= electionRetries; i++ {
+			time.AfterFunc(time.Duration(i)*electionRetryEvery+time.Duration(rank)*electionStagger, start)
 		}
 	}
 }

@@ -15,6 +15,7 @@ package raftnet
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -26,16 +27,34 @@ const (
 	DefaultProbeTimeout  = time.Second
 )
 
-// leadersRefresh is how often the set of brokers to probe is recomputed.
-const leadersRefresh = time.Second
+// leadersRefresh is how often the set of brokers to probe is recomputed (a broker that just
+// became a leader here is probed from then on).
+const leadersRefresh = 300 * time.Millisecond
 
 // kindPing is a liveness probe: no group, no payload; answered with an empty kindResponse.
 const kindPing byte = 8
 
 type liveness struct {
 	mu      sync.Mutex
-	down    map[raft.ServerAddress]bool // peers reported down (until a probe succeeds)
+	down    map[raft.ServerAddress]bool // peers reported down (until a probe succeeds or they send)
 	probing map[raft.ServerAddress]bool
+	// downs counts the entries of down, so that the append path checks it without the lock.
+	downs atomic.Int32
+}
+
+// peerAlive forgets that a peer was down: it sent something. A peer stays "down" only while
+// nothing shows otherwise, or its next failure would not be reported (a broker restarted and
+// leading again, then killed again before a probe of it succeeded).
+func (n *Network) peerAlive(addr raft.ServerAddress) {
+	if n.live.downs.Load() == 0 {
+		return
+	}
+	n.live.mu.Lock()
+	if n.live.down[addr] {
+		delete(n.live.down, addr)
+		n.live.downs.Add(-1)
+	}
+	n.live.mu.Unlock()
 }
 
 // noteLeader records the leader of a group as seen in an AppendEntries it sent here.
@@ -51,6 +70,7 @@ func (t *Transport) noteLeader(req *raft.AppendEntriesRequest) {
 	if cur, _ := t.leader.Load().(raft.ServerAddress); string(cur) != string(addr) {
 		t.leader.Store(raft.ServerAddress(addr))
 	}
+	t.n.peerAlive(raft.ServerAddress(addr))
 }
 
 // StartElection makes this replica a candidate at once, as a leadership transfer does (a
@@ -132,10 +152,13 @@ func (n *Network) probe(addr raft.ServerAddress) {
 	n.live.mu.Lock()
 	delete(n.live.probing, addr)
 	wasDown := n.live.down[addr]
-	if err == nil {
+	switch {
+	case err == nil && wasDown:
 		delete(n.live.down, addr)
-	} else {
+		n.live.downs.Add(-1)
+	case err != nil && !wasDown:
 		n.live.down[addr] = true
+		n.live.downs.Add(1)
 	}
 	n.live.mu.Unlock()
 	if err != nil && !wasDown {
