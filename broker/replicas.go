@@ -501,9 +501,24 @@ func (m *clusterMode) openReplica(t cluster.TopicInfo, cfg topic.Config, a clust
 	// leader yet (the leader backs off from a replica that was down) would depose a live
 	// leader. A reopened group without a leader (the whole cluster restarted) elects one
 	// after Raft's own timeout, with a pre-vote.
-	if len(boot) > 0 && a.Replicas[0] == m.self {
-		if tr, ok := p.Transport().(*raftnet.Transport); ok {
-			tr.StartElection()
+	if len(boot) > 0 {
+		// The others follow newGroupElectionWait apart in assignment order, each only while
+		// the group has no leader: the first candidate fails when a replica it asks has not
+		// opened the group yet (a topic of hundreds of partitions opens them for seconds),
+		// and a candidate that failed waits out Raft's election timeout.
+		rank := slices.Index(a.Replicas, m.self)
+		startIfLeaderless := func() {
+			if id, _ := p.Leader(); id == "" && !p.IsLeader() {
+				if tr, ok := p.Transport().(*raftnet.Transport); ok {
+					tr.StartElection()
+				}
+			}
+		}
+		if rank == 0 {
+			startIfLeaderless()
+		}
+		for i := 1; i <= electionRetries; i++ {
+			time.AfterFunc(time.Duration(i*len(a.Replicas)+rank)*newGroupElectionWait, startIfLeaderless)
 		}
 	}
 	return p, nil
@@ -709,6 +724,10 @@ func (m *clusterMode) leaderOf(p *partition.Partition, a cluster.PartitionAssign
 
 // openParallelism is how many replicas of a topic open at once.
 const openParallelism = 16
+
+// newGroupElectionWait spaces the forced elections of a new group's replicas (see
+// openReplica).
+const newGroupElectionWait = time.Second
 
 // electionRetryEvery and electionRetries: PeerDown's elections are tried again while the
 // group has no leader (a forced election that fails is otherwise retried only after Raft's
