@@ -521,7 +521,62 @@ func (m *clusterMode) openReplica(t cluster.TopicInfo, cfg topic.Config, a clust
 			time.AfterFunc(time.Duration(i*len(a.Replicas)+rank)*newGroupElectionWait, startIfLeaderless)
 		}
 	}
+	if len(boot) == 0 {
+		// A reopened group forces an election only when no replica it can ask has heard from a
+		// leader recently (the whole cluster restarted): a forced election skips the pre-vote,
+		// and a replica that restarted while its group had a leader would depose it.
+		rank := max(slices.Index(a.Replicas, m.self), 0)
+		group := replicaKey(t.ID, a.Partition)
+		for i := 0; i < electionRetries; i++ {
+			wait := reopenElectionWait + time.Duration(i*len(a.Replicas)+rank)*newGroupElectionWait
+			time.AfterFunc(wait, func() { m.electIfNoLeaderAnywhere(p, group) })
+		}
+	}
 	return p, nil
+}
+
+// reopenElectionWait is how long a reopened group waits for its leader's first message
+// before it asks its peers whether they have one (electIfNoLeaderAnywhere).
+const reopenElectionWait = 3 * time.Second
+
+// electIfNoLeaderAnywhere forces an election in a reopened group without a leader if none of
+// the other voters' brokers heard from a leader (or acted as one) in the last seconds.
+func (m *clusterMode) electIfNoLeaderAnywhere(p *partition.Partition, group string) {
+	if id, _ := p.Leader(); id != "" || p.IsLeader() {
+		return
+	}
+	f := p.Raft().GetConfiguration()
+	if f.Error() != nil {
+		return
+	}
+	voter, answered := false, 0
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage != raft.Voter {
+			continue
+		}
+		if s.ID == m.selfID {
+			voter = true
+			continue
+		}
+		active, err := m.net.GroupActive(s.Address, group)
+		if err != nil {
+			continue // down or unreachable: it leads nothing we would depose
+		}
+		if active {
+			return // a leader lives; it will reach this replica
+		}
+		answered++
+	}
+	if !voter || answered == 0 {
+		return
+	}
+	if id, _ := p.Leader(); id != "" || p.IsLeader() {
+		return
+	}
+	m.r.log.Info().Str("topic", p.Topic()).Int32("partition", p.Number()).Msg("no replica has a leader: starting an election")
+	if tr, ok := p.Transport().(*raftnet.Transport); ok {
+		tr.StartElection()
+	}
 }
 
 // replicaRemovable reports whether an unassigned replica may go: its group's configuration

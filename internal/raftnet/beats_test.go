@@ -132,3 +132,38 @@ func TestProbeReportsPeerDown(t *testing.T) {
 		t.Fatal("reported down more than once")
 	}
 }
+
+// TestGroupActive: a group that just received an AppendEntries reports a live leader; one
+// that received nothing, or does not exist, does not.
+func TestGroupActive(t *testing.T) {
+	a := newNet(t, time.Second)
+	b := newNet(t, time.Second)
+	ta, err := a.Transport("g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(t, ta, nil)
+	if _, err := b.Transport("quiet"); err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range []string{"g", "quiet", "missing"} {
+		if active, err := b.GroupActive(a.Addr(), g); err != nil || active {
+			t.Fatalf("%s before any append: active %v, err %v", g, active, err)
+		}
+	}
+	tb, err := b.Transport("g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resp raft.AppendEntriesResponse
+	req := &raft.AppendEntriesRequest{RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, Addr: []byte(b.Addr())}, Term: 1, PrevLogEntry: 1}
+	if err := tb.AppendEntries("a", a.Addr(), req, &resp); err != nil {
+		t.Fatal(err)
+	}
+	if active, err := b.GroupActive(a.Addr(), "g"); err != nil || !active {
+		t.Fatalf("after an append: active %v, err %v", active, err)
+	}
+	if active, err := a.GroupActive(b.Addr(), "g"); err != nil || !active {
+		t.Fatalf("the sender (a leader) after an append: active %v, err %v", active, err)
+	}
+}

@@ -14,6 +14,7 @@ package raftnet
 // A false report costs an election, never safety.
 
 import (
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -71,6 +72,7 @@ func (t *Transport) noteLeader(req *raft.AppendEntriesRequest) {
 		t.leader.Store(raft.ServerAddress(addr))
 	}
 	t.n.peerAlive(raft.ServerAddress(addr))
+	t.active.Store(time.Now().UnixNano())
 }
 
 // StartElection makes this replica a candidate at once, as a leadership transfer does (a
@@ -190,4 +192,42 @@ func (n *Network) IsDown(addr raft.ServerAddress) bool {
 	n.live.mu.Lock()
 	defer n.live.mu.Unlock()
 	return n.live.down[addr]
+}
+
+// kindActive asks whether a group has a live leader as the peer sees it (payload of the
+// answer: one byte, 1 if so).
+const kindActive byte = 10
+
+// activeWithin is how recently a group must have heard from its leader (or acted as one) for
+// GroupActive to say it has a live leader: beats arrive every BeatInterval.
+const activeWithin = 5 * time.Second
+
+func (n *Network) activeByte(group string) byte {
+	t := n.group(group)
+	if t == nil || time.Since(time.Unix(0, t.active.Load())) > activeWithin {
+		return 0
+	}
+	return 1
+}
+
+// GroupActive asks the broker at addr whether its replica of group heard from a leader, or
+// acted as one, within the last few seconds: whether forcing an election could depose a live
+// leader. A broker that cannot be asked is an error.
+func (n *Network) GroupActive(addr raft.ServerAddress, group string) (bool, error) {
+	c, err := n.getConn(addr, laneCtrl, n.done)
+	if err != nil {
+		return false, err
+	}
+	id, cl, err := c.requestRaw(kindActive, group, nil, true, false)
+	if err != nil {
+		return false, err
+	}
+	r := c.wait(id, cl, n.probeTimeout, n.done, nil)
+	if r.err != nil {
+		return false, r.err
+	}
+	if r.kind != kindResponse || len(r.payload) != 1 {
+		return false, fmt.Errorf("raftnet: bad answer to an activity query of group %q", group)
+	}
+	return r.payload[0] == 1, nil
 }

@@ -31,6 +31,11 @@ type Transport struct {
 	// leader is the address of the group's leader as last seen in an AppendEntries it sent
 	// here (raft.ServerAddress); liveness.go probes it.
 	leader atomic.Value
+
+	// active is when this group last heard from its leader or acted as one (unix nanos):
+	// an AppendEntries or heartbeat received, or one Raft asked to send (liveness.go,
+	// GroupActive).
+	active atomic.Int64
 }
 
 var (
@@ -111,6 +116,7 @@ func (t *Transport) Close() error {
 
 // AppendEntries implements raft.Transport.
 func (t *Transport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	t.active.Store(time.Now().UnixNano())
 	if isHeartbeat(args) && !t.plainHeartbeats.Load() && t.coalescedHeartbeat(target, args, resp) {
 		return nil // answered from the coalesced heartbeats (beats.go)
 	}
@@ -253,6 +259,10 @@ func (n *Network) handleRequest(c *conn, f frame) error {
 	}
 	if f.kind == kindBeats {
 		return n.handleBeats(c, f)
+	}
+	if f.kind == kindActive {
+		c.send(appendFrame(nil, kindResponse, f.id, "", []byte{n.activeByte(f.group)}), false)
+		return nil
 	}
 	if _, err := newRequest(f.kind); err != nil {
 		return err
