@@ -35,6 +35,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -90,7 +91,10 @@ type clusterMode struct {
 	brokers  map[int32]cluster.Broker // under mu: the latest read of the metadata
 	excluded map[string]time.Time     // under mu: replica key -> when it was first seen unassigned
 	synced   uint64                   // under mu: the metadata index the last full sync read
-	syncCond *sync.Cond
+	// strayChecked: the topic directories the metadata does not hold were removed once (only
+	// the sync goroutine reads it). Later deletions remove their own directories.
+	strayChecked bool
+	syncCond     *sync.Cond
 }
 
 // replicaDirTopicFile is topic.json in cluster mode: which topic (by id) a directory holds.
@@ -231,8 +235,12 @@ func (m *clusterMode) sync() error {
 	for _, ts := range gone {
 		m.removeTopic(ts)
 	}
-	if err := m.removeStrayDirs(want); err != nil {
-		errs = append(errs, err)
+	if !m.strayChecked {
+		if err := m.removeStrayDirs(want); err != nil {
+			errs = append(errs, err)
+		} else {
+			m.strayChecked = true
+		}
 	}
 	for _, t := range topics {
 		if err := m.syncTopic(t, brokers); err != nil {
@@ -364,7 +372,7 @@ func (m *clusterMode) syncTopic(t cluster.TopicInfo, brokers map[int32]cluster.B
 		r.topics[t.Name] = ts
 		r.byKey[topic.CollisionKey(t.Name)] = t.Name
 	}
-	cfgChanged := ok && !maps2Equal(ts.info.Overrides, info.Overrides)
+	cfgChanged := ok && !maps.Equal(ts.info.Overrides, info.Overrides)
 	ts.info = info
 	ts.assign = asg
 	parts := slices.Clone(ts.parts)
@@ -448,18 +456,6 @@ func (m *clusterMode) syncTopic(t cluster.TopicInfo, brokers map[int32]cluster.B
 	}
 	opens.Wait()
 	return errors.Join(errs...)
-}
-
-func maps2Equal(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
 }
 
 // openReplica opens this broker's replica of partition a of topic t.
@@ -641,7 +637,7 @@ func (m *clusterMode) reconcileGroup(p *partition.Partition, a cluster.Partition
 	}
 	// 2. Missing replicas join as non-voters; 3. caught-up non-voters are promoted.
 	allVote := true
-	for _, id := range sortedIDs(want) {
+	for _, id := range slices.Sorted(maps.Keys(want)) {
 		addr := want[id]
 		s, ok := have[id]
 		switch {
@@ -684,15 +680,6 @@ func (m *clusterMode) reconcileGroup(p *partition.Partition, a cluster.Partition
 	}
 	m.r.log.Debug().Str("topic", p.Topic()).Int32("partition", p.Number()).Int32("to", pref).Msg("handing leadership to the preferred replica")
 	return rf.LeadershipTransferToServer(prefID, want[prefID]).Error()
-}
-
-func sortedIDs(m map[raft.ServerID]raft.ServerAddress) []raft.ServerID {
-	out := make([]raft.ServerID, 0, len(m))
-	for id := range m {
-		out = append(out, id)
-	}
-	slices.Sort(out)
-	return out
 }
 
 // caughtUp reports whether the follower at addr is within CatchUpLag entries of this leader's

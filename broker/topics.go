@@ -520,6 +520,10 @@ func (r *Registry) AlterConfigs(name string, set map[string]string, del []string
 	if err := topic.ValidateName(name); err != nil {
 		return TopicInfo{}, nil, err
 	}
+	if r.clustered && !validateOnly {
+		// The metadata leader checks and decides; the sync goroutine applies the change here.
+		return r.alterClustered(name, set, del)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
@@ -546,12 +550,6 @@ func (r *Registry) AlterConfigs(name string, set map[string]string, del []string
 	info.Overrides = topic.CanonicalOverrides(cfg, keys)
 	if validateOnly {
 		return info, nil, nil
-	}
-	if r.clustered {
-		// The metadata leader decides; the sync goroutine applies the change here (it takes mu).
-		r.mu.Unlock()
-		defer r.mu.Lock()
-		return r.alterClustered(name, set, del)
 	}
 	if err := writeTopicFile(filepath.Join(r.dir, name), info); err != nil {
 		return TopicInfo{}, nil, fmt.Errorf("topic %q: %w: %w", name, ErrStorage, err)

@@ -48,26 +48,23 @@ func testLogger(t *testing.T) zerolog.Logger {
 	return zerolog.New(zerolog.NewConsoleWriter()).Level(zerolog.InfoLevel).With().Timestamp().Logger()
 }
 
+// fastRaft and fastSerf: the package's test timings (testing.go), with this package's own
+// variations: a longer lease and faster appends, no reaping of failed members (tests look
+// at them), and a quick leave.
 func fastRaft(c *raft.Config) {
-	c.HeartbeatTimeout = 300 * time.Millisecond
-	c.ElectionTimeout = 300 * time.Millisecond
+	FastRaftForTests(c)
 	c.LeaderLeaseTimeout = 200 * time.Millisecond
 	c.CommitTimeout = 5 * time.Millisecond
 }
 
 func fastSerf(c *serf.Config) {
-	ml := c.MemberlistConfig
-	ml.ProbeInterval = 200 * time.Millisecond
-	ml.ProbeTimeout = 100 * time.Millisecond
-	ml.SuspicionMult = 2
-	ml.GossipInterval = 10 * time.Millisecond
-	ml.PushPullInterval = 500 * time.Millisecond
-	ml.TCPTimeout = time.Second
-	ml.DeadNodeReclaimTime = time.Millisecond
+	FastSerfForTests(c)
 	c.ReapInterval = time.Second
 	c.ReconnectInterval = 200 * time.Millisecond
 	c.LeavePropagateDelay = 100 * time.Millisecond
 	c.BroadcastTimeout = time.Second
+	def := serf.DefaultConfig() // failed members are not reaped during a test
+	c.ReconnectTimeout, c.TombstoneTimeout = def.ReconnectTimeout, def.TombstoneTimeout
 }
 
 // start starts broker id with dir (a new temp dir if ""), joining the given Serf addresses.

@@ -64,9 +64,8 @@ type beat struct {
 }
 
 type beats struct {
-	mu      sync.Mutex
-	m       map[beatKey]*beat
-	targets map[raft.ServerAddress]bool
+	mu sync.Mutex
+	m  map[beatKey]*beat
 }
 
 // coalescedHeartbeat answers a Raft heartbeat from the recorded answers, or reports that it must be
@@ -84,7 +83,6 @@ func (t *Transport) coalescedHeartbeat(target raft.ServerAddress, args *raft.App
 	if b == nil {
 		b = &beat{}
 		n.beats.m[k] = b
-		n.beats.targets[target] = true
 	}
 	if b.term != args.Term {
 		b.answered = false // an answer about another term says nothing of this one

@@ -187,13 +187,6 @@ func (n *Network) ping(addr raft.ServerAddress) error {
 	return nil
 }
 
-// IsDown reports whether the broker at addr was found down by the last probe.
-func (n *Network) IsDown(addr raft.ServerAddress) bool {
-	n.live.mu.Lock()
-	defer n.live.mu.Unlock()
-	return n.live.down[addr]
-}
-
 // kindActive asks whether a group has a live leader as the peer sees it (payload of the
 // answer: one byte, 1 if so).
 const kindActive byte = 10

@@ -170,7 +170,7 @@ func New(cfg Config) (*Network, error) {
 	if n.probeInterval > 0 {
 		n.goTracked(n.probeLoop)
 	}
-	n.beats = beats{m: map[beatKey]*beat{}, targets: map[raft.ServerAddress]bool{}}
+	n.beats = beats{m: map[beatKey]*beat{}}
 	n.beatInterval, n.beatFresh = cfg.BeatInterval, cfg.BeatFresh
 	if n.beatInterval == 0 {
 		n.beatInterval = DefaultBeatInterval
