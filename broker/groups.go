@@ -71,7 +71,7 @@ type groupCoordinator struct {
 
 func newGroupCoordinator(s *Services) *groupCoordinator {
 	c := &groupCoordinator{s: s, now: time.Now, groups: map[string]*consumergroup.Group{}, purged: map[string]string{}, done: make(chan struct{})}
-	c.batch = newCommitBatcher(c.writeCommits, func() bool { return s.reg.Cluster() != nil })
+	c.batch = newCommitBatcher(c.writeCommits, c.proposeCommits, func() bool { return s.reg.Cluster() != nil })
 	c.wg.Add(1)
 	go c.tickLoop()
 	return c
@@ -407,23 +407,33 @@ func newCommitReq(group string, items []commitItem, at time.Time) *commitReq {
 
 // commitBatcher writes queued commits a batch at a time: while a batch is being written the
 // next accumulates, so many members committing at once cost one write per batch instead of
-// one each. On a single node there is one batch in flight, holding every group (one bbolt
-// transaction). In a cluster each group has its own batches, one in flight at a time (one
-// metadata Raft entry each), so that a group's commits are applied in the order they were
-// admitted while the groups proceed independently (Raft puts entries proposed together in
-// one log write and one state machine transaction).
+// one each.
+//
+// On a single node there is one batch in flight, holding every group (one bbolt
+// transaction). In a cluster a batch (every group queued) is one metadata Raft entry, and up
+// to maxCommitBatchesInFlight are in flight: one goroutine at a time hands a batch to Raft,
+// which keeps entries in the order they were handed over, so each group's commits are
+// applied in the order they were admitted although the batches overlap. Without the overlap
+// a member whose commit arrives while its group's batch is in flight waits for that batch
+// and then for its own: two rounds of the metadata group instead of one.
 type commitBatcher struct {
-	write     func([]*commitReq)
+	write     func([]*commitReq)                  // single node: write a batch, setting each request's err
+	propose   func([]*commitReq) func() error // cluster: hand a batch to Raft; the result waits for it
 	clustered func() bool
 
 	mu          sync.Mutex
 	queue       []*commitReq
-	busy        map[string]bool // groups with a batch in flight (cluster); "" for the one batch (single node)
+	writing     bool // single node: a batch is being written
+	proposing   bool // cluster: a batch is being handed to Raft
+	inFlight    int  // cluster: batches handed to Raft and not yet applied
 	outstanding map[*commitReq]struct{}
 }
 
-func newCommitBatcher(write func([]*commitReq), clustered func() bool) *commitBatcher {
-	return &commitBatcher{write: write, clustered: clustered, busy: map[string]bool{}, outstanding: map[*commitReq]struct{}{}}
+// maxCommitBatchesInFlight bounds the metadata entries of offset commits not yet applied.
+const maxCommitBatchesInFlight = 8
+
+func newCommitBatcher(write func([]*commitReq), propose func([]*commitReq) func() error, clustered func() bool) *commitBatcher {
+	return &commitBatcher{write: write, propose: propose, clustered: clustered, outstanding: map[*commitReq]struct{}{}}
 }
 
 func (b *commitBatcher) enqueue(r *commitReq) {
@@ -434,50 +444,48 @@ func (b *commitBatcher) enqueue(r *commitReq) {
 	b.startLocked()
 }
 
-// startLocked starts the flushes that may run.
+// startLocked starts the flush that may run.
 func (b *commitBatcher) startLocked() {
 	if len(b.queue) == 0 {
 		return
 	}
+	batch := b.queue
 	if !b.clustered() {
-		if b.busy[""] {
+		if b.writing {
 			return
 		}
-		batch := b.queue
-		b.queue = nil
-		b.busy[""] = true
-		go b.flush("", batch)
+		b.queue, b.writing = nil, true
+		go func() {
+			b.write(batch)
+			b.finish(batch, func() { b.writing = false })
+		}()
 		return
 	}
-	var rest []*commitReq
-	batches := map[string][]*commitReq{}
-	var order []string
-	for _, r := range b.queue {
-		if b.busy[r.group] {
-			rest = append(rest, r)
-			continue
-		}
-		if _, ok := batches[r.group]; !ok {
-			order = append(order, r.group)
-		}
-		batches[r.group] = append(batches[r.group], r)
+	if b.proposing || b.inFlight >= maxCommitBatchesInFlight {
+		return
 	}
-	b.queue = rest
-	for _, g := range order {
-		b.busy[g] = true
-		go b.flush(g, batches[g])
-	}
+	b.queue, b.proposing = nil, true
+	b.inFlight++
+	go func() {
+		wait := b.propose(batch)
+		b.mu.Lock()
+		b.proposing = false
+		b.startLocked()
+		b.mu.Unlock()
+		_ = wait() // each request carries its error
+		b.finish(batch, func() { b.inFlight-- })
+	}()
 }
 
-func (b *commitBatcher) flush(key string, batch []*commitReq) {
-	b.write(batch)
+// finish completes a batch's requests and starts what was waiting for it.
+func (b *commitBatcher) finish(batch []*commitReq, release func()) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, r := range batch {
 		delete(b.outstanding, r)
 		close(r.done)
 	}
-	delete(b.busy, key)
+	release()
 	b.startLocked()
 }
 
@@ -495,13 +503,8 @@ func (b *commitBatcher) wait() {
 	}
 }
 
-// writeCommits writes a batch: on a single node in one transaction of the local store; in
-// a cluster as one metadata Raft entry per group, the groups' entries proposed together.
+// writeCommits writes a batch on a single node, in one transaction of the local store.
 func (c *groupCoordinator) writeCommits(batch []*commitReq) {
-	if cl := c.s.reg.Cluster(); cl != nil {
-		c.writeClustered(cl, batch)
-		return
-	}
 	o := &c.s.offsets
 	if err := o.ready(""); err != nil {
 		for _, r := range batch {
@@ -573,47 +576,65 @@ func topicsVersion(topics map[string]TopicInfo) string {
 	return sb.String()
 }
 
-func (c *groupCoordinator) writeClustered(cl *cluster.Cluster, batch []*commitReq) {
-	byGroup := map[string][]*commitReq{}
+// proposeCommits hands a batch to the metadata Raft group as one entry (in a cluster) and
+// returns the wait for its outcome, which sets each request's err.
+func (c *groupCoordinator) proposeCommits(batch []*commitReq) func() error {
+	fail := func(err error) func() error {
+		for _, r := range batch {
+			r.err = groupError(r.group, err)
+		}
+		return func() error { return err }
+	}
+	cl := c.s.reg.Cluster()
+	if cl == nil {
+		return fail(ErrRegistryClosed)
+	}
+	// One entry per group in admission order; later commits of a partition win, as they
+	// would one after the other.
+	type groupBatch struct {
+		idx  map[offsetKey]int
+		offs []cluster.OffsetCommit
+	}
+	byGroup := map[string]*groupBatch{}
 	var order []string
 	for _, r := range batch {
-		if _, ok := byGroup[r.group]; !ok {
+		g, ok := byGroup[r.group]
+		if !ok {
+			g = &groupBatch{idx: map[offsetKey]int{}}
+			byGroup[r.group] = g
 			order = append(order, r.group)
 		}
-		byGroup[r.group] = append(byGroup[r.group], r)
-	}
-	var wg sync.WaitGroup
-	for _, group := range order {
-		reqs := byGroup[group]
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// Later commits of a partition win, as they would one after the other.
-			idx := map[offsetKey]int{}
-			var offs []cluster.OffsetCommit
-			for _, r := range reqs {
-				for _, it := range r.items {
-					oc := cluster.OffsetCommit{Topic: it.key.topic, TopicID: it.entry.TopicID, Partition: it.key.partition,
-						Offset: it.entry.Offset, Metadata: it.entry.Metadata}
-					if i, ok := idx[it.key]; ok {
-						offs[i] = oc
-						continue
-					}
-					idx[it.key] = len(offs)
-					offs = append(offs, oc)
-				}
+		for _, it := range r.items {
+			oc := cluster.OffsetCommit{Topic: it.key.topic, TopicID: it.entry.TopicID, Partition: it.key.partition,
+				Offset: it.entry.Offset, Metadata: it.entry.Metadata}
+			if i, ok := g.idx[it.key]; ok {
+				g.offs[i] = oc
+				continue
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), clusterCallTimeout)
-			defer cancel()
-			err := cl.CommitOffsets(ctx, group, offs)
-			for _, r := range reqs {
-				if err != nil {
-					r.err = groupError(group, err)
-				}
-			}
-		}()
+			g.idx[it.key] = len(g.offs)
+			g.offs = append(g.offs, oc)
+		}
 	}
-	wg.Wait()
+	groups := make([]cluster.GroupCommit, 0, len(order))
+	for _, name := range order {
+		groups = append(groups, cluster.GroupCommit{Group: name, Offsets: byGroup[name].offs})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), clusterCallTimeout)
+	wait, err := cl.ProposeCommits(ctx, groups)
+	if err != nil {
+		cancel()
+		return fail(err)
+	}
+	return func() error {
+		defer cancel()
+		err := wait()
+		if err != nil {
+			for _, r := range batch {
+				r.err = groupError(r.group, err)
+			}
+		}
+		return err
+	}
 }
 
 // sortedKeys returns m's keys sorted by topic and partition.

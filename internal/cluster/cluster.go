@@ -463,45 +463,58 @@ func (c *Cluster) beginDecision(ctx context.Context) error {
 // machine's answer. Only the leader proposes; others get a NotLeaderError. A proposal
 // whose leader lost leadership before it committed may or may not have been applied.
 func (c *Cluster) propose(ctx context.Context, t commandType, payload any) error {
+	wait, err := c.proposeAsync(ctx, t, payload)
+	if err != nil {
+		return err
+	}
+	return wait()
+}
+
+// proposeAsync hands a command to Raft and returns a function that waits for its outcome.
+// Commands proposed one after the other from one goroutine enter the log in that order
+// (Raft takes them from one channel), so a caller can pipeline ordered proposals.
+func (c *Cluster) proposeAsync(ctx context.Context, t commandType, payload any) (func() error, error) {
 	select {
 	case <-c.done:
-		return ErrClosed
+		return nil, ErrClosed
 	default:
 	}
 	r := c.raft.Load()
 	if r == nil {
-		return ErrClosed
+		return nil, ErrClosed
 	}
 	if r.State() != raft.Leader {
-		return c.notLeader()
+		return nil, c.notLeader()
 	}
 	data, err := encodeCommand(t, payload)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	timeout := c.cfg.ApplyTimeout
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = min(timeout, time.Until(dl))
 		if timeout <= 0 {
-			return ctx.Err()
+			return nil, ctx.Err()
 		}
 	}
 	f := r.Apply(data, timeout)
-	if err := f.Error(); err != nil {
-		switch {
-		case errors.Is(err, raft.ErrNotLeader):
-			return c.notLeader()
-		case errors.Is(err, raft.ErrRaftShutdown):
-			return ErrClosed
-		case errors.Is(err, raft.ErrLeadershipLost):
-			return fmt.Errorf("cluster: %s: %w (it may or may not have been committed): %w", t, err, c.notLeader())
+	return func() error {
+		if err := f.Error(); err != nil {
+			switch {
+			case errors.Is(err, raft.ErrNotLeader):
+				return c.notLeader()
+			case errors.Is(err, raft.ErrRaftShutdown):
+				return ErrClosed
+			case errors.Is(err, raft.ErrLeadershipLost):
+				return fmt.Errorf("cluster: %s: %w (it may or may not have been committed): %w", t, err, c.notLeader())
+			}
+			return fmt.Errorf("cluster: %s: %w", t, err)
 		}
-		return fmt.Errorf("cluster: %s: %w", t, err)
-	}
-	if err, ok := f.Response().(error); ok && err != nil {
-		return err
-	}
-	return nil
+		if err, ok := f.Response().(error); ok && err != nil {
+			return err
+		}
+		return nil
+	}, nil
 }
 
 // aliveBrokers returns the ids of the brokers recorded alive.
@@ -629,6 +642,32 @@ func (c *Cluster) CommitOffsets(ctx context.Context, group string, offsets []Off
 		return fmt.Errorf("cluster: commit offsets: %w", err)
 	}
 	return c.propose(ctx, cmdCommitOffsets, cmd)
+}
+
+// GroupCommit is one group's offsets in a batch of commits.
+type GroupCommit struct {
+	Group   string
+	Offsets []OffsetCommit
+}
+
+// ProposeCommits hands several groups' commits to Raft as one entry (on the metadata leader)
+// and returns a function that waits until it is applied. Batches proposed one after the other
+// from one goroutine are applied in that order, so a coordinator can have several batches in
+// flight and still apply each group's commits in the order it admitted them. A batch is
+// applied whole or not at all: each group is validated here first.
+func (c *Cluster) ProposeCommits(ctx context.Context, groups []GroupCommit) (wait func() error, err error) {
+	cmd := commitOffsetsBatchCmd{AtMS: time.Now().UnixMilli()}
+	for _, g := range groups {
+		gc := groupOffsetCommit{Group: g.Group}
+		for _, o := range g.Offsets {
+			gc.Offsets = append(gc.Offsets, offsetCommit(o))
+		}
+		cmd.Groups = append(cmd.Groups, gc)
+	}
+	if err := cmd.validate(); err != nil {
+		return nil, fmt.Errorf("cluster: commit offsets: %w", err)
+	}
+	return c.proposeAsync(ctx, cmdCommitOffsetsBatch, cmd)
 }
 
 // DeleteGroup deletes a group and its committed offsets (on the metadata leader).

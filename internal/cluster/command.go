@@ -43,6 +43,9 @@ const (
 	cmdSetAssignments commandType = 6 // new replica lists for some partitions (epoch + 1 each)
 	cmdCommitOffsets  commandType = 7
 	cmdDeleteGroup    commandType = 8
+	// Several groups' commits in one entry: the coordinator's batches (one entry per
+	// batch rather than per group keeps the metadata log and its fsyncs off the commit path).
+	cmdCommitOffsetsBatch commandType = 9
 )
 
 func (t commandType) String() string {
@@ -63,6 +66,8 @@ func (t commandType) String() string {
 		return "commit-offsets"
 	case cmdDeleteGroup:
 		return "delete-group"
+	case cmdCommitOffsetsBatch:
+		return "commit-offsets-batch"
 	}
 	return fmt.Sprintf("type-%d", uint8(t))
 }
@@ -125,6 +130,18 @@ type offsetCommit struct {
 	Metadata  string `json:"metadata,omitempty"`
 }
 
+// commitOffsetsBatchCmd applies its groups' commits in order, as consecutive
+// commitOffsetsCmd would (a group may appear more than once).
+type commitOffsetsBatchCmd struct {
+	AtMS   int64               `json:"at_ms"`
+	Groups []groupOffsetCommit `json:"groups"`
+}
+
+type groupOffsetCommit struct {
+	Group   string         `json:"group"`
+	Offsets []offsetCommit `json:"offsets"`
+}
+
 type deleteGroupCmd struct {
 	Group string `json:"group"`
 }
@@ -179,6 +196,8 @@ func decodeCommand(b []byte) (commandType, any, error) {
 		v = new(commitOffsetsCmd)
 	case cmdDeleteGroup:
 		v = new(deleteGroupCmd)
+	case cmdCommitOffsetsBatch:
+		v = new(commitOffsetsBatchCmd)
 	default:
 		return t, nil, fmt.Errorf("%w: unknown type %d", ErrBadCommand, uint8(t))
 	}
@@ -296,6 +315,19 @@ func (c *commitOffsetsCmd) validate() error {
 		}
 		if len(o.Metadata) > MaxOffsetMetadataBytes {
 			return fmt.Errorf("metadata of %d bytes", len(o.Metadata))
+		}
+	}
+	return nil
+}
+
+func (c *commitOffsetsBatchCmd) validate() error {
+	if len(c.Groups) == 0 {
+		return errors.New("no groups")
+	}
+	for _, g := range c.Groups {
+		one := commitOffsetsCmd{Group: g.Group, Offsets: g.Offsets}
+		if err := one.validate(); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -297,17 +297,22 @@ func applyCommand(tx *bolt.Tx, index uint64, data []byte) ([]Change, error) {
 		return applySetAssignments(tx, index, c.(*setAssignmentsCmd))
 	case cmdCommitOffsets:
 		c := c.(*commitOffsetsCmd)
-		b, err := tx.Bucket(bucketGroups).CreateBucketIfNotExists([]byte(c.Group))
-		if err != nil {
+		if err := applyGroupCommit(tx, c.Group, c.Offsets, c.AtMS); err != nil {
 			return nil, err
 		}
-		for _, o := range c.Offsets {
-			rec := offsetRecord{TopicID: o.TopicID, Offset: o.Offset, Metadata: o.Metadata, AtMS: c.AtMS}
-			if err := putJSON(b, offsetKey(o.Topic, o.Partition), rec); err != nil {
+		return []Change{{Index: index, Kind: ChangeOffsets, Group: c.Group}}, nil
+	case cmdCommitOffsetsBatch:
+		c := c.(*commitOffsetsBatchCmd)
+		var changes []Change
+		for i, g := range c.Groups {
+			if err := applyGroupCommit(tx, g.Group, g.Offsets, c.AtMS); err != nil {
 				return nil, err
 			}
+			if !slices.ContainsFunc(c.Groups[:i], func(p groupOffsetCommit) bool { return p.Group == g.Group }) {
+				changes = append(changes, Change{Index: index, Kind: ChangeOffsets, Group: g.Group})
+			}
 		}
-		return []Change{{Index: index, Kind: ChangeOffsets, Group: c.Group}}, nil
+		return changes, nil
 	case cmdDeleteGroup:
 		c := c.(*deleteGroupCmd)
 		if tx.Bucket(bucketGroups).Bucket([]byte(c.Group)) == nil {
@@ -316,6 +321,21 @@ func applyCommand(tx *bolt.Tx, index uint64, data []byte) ([]Change, error) {
 		return []Change{{Index: index, Kind: ChangeGroupDeleted, Group: c.Group}}, tx.Bucket(bucketGroups).DeleteBucket([]byte(c.Group))
 	}
 	return nil, reject(fmt.Errorf("%w: no handler for %s", ErrBadCommand, t))
+}
+
+// applyGroupCommit stores one group's committed offsets.
+func applyGroupCommit(tx *bolt.Tx, group string, offsets []offsetCommit, atMS int64) error {
+	b, err := tx.Bucket(bucketGroups).CreateBucketIfNotExists([]byte(group))
+	if err != nil {
+		return err
+	}
+	for _, o := range offsets {
+		rec := offsetRecord{TopicID: o.TopicID, Offset: o.Offset, Metadata: o.Metadata, AtMS: atMS}
+		if err := putJSON(b, offsetKey(o.Topic, o.Partition), rec); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // rejection is a command refused by the state machine (the same way on every replica); the

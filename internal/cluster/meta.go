@@ -33,6 +33,9 @@ func (c *Cluster) Start() error {
 	// default: most of an idle broker's CPU); 250 ms delays a follower's view of a single
 	// change by at most that, and still contacts followers well within the heartbeat timeout.
 	rc.CommitTimeout = 250 * time.Millisecond
+	// Proposals queue while the leader writes the previous ones instead of each waiting for
+	// the leader loop: offset commits are pipelined (several batches in flight).
+	rc.BatchApplyCh = true
 	rc.LocalID = c.localID
 	rc.Logger = newHCLogger(c.log, "raft")
 	if c.cfg.TuneRaft != nil {

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -86,6 +87,7 @@ type Node struct {
 	svc    *broker.Services
 	srv    *broker.Server
 	net    *raftnet.Network
+	netp   atomic.Pointer[raftnet.Network] // net, for the metrics collector
 	cl     *cluster.Cluster
 	raftLn net.Listener
 	id     int32
@@ -122,7 +124,7 @@ func Start(cfg Config) (*Node, error) {
 	sc.Addr = cfg.Addr
 	sc.Logger = cfg.Logger
 	sc.Register = n.svc.Register
-	sc.Metrics = n.svc.RegisterMetrics
+	sc.Metrics = n.registerMetrics
 	sc.Pprof = cfg.Pprof
 	if cfg.Cluster != nil {
 		sc.Mux = func(m cmux.CMux) { n.raftLn = raftnet.Listen(m) }
@@ -165,6 +167,7 @@ func (n *Node) startCluster() error {
 		return err
 	}
 	n.net = nw
+	n.netp.Store(nw)
 	meta, err := nw.Transport("meta")
 	if err != nil {
 		return err

@@ -14,7 +14,7 @@ package raftnet
 //     normal RPC, so Raft never takes an old answer for a live one.
 //   - Every BeatInterval, one kindBeats request per target broker carries the recorded
 //     heartbeats of every group that still records them (a group whose Raft stopped calling,
-//     because it lost leadership or closed, drops out after beatExpiry).
+//     because it lost leadership or closed, drops out after Config.BeatExpiry).
 //   - The follower hands each to its group's Raft heartbeat handler (the same fast path as a
 //     real heartbeat: term checks, last-contact update) and answers one frame with every
 //     group's (term, success), which becomes the leader side's fresh answers.
@@ -37,10 +37,10 @@ import (
 const (
 	DefaultBeatInterval = time.Second
 	DefaultBeatFresh    = 3 * time.Second
-	// beatExpiry is how long a group's recorded heartbeat is sent on without Raft recording it
-	// again (Raft heartbeats at least every 2 x HeartbeatTimeout/10: 4 s with the partitions'
-	// 20 s).
-	beatExpiry = 6 * time.Second
+	// DefaultBeatExpiry is how long a group's recorded heartbeat is sent on without Raft
+	// recording it again (Raft heartbeats at least every 2 x HeartbeatTimeout/10: 8 s with the
+	// partitions' 40 s).
+	DefaultBeatExpiry = 12 * time.Second
 )
 
 // kindBeats carries coalesced heartbeats (request) and their answers (response payload).
@@ -95,6 +95,7 @@ func (t *Transport) coalescedHeartbeat(target raft.ServerAddress, args *raft.App
 		RPCHeader: raft.RPCHeader{ProtocolVersion: args.ProtocolVersion},
 		Term:      b.ansTerm, Success: b.ansOK,
 	}
+	n.stats.beatsLocal.Add(1)
 	return true
 }
 
@@ -129,7 +130,7 @@ func (n *Network) collectBeats() map[raft.ServerAddress][]beatEntry {
 	n.beats.mu.Lock()
 	defer n.beats.mu.Unlock()
 	for k, b := range n.beats.m {
-		if now.Sub(b.recordedAt) > beatExpiry || n.group(k.group) == nil {
+		if now.Sub(b.recordedAt) > n.beatExpiry || n.group(k.group) == nil {
 			delete(n.beats.m, k)
 			continue
 		}

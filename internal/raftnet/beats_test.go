@@ -24,7 +24,7 @@ func listen(t *testing.T) net.Listener {
 // heartbeating the beats stop; when the follower is gone the answers go stale and heartbeats
 // fail as RPCs.
 func TestCoalescedHeartbeats(t *testing.T) {
-	cfg := Config{Timeout: 500 * time.Millisecond, BeatInterval: 20 * time.Millisecond, BeatFresh: 200 * time.Millisecond, ProbeInterval: -1}
+	cfg := Config{Timeout: 500 * time.Millisecond, BeatInterval: 20 * time.Millisecond, BeatFresh: 200 * time.Millisecond, BeatExpiry: time.Second, ProbeInterval: -1}
 	a := newNetWith(t, listen(t), cfg)
 	lnB := listen(t)
 	b := newNetWith(t, lnB, cfg)
@@ -69,8 +69,8 @@ func TestCoalescedHeartbeats(t *testing.T) {
 	if err := ta.AppendEntries("b", b.Addr(), &hb2, &resp); err != nil || resp.Term != 100 {
 		t.Fatalf("heartbeat of a new term: %v %+v", err, resp)
 	}
-	// Raft stops heartbeating (leadership lost): the beats stop after beatExpiry.
-	time.Sleep(beatExpiry + 100*time.Millisecond)
+	// Raft stops heartbeating (leadership lost): the beats stop after BeatExpiry.
+	time.Sleep(cfg.BeatExpiry + 100*time.Millisecond)
 	n := calls.Load()
 	time.Sleep(200 * time.Millisecond)
 	if calls.Load() != n {

@@ -75,8 +75,12 @@ type Config struct {
 	// BeatInterval is how often the coalesced heartbeats go to each broker (beats.go; default
 	// DefaultBeatInterval; negative: every heartbeat is its own RPC). BeatFresh is how old a
 	// follower's answer may be to stand for a heartbeat's (default DefaultBeatFresh).
+	// BeatExpiry is how long a group's heartbeat is carried on after Raft last asked to send
+	// one (default DefaultBeatExpiry): longer than the groups' heartbeat interval, at most
+	// HeartbeatTimeout/5.
 	BeatInterval time.Duration
 	BeatFresh    time.Duration
+	BeatExpiry   time.Duration
 }
 
 // Network is one broker's Raft networking: the multiplexed connections to every peer broker and
@@ -93,6 +97,7 @@ type Network struct {
 	probeInterval, probeTimeout time.Duration
 	live                        liveness
 	beatInterval, beatFresh     time.Duration
+	beatExpiry                  time.Duration
 	beats                       beats
 
 	mu     sync.RWMutex
@@ -104,21 +109,30 @@ type Network struct {
 	done   chan struct{}
 }
 
-// stats counts frames for tests and benchmarks.
+// stats counts frames and the appends answered without a round trip.
 type stats struct {
-	framesIn atomic.Int64
-	flushes  atomic.Int64
+	framesIn   atomic.Int64
+	flushes    atomic.Int64
+	beatsLocal atomic.Int64
+	idleLocal  atomic.Int64
+	idleSent   atomic.Int64
 }
 
 // Stats are counters of a Network since New.
 type Stats struct {
 	FramesIn int64 // frames read from every connection
 	Flushes  int64 // buffered writes flushed on multiplexed connections (about one write each)
+	// HeartbeatsLocal: Raft heartbeats answered from the coalesced beats (beats.go).
+	HeartbeatsLocal int64
+	// IdleAppendsLocal and IdleAppendsSent: AppendEntries without entries (not heartbeats)
+	// answered from the follower's last answer (idle.go), and sent.
+	IdleAppendsLocal, IdleAppendsSent int64
 }
 
 // Stats returns the Network's counters.
 func (n *Network) Stats() Stats {
-	return Stats{FramesIn: n.stats.framesIn.Load(), Flushes: n.stats.flushes.Load()}
+	return Stats{FramesIn: n.stats.framesIn.Load(), Flushes: n.stats.flushes.Load(), HeartbeatsLocal: n.stats.beatsLocal.Load(),
+		IdleAppendsLocal: n.stats.idleLocal.Load(), IdleAppendsSent: n.stats.idleSent.Load()}
 }
 
 // New returns a Network and starts serving cfg.Listener if set.
@@ -171,7 +185,10 @@ func New(cfg Config) (*Network, error) {
 		n.goTracked(n.probeLoop)
 	}
 	n.beats = beats{m: map[beatKey]*beat{}}
-	n.beatInterval, n.beatFresh = cfg.BeatInterval, cfg.BeatFresh
+	n.beatInterval, n.beatFresh, n.beatExpiry = cfg.BeatInterval, cfg.BeatFresh, cfg.BeatExpiry
+	if n.beatExpiry <= 0 {
+		n.beatExpiry = DefaultBeatExpiry
+	}
 	if n.beatInterval == 0 {
 		n.beatInterval = DefaultBeatInterval
 	}

@@ -25,6 +25,10 @@ type Transport struct {
 	// follower's log has caught up. hashicorp/raft keeps its own match indexes private.
 	progress sync.Map // raft.ServerAddress -> progress
 
+	// idle is, per target address, the follower's last answer to an idle AppendEntries
+	// (idle.go): repeats of it are answered here.
+	idle sync.Map // raft.ServerAddress -> idleAck
+
 	// plainHeartbeats: this group's heartbeats are RPCs, not coalesced (DisableCoalescing).
 	plainHeartbeats atomic.Bool
 
@@ -120,6 +124,9 @@ func (t *Transport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, ar
 	if isHeartbeat(args) && !t.plainHeartbeats.Load() && t.coalescedHeartbeat(target, args, resp) {
 		return nil // answered from the coalesced heartbeats (beats.go)
 	}
+	if t.answerIdle(target, args, resp) {
+		return nil // a repeat of an idle append the follower acknowledged (idle.go)
+	}
 	lane := laneCtrl
 	if len(args.Entries) > 0 {
 		lane = laneBulk
@@ -127,6 +134,9 @@ func (t *Transport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, ar
 	err := t.rpc(target, lane, appendKind(args), args, resp, isHeartbeat(args), len(args.Entries) == 0)
 	if err == nil {
 		t.noteProgress(target, resp)
+		t.noteIdle(target, args, resp)
+	} else {
+		t.idle.Delete(target)
 	}
 	return err
 }
@@ -395,6 +405,7 @@ type pipeline struct {
 	t         *Transport
 	target    raft.ServerAddress
 	bulk      atomic.Int64 // requests in flight on the bulk connection
+	sent      atomic.Int64 // requests sent and not yet completed
 	inflight  chan *appendFuture
 	done      chan raft.AppendFuture
 	closeOnce sync.Once
@@ -432,6 +443,20 @@ func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.App
 		return nil, raft.ErrTransportShutdown
 	default:
 	}
+	if p.sent.Load() == 0 && p.t.answerIdle(p.target, args, resp) {
+		// A repeat of an idle append the follower acknowledged (idle.go); only with nothing
+		// in flight, so that futures still complete in the order sent.
+		f := &appendFuture{start: time.Now(), args: args, resp: resp, ready: make(chan struct{})}
+		close(f.ready)
+		select {
+		case p.done <- f:
+			return f, nil
+		case <-p.closed:
+			return nil, raft.ErrPipelineShutdown
+		case <-p.t.closed:
+			return nil, raft.ErrTransportShutdown
+		}
+	}
 	lane := laneCtrl
 	if len(args.Entries) > 0 || p.bulk.Load() > 0 {
 		lane = laneBulk
@@ -447,15 +472,18 @@ func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.App
 	if lane == laneBulk {
 		p.bulk.Add(1)
 	}
+	p.sent.Add(1)
 	f := &appendFuture{start: time.Now(), args: args, resp: resp, id: id, call: cl, conn: c, lane: lane, ready: make(chan struct{})}
 	select {
 	case p.inflight <- f:
 		return f, nil
 	case <-p.closed:
 		c.forget(id)
+		p.sent.Add(-1)
 		return nil, raft.ErrPipelineShutdown
 	case <-p.t.closed:
 		c.forget(id)
+		p.sent.Add(-1)
 		return nil, raft.ErrTransportShutdown
 	}
 }
@@ -469,6 +497,9 @@ func (p *pipeline) receive() {
 			f.err = decodeResult(r, f.resp)
 			if f.err == nil {
 				p.t.noteProgress(p.target, f.resp)
+				p.t.noteIdle(p.target, f.args, f.resp)
+			} else {
+				p.t.idle.Delete(p.target)
 			}
 			if f.lane == laneBulk {
 				p.bulk.Add(-1)
@@ -476,6 +507,7 @@ func (p *pipeline) receive() {
 			close(f.ready)
 			select {
 			case p.done <- f:
+				p.sent.Add(-1) // only now may a local answer follow it (AppendEntries)
 			case <-p.closed:
 				p.drain()
 				return

@@ -1,0 +1,80 @@
+package raftnet
+
+// Idle appends answered on the leader's side.
+//
+// An idle group's leader sends each follower an AppendEntries without entries every
+// CommitTimeout (randomized up to twice that), to carry the commit index. Once the follower
+// has acknowledged one, every later one until something changes is the same request (same
+// term, previous entry and commit index) and would get the same answer: its log still ends at
+// that entry, nothing else appends to it during the leader's term, and the commit index it
+// carries is the one the follower already has. raftnet answers such a repeat locally with the
+// follower's last answer, as it answers heartbeats (beats.go), and on the same condition: the
+// follower answered this group's coalesced heartbeat, in this term, with success, less than
+// BeatFresh ago. The round trip, both sides' decoding, and the follower's Raft loop are saved;
+// the first append after any change (new entries, a new commit index, a new term) still goes
+// out, and when the follower stops answering beats the repeats go out and fail as before.
+//
+// This is what lets the partitions keep a short commit timeout, so that a follower learns the
+// commit index of the last records soon after a producer stops (follower reads see them), at
+// the idle cost of a local wake-up per follower and timeout.
+
+import (
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// idleAck is the follower's last answer to an idle AppendEntries of this group.
+type idleAck struct {
+	term, prevIndex, prevTerm, commit uint64
+	resp                              raft.AppendEntriesResponse
+}
+
+// isIdleAppend reports whether req is an AppendEntries without entries that is not a
+// heartbeat (it carries the previous entry and the commit index).
+func isIdleAppend(req *raft.AppendEntriesRequest) bool {
+	return len(req.Entries) == 0 && !isHeartbeat(req)
+}
+
+// answerIdle answers an idle append from the follower's last answer to the same request, if
+// the follower's coalesced heartbeat answers show it alive in this term.
+func (t *Transport) answerIdle(target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) bool {
+	n := t.n
+	if n.beatInterval <= 0 || t.plainHeartbeats.Load() || !isIdleAppend(args) {
+		return false
+	}
+	v, ok := t.idle.Load(target)
+	if !ok {
+		return false
+	}
+	a := v.(idleAck)
+	if a.term != args.Term || a.prevIndex != args.PrevLogEntry || a.prevTerm != args.PrevLogTerm || a.commit != args.LeaderCommitIndex {
+		return false
+	}
+	n.beats.mu.Lock()
+	b := n.beats.m[beatKey{target, t.group}]
+	fresh := b != nil && b.answered && b.term == args.Term && b.ansTerm == args.Term && b.ansOK &&
+		time.Since(b.ansAt) <= n.beatFresh
+	n.beats.mu.Unlock()
+	if !fresh {
+		return false
+	}
+	*resp = a.resp
+	t.noteProgress(target, resp)
+	n.stats.idleLocal.Add(1)
+	return true
+}
+
+// noteIdle records the follower's answer to an idle append that went out.
+func (t *Transport) noteIdle(target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) {
+	if !isIdleAppend(args) {
+		return
+	}
+	t.n.stats.idleSent.Add(1)
+	if !resp.Success || resp.Term != args.Term {
+		t.idle.Delete(target)
+		return
+	}
+	t.idle.Store(target, idleAck{term: args.Term, prevIndex: args.PrevLogEntry, prevTerm: args.PrevLogTerm,
+		commit: args.LeaderCommitIndex, resp: *resp})
+}
