@@ -46,6 +46,7 @@ const (
 	// Several groups' commits in one entry: the coordinator's batches (one entry per
 	// batch rather than per group keeps the metadata log and its fsyncs off the commit path).
 	cmdCommitOffsetsBatch commandType = 9
+	cmdSetClusterID       commandType = 10 // the cluster's id, set once (the first one committed stays)
 )
 
 func (t commandType) String() string {
@@ -68,6 +69,8 @@ func (t commandType) String() string {
 		return "delete-group"
 	case cmdCommitOffsetsBatch:
 		return "commit-offsets-batch"
+	case cmdSetClusterID:
+		return "set-cluster-id"
 	}
 	return fmt.Sprintf("type-%d", uint8(t))
 }
@@ -146,6 +149,10 @@ type deleteGroupCmd struct {
 	Group string `json:"group"`
 }
 
+type setClusterIDCmd struct {
+	ID string `json:"id"`
+}
+
 // encodeCommand frames a payload.
 func encodeCommand(t commandType, payload any) ([]byte, error) {
 	body, err := json.Marshal(payload)
@@ -198,6 +205,8 @@ func decodeCommand(b []byte) (commandType, any, error) {
 		v = new(deleteGroupCmd)
 	case cmdCommitOffsetsBatch:
 		v = new(commitOffsetsBatchCmd)
+	case cmdSetClusterID:
+		v = new(setClusterIDCmd)
 	default:
 		return t, nil, fmt.Errorf("%w: unknown type %d", ErrBadCommand, uint8(t))
 	}
@@ -336,6 +345,13 @@ func (c *commitOffsetsBatchCmd) validate() error {
 func (c *deleteGroupCmd) validate() error {
 	if c.Group == "" || len(c.Group) > MaxGroupNameBytes {
 		return fmt.Errorf("group name of %d bytes", len(c.Group))
+	}
+	return nil
+}
+
+func (c *setClusterIDCmd) validate() error {
+	if c.ID == "" || len(c.ID) > 64 {
+		return fmt.Errorf("cluster id of %d bytes", len(c.ID))
 	}
 	return nil
 }

@@ -62,6 +62,7 @@
 // # The state (fsm.go; bbolt file <data-dir>/meta/state.db)
 //
 //	meta/applied                       last applied Raft index (uint64 BE)
+//	meta/cluster_id                    the cluster's id (set-cluster-id: the first one stays)
 //	brokers/<id int32 BE>              {id, addr, raft_addr, incarnation, state, since_ms, voter}
 //	topics/<name>                      {name, id, configs (overrides), partitions,
 //	                                    replication_factor, created_at_ms}
@@ -83,7 +84,9 @@
 // types refused, payloads validated. Types: upsert-broker, remove-broker, create-topic (with
 // its replica lists, epoch 1), delete-topic (optionally of one topic id), alter-topic (the
 // new overrides), set-assignments (new replica lists; each changed partition's epoch + 1),
-// commit-offsets, delete-group. Apply reads no clock: times are in the commands. A command
+// commit-offsets, commit-offsets-batch (several groups' commits in one entry: the group
+// coordinator's batches), delete-group, set-cluster-id (proposed by a leader that finds no id: the
+// founding broker). Apply reads no clock: times are in the commands. A command
 // the state rejects (topic exists, unknown topic, stale topic id, ...) is rejected the same
 // way on every replica, and the proposer gets the error. A partition's epoch changes exactly
 // when its replica list does, so a broker can tell a newer assignment from an older one.

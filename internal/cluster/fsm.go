@@ -64,6 +64,7 @@ var (
 	bucketPartitions = []byte("partitions")
 	bucketGroups     = []byte("groups")
 	keyApplied       = []byte("applied")
+	keyClusterID     = []byte("cluster_id")
 	allBuckets       = [][]byte{bucketMeta, bucketBrokers, bucketTopics, bucketPartitions, bucketGroups}
 )
 
@@ -313,6 +314,13 @@ func applyCommand(tx *bolt.Tx, index uint64, data []byte) ([]Change, error) {
 			}
 		}
 		return changes, nil
+	case cmdSetClusterID:
+		// The first id committed stays: a second (a leader that proposed one before it
+		// applied its predecessor's) is dropped, the same way on every replica.
+		if len(tx.Bucket(bucketMeta).Get(keyClusterID)) > 0 {
+			return nil, nil
+		}
+		return nil, tx.Bucket(bucketMeta).Put(keyClusterID, []byte(c.(*setClusterIDCmd).ID))
 	case cmdDeleteGroup:
 		c := c.(*deleteGroupCmd)
 		if tx.Bucket(bucketGroups).Bucket([]byte(c.Group)) == nil {
@@ -614,6 +622,13 @@ func (f *fsm) appliedIndex() uint64 {
 	var i uint64
 	_ = f.view(func(tx *bolt.Tx) error { i = appliedIndex(tx); return nil })
 	return i
+}
+
+// clusterID returns the cluster's id, "" until set-cluster-id is applied.
+func (f *fsm) clusterID() string {
+	var id string
+	_ = f.view(func(tx *bolt.Tx) error { id = string(tx.Bucket(bucketMeta).Get(keyClusterID)); return nil })
+	return id
 }
 
 func (f *fsm) brokers() (map[int32]brokerRecord, error) {

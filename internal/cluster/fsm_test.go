@@ -311,6 +311,9 @@ func TestDecodeCommand(t *testing.T) {
 		"neg offset":    mustEncode(t, cmdCommitOffsets, commitOffsetsCmd{Group: "g", Offsets: []offsetCommit{{Topic: "a", Offset: -1}}}),
 		"bad state":     mustEncode(t, cmdUpsertBroker, upsertBrokerCmd{Broker: brokerRecord{ID: 1, State: "zombie"}}),
 		"partition cnt": mustEncode(t, cmdCreateTopic, createTopicCmd{Topic: topicRecord{Name: "a", ID: "x", Partitions: 2, ReplicationFactor: 1}, Replicas: [][]int32{{1}}}),
+		"empty batch":   mustEncode(t, cmdCommitOffsetsBatch, commitOffsetsBatchCmd{}),
+		"batch offset":  mustEncode(t, cmdCommitOffsetsBatch, commitOffsetsBatchCmd{Groups: []groupOffsetCommit{{Group: "g", Offsets: []offsetCommit{{Topic: "a", Offset: -1}}}}}),
+		"no cluster id": mustEncode(t, cmdSetClusterID, setClusterIDCmd{}),
 		"two values":    append([]byte{1, byte(cmdDeleteGroup), 0, 0, 0, 22}, []byte(`{"group":"a"} {"a":1} `)...),
 	}
 	for name, b := range bad {
@@ -335,6 +338,8 @@ func FuzzDecodeCommand(f *testing.F) {
 		{cmdSetAssignments, setAssignmentsCmd{Topic: "t", Changes: []assignmentDelta{{1, []int32{3}}}}},
 		{cmdCommitOffsets, commitOffsetsCmd{Group: "g", Offsets: []offsetCommit{{Topic: "t", Offset: 5}}}},
 		{cmdDeleteGroup, deleteGroupCmd{Group: "g"}},
+		{cmdCommitOffsetsBatch, commitOffsetsBatchCmd{AtMS: 1, Groups: []groupOffsetCommit{{Group: "g", Offsets: []offsetCommit{{Topic: "t", Offset: 5}}}, {Group: "h"}}}},
+		{cmdSetClusterID, setClusterIDCmd{ID: "c"}},
 	}
 	for _, s := range seeds {
 		f.Add(mustEncode(f, s.t, s.p))
@@ -358,4 +363,39 @@ func FuzzDecodeCommand(f *testing.F) {
 		// A rejection is fine; a storage error panics.
 		_ = h.f.Apply(&raft.Log{Index: h.index, Type: raft.LogCommand, Data: data})
 	})
+}
+
+// TestFSMCommitOffsetsBatch: a batch applies its groups' commits in order (a group that
+// appears twice ends with its later offsets), and reports one change per group.
+func TestFSMCommitOffsetsBatch(t *testing.T) {
+	h := newFSMHarness(t)
+	h.mustApply(cmdCommitOffsetsBatch, commitOffsetsBatchCmd{AtMS: 5000, Groups: []groupOffsetCommit{
+		{Group: "a", Offsets: []offsetCommit{{Topic: "t", TopicID: "id", Partition: 0, Offset: 1}, {Topic: "t", TopicID: "id", Partition: 1, Offset: 7, Metadata: "m"}}},
+		{Group: "b", Offsets: []offsetCommit{{Topic: "t", TopicID: "id", Partition: 0, Offset: 3}}},
+		{Group: "a", Offsets: []offsetCommit{{Topic: "t", TopicID: "id", Partition: 0, Offset: 2}}},
+	}})
+	want := map[string]map[int32]int64{"a": {0: 2, 1: 7}, "b": {0: 3}}
+	for g, parts := range want {
+		offs, ok, err := h.f.offsets(g)
+		if err != nil || !ok || len(offs) != len(parts) {
+			t.Fatalf("group %s: %+v %v %v", g, offs, ok, err)
+		}
+		for _, o := range offs {
+			if parts[o.Partition] != o.Offset || o.CommittedAt.UnixMilli() != 5000 {
+				t.Fatalf("group %s partition %d: %+v, want offset %d at 5000 ms", g, o.Partition, o, parts[o.Partition])
+			}
+			if o.Partition == 1 && o.Metadata != "m" {
+				t.Fatalf("metadata lost: %+v", o)
+			}
+		}
+	}
+	var groups []string
+	for _, c := range h.changes {
+		if c.Kind == ChangeOffsets {
+			groups = append(groups, c.Group)
+		}
+	}
+	if fmt.Sprint(groups) != "[a b]" {
+		t.Fatalf("changes for groups %v, want [a b]", groups)
+	}
 }
