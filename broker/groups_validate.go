@@ -42,7 +42,14 @@ import (
 //
 // The commit is refused only if it is still beyond the refreshed end. A leader that cannot
 // be asked fails the commit with UNAVAILABLE (LEADER_NOT_AVAILABLE), which clients retry,
-// rather than accepting an offset nobody checked.
+// rather than accepting an offset nobody checked. A deposed leader that does not know it yet
+// answers with its own, possibly shorter, end, as it would a Fetch or a ListOffsets.
+//
+// ResetOffsets reads a partition's bounds the same way (a local replica serving reads, else
+// the leader), clamps its offsets into them, and passes them through the same check.
+//
+// TODO: offset.proto's CommitOffsets comment ("Offsets are not checked against the log")
+// predates this check; update it (and the errors it lists) with the next proto change.
 
 // logEndKey is a partition of one incarnation of a topic.
 type logEndKey struct {
@@ -57,8 +64,8 @@ type logEndCall struct {
 	err  error
 }
 
-// logEnds is the cache of log ends and the connections used to refresh them. Its zero value
-// is ready; s is set by the first use.
+// logEnds is the cache of log ends and the connections used to refresh them (offsetService
+// holds one). Its zero value is ready.
 type logEnds struct {
 	mu       sync.RWMutex
 	known    map[logEndKey]int64       // highest log end seen
@@ -225,9 +232,19 @@ func (o *offsetService) refreshLogEnd(ctx context.Context, k logEndKey, topicNam
 			return 0, ctx.Err()
 		}
 		if c.err != nil || started || again || off <= c.end {
-			return c.end, c.err
+			return c.end, ownError(c.err)
 		}
 	}
+}
+
+// ownError returns a copy of an error shared by the waiters of a refresh, which each
+// complete (groupError sets the group in its ErrorInfo).
+func ownError(err error) error {
+	var ae *apiError
+	if !errors.As(err, &ae) {
+		return err
+	}
+	return &apiError{code: ae.code, msg: ae.msg, info: proto.Clone(ae.info).(*runnelv1.ErrorInfo)}
 }
 
 func (o *offsetService) runRefresh(k logEndKey, topicName string, p int32, c *logEndCall) {

@@ -205,18 +205,32 @@ func TestLogEndRefreshCoalesced(t *testing.T) {
 		t.Fatalf("%d calls", n)
 	}
 
-	// A failure reaches every waiter and caches nothing.
+	// A failure reaches every waiter, each with its own copy (groupError completes it), and
+	// caches nothing.
 	fail.Store(true)
-	end.Store(20)
-	errc := make(chan error)
-	go func() {
-		_, err := o.refreshLogEnd(context.Background(), k, "t", 0, 15)
-		errc <- err
-	}()
+	o.ends.latest = func(ctx context.Context, topicName string, p int32) (int64, error) {
+		calls.Add(1)
+		started <- struct{}{}
+		<-release
+		return 0, newAPIError(codes.Unavailable, runnelv1.ErrorReason_ERROR_REASON_LEADER_NOT_AVAILABLE, "no leader", nil)
+	}
+	errc := make(chan error, 2)
+	for range 2 {
+		go func() {
+			_, err := o.refreshLogEnd(context.Background(), k, "t", 0, 15)
+			errc <- err
+		}()
+	}
 	<-started
-	release <- struct{}{}
-	if err := <-errc; err == nil {
-		t.Fatal("refresh failure not reported")
+	time.Sleep(50 * time.Millisecond)
+	close(release)
+	e1, e2 := <-errc, <-errc
+	if e1 == nil || e2 == nil || e1 == e2 {
+		t.Fatalf("refresh failures %v, %v: want two distinct errors", e1, e2)
+	}
+	groupError("a", e1)
+	if info := wantStatus(t, groupError("b", e2), codes.Unavailable, runnelv1.ErrorReason_ERROR_REASON_LEADER_NOT_AVAILABLE); info.GetGroup() != "b" {
+		t.Fatalf("group %q", info.GetGroup())
 	}
 	if c := o.ends.cached(k); c != 12 {
 		t.Fatalf("cached %d after a failure", c)
