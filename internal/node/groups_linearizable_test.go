@@ -70,9 +70,17 @@ type linHistory struct {
 	start time.Time
 	mu    sync.Mutex
 	ops   map[linKey][]porcupine.Operation
+	last  map[string]int64 // client -> call time of its last successful operation
 }
 
 func (h *linHistory) now() int64 { return int64(time.Since(h.start)) }
+
+// progress records a client's successful operation called at call.
+func (h *linHistory) progress(who string, call int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.last[who] = call
+}
 
 func (h *linHistory) add(k linKey, op porcupine.Operation) {
 	h.mu.Lock()
@@ -132,15 +140,35 @@ func unsent(err error) bool {
 // TestClusterGroupOffsetsLinearizable: on three brokers, clients commit increasing offsets
 // (one writer per group and partition) and fetch them (three readers) while the metadata
 // leader, the groups' coordinator, is stopped, brought back, and the next leader stopped.
-// Every operation's invocation and response times and result are recorded (a commit that
-// failed may or may not have been applied: its response is at the end of time); each
-// register's history must be linearizable (porcupine), and no reader may see a committed
-// offset go back.
+// Every operation's invocation and response times and result are recorded; a commit that
+// failed may or may not have been applied, at any time up to the writer's next acknowledged
+// commit (the writer's next commit is made again until acknowledged, so that unknown
+// outcomes do not pile up). Each register's history must be linearizable (porcupine), and no
+// reader may see a committed offset go back. About 12 s under -race; run it with
+//
+//	go test -race -count=5 -run 'TestClusterGroupOffsetsLinearizable' -v ./internal/node/
 func TestClusterGroupOffsetsLinearizable(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a failover test")
 	}
+	testOffsetsLinearizable(t, false)
+}
+
+// TestClusterGroupOffsetsLinearizableIsolated is TestClusterGroupOffsetsLinearizable with
+// the metadata leader cut off from the other brokers' Raft links (netsplit) instead of
+// stopped, clients still reaching it, and the network healed after each cut.
+func TestClusterGroupOffsetsLinearizableIsolated(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a failover test")
+	}
+	testOffsetsLinearizable(t, true)
+}
+
+func testOffsetsLinearizable(t *testing.T, isolate bool) {
 	c := newTestCluster(t)
+	if isolate {
+		c.split = newNetsplit()
+	}
 	c.startThree()
 	const (
 		topic  = "lin"
@@ -168,8 +196,35 @@ func TestClusterGroupOffsetsLinearizable(t *testing.T) {
 		if err := cl.ProduceSync(ctx, recs...); err != nil {
 			t.Fatal(err)
 		}
+		// A follower learns that entries committed from the leader's next append (an idle
+		// partition's followers may otherwise keep a high watermark of 0 for long): one more
+		// record each, so that every replica's high watermark covers the commits and the
+		// coordinator checks them without asking a partition leader (a partition without a
+		// leader, its broker stopped or cut off, would stall the commits of that partition
+		// until it elects one; that is the log-end check's business, not this test's).
+		recs = recs[:0]
+		for p := range int32(parts) {
+			recs = append(recs, &client.Record{Topic: topic, Partition: p, ManualPartition: true, Value: []byte("y")})
+		}
+		if err := cl.ProduceSync(ctx, recs...); err != nil {
+			t.Fatal(err)
+		}
 		_ = cl.Close()
 		cancel()
+		waitFor(t, 30*time.Second, "every replica's high watermark at the log end", func() error {
+			for id, n := range c.nodes {
+				for p := range int32(parts) {
+					pt, err := n.Registry().Partition(topic, p)
+					if err != nil {
+						return fmt.Errorf("broker %d: %w", id, err)
+					}
+					if hw := pt.HighWatermark(); hw < logEnd {
+						return fmt.Errorf("broker %d partition %d: high watermark %d", id, p, hw)
+					}
+				}
+			}
+			return nil
+		})
 	}
 
 	var connMu sync.Mutex
@@ -193,7 +248,7 @@ func TestClusterGroupOffsetsLinearizable(t *testing.T) {
 		return runnelv1.NewOffsetServiceClient(cc)
 	}
 
-	h := &linHistory{start: time.Now(), ops: map[linKey][]porcupine.Operation{}}
+	h := &linHistory{start: time.Now(), ops: map[linKey][]porcupine.Operation{}, last: map[string]int64{}}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var errMu sync.Mutex
@@ -210,12 +265,36 @@ func TestClusterGroupOffsetsLinearizable(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				lc := &linClient{conns: offsetClient, addrs: addrs, addr: addrs[id%len(addrs)], next: id}
+				var ops []porcupine.Operation
+				defer func() {
+					// A commit of unknown outcome may take effect at any time after its call,
+					// up to the next commit of this writer that was acknowledged: Raft
+					// applies a log in order, so an entry proposed earlier and not lost is
+					// applied before a later one; effect after it would make the offset go
+					// back, which is what the test looks for. (Placed just before the next
+					// write, it is a commit that had no effect.) The last ones are open-ended.
+					next := int64(math.MaxInt64)
+					for i := len(ops) - 1; i >= 0; i-- {
+						if ops[i].Output.(linOutput).unknown {
+							ops[i].Return = next
+						} else {
+							next = ops[i].Return
+						}
+					}
+					for _, op := range ops {
+						h.add(k, op)
+					}
+				}()
 				for v := int64(1); v <= logEnd; v++ {
 					select {
 					case <-stop:
 						return
 					default:
 					}
+					// After a commit of unknown outcome the next one is made again until
+					// acknowledged (or out of time): one unknown at a time per writer keeps
+					// the check linear (overlapping unknowns make it exponential).
+					lc.retryAll = len(ops) > 0 && ops[len(ops)-1].Output.(linOutput).unknown
 					ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 					call := h.now()
 					err := lc.call(ctx, func(ctx context.Context, oc runnelv1.OffsetServiceClient) error {
@@ -227,14 +306,12 @@ func TestClusterGroupOffsetsLinearizable(t *testing.T) {
 					cancel()
 					op := porcupine.Operation{ClientId: id, Input: linInput{commit: true, value: v}, Call: call, Output: linOutput{}, Return: ret}
 					if err != nil {
-						op.Output, op.Return = linOutput{unknown: true}, math.MaxInt64
+						op.Output = linOutput{unknown: true}
 						t.Logf("commit %s/%d=%d: %v (outcome unknown)", k.group, k.partition, v, err)
 					}
-					h.add(k, op)
-					if err != nil {
-						// Few commits of unknown outcome: each may take effect at any time
-						// after its call, which the checker explores.
-						time.Sleep(200 * time.Millisecond)
+					ops = append(ops, op)
+					if err == nil {
+						h.progress(fmt.Sprintf("writer %s/%d", k.group, k.partition), call)
 					}
 					time.Sleep(3 * time.Millisecond)
 				}
@@ -275,6 +352,7 @@ func TestClusterGroupOffsetsLinearizable(t *testing.T) {
 				for _, o := range resp.GetOffsets() {
 					k := linKey{g, o.GetPartition()}
 					h.add(k, porcupine.Operation{ClientId: id, Input: linInput{}, Call: call, Output: linOutput{value: o.GetOffset()}, Return: ret})
+					h.progress(fmt.Sprintf("reader %d", r), call)
 					if prev, ok := last[k]; ok && o.GetOffset() < prev {
 						errMu.Lock()
 						regressions = append(regressions, fmt.Sprintf("reader %d: %s/%d read %d after %d", r, k.group, k.partition, o.GetOffset(), prev))
@@ -303,27 +381,67 @@ func TestClusterGroupOffsetsLinearizable(t *testing.T) {
 		})
 		return id
 	}
+	fail := func(id int32) {
+		if isolate {
+			var others []int32
+			for o := int32(1); o <= 3; o++ {
+				if o != id {
+					others = append(others, o)
+				}
+			}
+			t.Logf("cutting the metadata leader, broker %d, off the others", id)
+			c.split.isolate(id, others...)
+			return
+		}
+		t.Logf("stopping the metadata leader, broker %d", id)
+		c.stop(id)
+	}
+	back := func(id int32) {
+		if isolate {
+			t.Logf("healing the network")
+			c.split.heal()
+		} else {
+			t.Logf("restarting broker %d", id)
+			c.start(id)
+		}
+		c.waitBrokers(3)
+		waitFor(t, 20*time.Second, "the broker follows a leader", func() error {
+			if lid, _, ok := c.nodes[id].Cluster().Leader(); !ok || lid == id {
+				return fmt.Errorf("no other leader known")
+			}
+			return nil
+		})
+	}
 	time.Sleep(2 * time.Second)
 	first := leaderID()
 	kill1 := h.now()
-	t.Logf("stopping the metadata leader, broker %d", first)
-	c.stop(first)
+	fail(first)
 	time.Sleep(3 * time.Second)
-	t.Logf("restarting broker %d", first)
-	c.start(first)
-	c.waitBrokers(3)
-	waitFor(t, 20*time.Second, "the restarted broker follows a leader", func() error {
-		if _, _, ok := c.nodes[first].Cluster().Leader(); !ok {
-			return fmt.Errorf("no leader known")
-		}
-		return nil
-	})
+	back(first)
 	time.Sleep(2 * time.Second)
 	second := leaderID()
 	kill2 := h.now()
-	t.Logf("stopping the metadata leader, broker %d", second)
-	c.stop(second)
+	fail(second)
 	time.Sleep(3 * time.Second)
+	if isolate {
+		back(second)
+		time.Sleep(time.Second)
+	}
+	// Every client gets an operation through after the last failure before the end (a wait,
+	// not a fixed time: a loaded machine may be slow to elect).
+	waitFor(t, 30*time.Second, "every client served after the last failure", func() error {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if len(h.last) < len(groups)*parts+3 {
+			return fmt.Errorf("%d clients served", len(h.last))
+		}
+		for who, at := range h.last {
+			if at <= kill2 {
+				return fmt.Errorf("%s not served since", who)
+			}
+		}
+		return nil
+	})
 	close(stop)
 	wg.Wait()
 
@@ -353,9 +471,9 @@ func TestClusterGroupOffsetsLinearizable(t *testing.T) {
 					afterKill2++
 				}
 			}
-			t.Logf("%s/%d: %d commits acknowledged, %d of unknown outcome, %d fetches; %d and %d completed after the first and second stop",
+			t.Logf("%s/%d: %d commits acknowledged, %d of unknown outcome, %d fetches; %d and %d completed after the first and second failure",
 				k.group, k.partition, okCommits, unknown, fetches, afterKill1, afterKill2)
-			if okCommits < 10 || fetches < 10 || afterKill1 == 0 || afterKill2 == 0 {
+			if okCommits < 5 || fetches < 5 || afterKill1 == 0 || afterKill2 == 0 {
 				t.Errorf("%s/%d: too little progress", k.group, k.partition)
 			}
 			res, info := porcupine.CheckOperationsVerbose(offsetRegister, ops, 20*time.Second)
