@@ -196,12 +196,13 @@ func testOffsetsLinearizable(t *testing.T, isolate bool) {
 		if err := cl.ProduceSync(ctx, recs...); err != nil {
 			t.Fatal(err)
 		}
-		// A follower learns that entries committed from the leader's next append (an idle
-		// partition's followers may otherwise keep a high watermark of 0 for long): one more
-		// record each, so that every replica's high watermark covers the commits and the
-		// coordinator checks them without asking a partition leader (a partition without a
-		// leader, its broker stopped or cut off, would stall the commits of that partition
-		// until it elects one; that is the log-end check's business, not this test's).
+		// A follower learns that entries committed from the leader's next append (on an idle
+		// partition up to the commit timeout later, 5-10 s, its high watermark staying behind
+		// meanwhile): one more record each, so that every replica's high watermark covers the
+		// commits at once and the coordinator checks them without asking a partition leader
+		// (a partition without a leader, its broker stopped or cut off, would stall the
+		// commits of that partition until it elects one; that is the log-end check's
+		// business, not this test's).
 		recs = recs[:0]
 		for p := range int32(parts) {
 			recs = append(recs, &client.Record{Topic: topic, Partition: p, ManualPartition: true, Value: []byte("y")})
