@@ -60,7 +60,7 @@ func (f *fetchService) Fetch(ctx context.Context, req *runnelv1.FetchRequest) (*
 		wait = max(min(wait, left), 0)
 	}
 
-	part, err := f.s.reg.ReadPartition(req.GetTopic(), req.GetPartition())
+	part, err := f.s.reg.readPartition(req.GetTopic(), req.GetPartition(), req.GetAllowFollower())
 	if err != nil {
 		return nil, callError(w, err)
 	}

@@ -357,14 +357,15 @@ func FuzzCommitOffsets(f *testing.F) {
 		}
 		_, err := b.offsets().CommitOffsets(ctx, &runnelv1.CommitOffsetsRequest{Group: group, Offsets: cs})
 		if err != nil {
-			wantAPIError(t, "commit", err, []codes.Code{codes.InvalidArgument, codes.NotFound},
+			wantAPIError(t, "commit", err, []codes.Code{codes.InvalidArgument, codes.NotFound, codes.OutOfRange},
 				runnelv1.ErrorReason_ERROR_REASON_INVALID_REQUEST, runnelv1.ErrorReason_ERROR_REASON_INVALID_GROUP_NAME,
 				runnelv1.ErrorReason_ERROR_REASON_INVALID_TOPIC_NAME, runnelv1.ErrorReason_ERROR_REASON_UNKNOWN_TOPIC,
-				runnelv1.ErrorReason_ERROR_REASON_UNKNOWN_PARTITION)
+				runnelv1.ErrorReason_ERROR_REASON_UNKNOWN_PARTITION, runnelv1.ErrorReason_ERROR_REASON_OFFSET_OUT_OF_RANGE)
 			return
 		}
 		for _, c := range cs {
-			if c.GetOffset() < 0 || c.GetTopic() != "events" || c.GetPartition() < 0 || c.GetPartition() > 1 {
+			// events holds no record: its log end is 0, beyond which commits are refused.
+			if c.GetOffset() < 0 || c.GetOffset() > 0 || c.GetTopic() != "events" || c.GetPartition() < 0 || c.GetPartition() > 1 {
 				t.Fatalf("commit of %v accepted", c)
 			}
 		}

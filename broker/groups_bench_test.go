@@ -11,6 +11,10 @@ import (
 	runnelv1 "github.com/runnel-io/runnel/proto/runnel/v1"
 )
 
+// benchLogEnd is the log end of the benchmark's partitions: the commits cycle through
+// offsets 0 to benchLogEnd.
+const benchLogEnd = 100
+
 // BenchmarkGroupCommitsLocal measures offset commits on a single node (the local offset
 // store, <data-dir>/offsets.db): 10 groups of 10 members each commit concurrently, one commit
 // in flight per member, fenced by member epoch.
@@ -19,6 +23,9 @@ import (
 func BenchmarkGroupCommitsLocal(b *testing.B) {
 	tb := startBroker(b, b.TempDir())
 	tb.createTopic("bench", 10, nil)
+	for p := range int32(10) {
+		tb.fill("bench", p, benchLogEnd) // commits are refused beyond the log end
+	}
 	gc := tb.groupsClient()
 	type mem struct {
 		group, id string
@@ -51,7 +58,7 @@ func BenchmarkGroupCommitsLocal(b *testing.B) {
 					return
 				}
 				if _, err := oc.CommitOffsets(context.Background(), &runnelv1.CommitOffsetsRequest{Group: m.group, MemberId: m.id, MemberEpoch: m.epoch,
-					Offsets: []*runnelv1.OffsetCommit{{Topic: "bench", Partition: m.part, Offset: i}}}); err != nil {
+					Offsets: []*runnelv1.OffsetCommit{{Topic: "bench", Partition: m.part, Offset: i % (benchLogEnd + 1)}}}); err != nil {
 					b.Error(err)
 					return
 				}

@@ -219,6 +219,9 @@ func TestGroupSessionTimeout(t *testing.T) {
 func TestGroupCommitsBatched(t *testing.T) {
 	b := startBroker(t, t.TempDir())
 	b.createTopic("orders", 8, nil)
+	for p := range int32(8) {
+		b.fill("orders", p, 50) // commits go up to the log end
+	}
 	ctx := ctxT(t)
 	var wg sync.WaitGroup
 	for p := range int32(8) {

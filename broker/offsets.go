@@ -47,6 +47,8 @@ type offsetService struct {
 	store     *offsetStore
 	openErr   error
 	closeOnce sync.Once
+
+	ends logEnds // groups_validate.go: commits are checked against the log end
 }
 
 // open opens the store under the registry's data directory; a failure is kept and returned
@@ -240,10 +242,13 @@ func (o *offsetService) CommitOffsets(ctx context.Context, req *runnelv1.CommitO
 		if err != nil {
 			return nil, groupError(group, err)
 		}
-		// Not checked against the log (offset.proto: "Offsets are not checked against the log").
 		items = append(items, commitItem{key: k, entry: offsetEntry{
 			TopicID: info.ID, Offset: c.GetOffset(), Metadata: c.GetMetadata(), CommitTime: now.UnixNano(),
 		}})
+	}
+	// Not beyond the log end (groups_validate.go).
+	if err := o.checkLogEnds(ctx, group, items, func(i int) string { return fmt.Sprintf("offsets[%d].offset", i) }); err != nil {
+		return nil, err
 	}
 	// Fenced by the group's coordinator, then written with the other commits of its batch.
 	if err := o.s.groups.commit(ctx, newCommitReq(group, items, now), req.GetMemberId(), req.GetMemberEpoch()); err != nil {
@@ -522,7 +527,7 @@ func (o *offsetService) ResetOffsets(ctx context.Context, req *runnelv1.ResetOff
 	var items []commitItem
 	for _, k := range sortedKeys(want) {
 		w := at(k.topic, k.partition)
-		p, err := o.s.reg.Partition(k.topic, k.partition)
+		p, err := o.resetOffsets(ctx, want[k], k.partition) // groups_validate.go
 		if err != nil {
 			return nil, groupError(group, apiErrorOf(w, err))
 		}
@@ -562,6 +567,10 @@ func (o *offsetService) ResetOffsets(ctx context.Context, req *runnelv1.ResetOff
 	}
 	if !req.GetExecute() || len(items) == 0 {
 		return out, nil
+	}
+	// Within [log start, log end] by the clamp above; checked as commits are (groups_validate.go).
+	if err := o.checkLogEnds(ctx, group, items, nil); err != nil {
+		return nil, err
 	}
 	// Written like a commit from outside the group (queued in order with the commits), but
 	// allowed while the group has members when forced.

@@ -66,6 +66,9 @@ func TestOffsetsCommitFetchRestart(t *testing.T) {
 	b := startBroker(t, dir)
 	b.createTopic("orders", 2, nil)
 	b.createTopic("audit", 1, nil)
+	b.fill("orders", 0, 3)
+	b.fill("orders", 1, 10)
+	b.fill("audit", 0, 100)
 	ctx := ctxT(t)
 
 	before := time.Now()
@@ -101,12 +104,12 @@ func TestOffsetsCommitFetchRestart(t *testing.T) {
 	if got := fetchAll(t, b, "newcomer"); len(got) != 0 {
 		t.Fatalf("fetch unknown group, all: %v", got)
 	}
-	// Commits overwrite; an offset beyond the log is accepted (offset.proto: not checked).
-	b.commitOK("billing", oc("orders", 1, 1_000_000, "v2"))
+	// Commits overwrite; an offset beyond the log end is refused (groups_validate_test.go).
+	b.commitOK("billing", oc("orders", 1, 10, "v2"))
 
 	b.stop()
 	b = startBroker(t, dir)
-	want = []tpo{{"audit", 0, 100}, {"orders", 0, 3}, {"orders", 1, 1_000_000}}
+	want = []tpo{{"audit", 0, 100}, {"orders", 0, 3}, {"orders", 1, 10}}
 	if got := fetchAll(t, b, "billing"); !eqTPO(got, want) {
 		t.Fatalf("after restart: %v, want %v", got, want)
 	}
@@ -133,6 +136,7 @@ func TestOffsetsSecondOpenFails(t *testing.T) {
 func TestOffsetsErrors(t *testing.T) {
 	b := startBroker(t, t.TempDir())
 	b.createTopic("orders", 2, nil)
+	b.fill("orders", 0, 1)
 	ctx := ctxT(t)
 	commit := func(group string, cs ...*runnelv1.OffsetCommit) error {
 		_, err := b.offsets().CommitOffsets(ctx, &runnelv1.CommitOffsetsRequest{Group: group, Offsets: cs})
@@ -198,7 +202,7 @@ func TestOffsetsListDescribeDelete(t *testing.T) {
 	}
 	b.produceOK("orders", 1, runnelv1.Acks_ACKS_ALL, batch(t, 0, "a"))
 	b.commitOK("zeta", oc("audit", 0, 0, ""))
-	b.commitOK("billing", oc("orders", 0, 2, "md"), oc("orders", 1, 5, ""), oc("temp", 0, 0, ""))
+	b.commitOK("billing", oc("orders", 0, 2, "md"), oc("orders", 1, 1, ""), oc("temp", 0, 0, ""))
 
 	d, err := b.offsets().DescribeGroup(ctx, &runnelv1.DescribeGroupRequest{Group: "billing"})
 	if err != nil {
@@ -214,7 +218,7 @@ func TestOffsetsListDescribeDelete(t *testing.T) {
 	for _, p := range d.GetPartitions() {
 		got = append(got, row{p.GetTopic(), p.GetPartition(), p.GetCommittedOffset(), p.GetLogStartOffset(), p.GetHighWatermark(), p.GetLag()})
 	}
-	want := []row{{"orders", 0, 2, 0, 6, 4}, {"orders", 1, 5, 0, 1, 0}, {"temp", 0, 0, 0, 0, 0}}
+	want := []row{{"orders", 0, 2, 0, 6, 4}, {"orders", 1, 1, 0, 1, 0}, {"temp", 0, 0, 0, 0, 0}}
 	if len(got) != len(want) || d.GetTotalLag() != 4 || d.GetPartitions()[0].GetMetadata() != "md" {
 		t.Fatalf("describe: %v total %d", got, d.GetTotalLag())
 	}

@@ -24,7 +24,7 @@ func (f *fetchService) Subscribe(req *runnelv1.SubscribeRequest, stream runnelv1
 	if err := checkRead("subscribe", w, req.GetTopic(), req.GetFormat(), req.GetMaxBytes(), req.GetMaxRecords()); err != nil {
 		return err
 	}
-	part, err := f.s.reg.ReadPartition(req.GetTopic(), req.GetPartition())
+	part, err := f.s.reg.readPartition(req.GetTopic(), req.GetPartition(), req.GetAllowFollower())
 	if err != nil {
 		return callError(w, err)
 	}

@@ -157,8 +157,24 @@ func OpenRegistry(opts RegistryOptions) (*Registry, error) {
 	return r, nil
 }
 
-// ClusterID returns the cluster id, created with the data directory.
-func (r *Registry) ClusterID() string { return r.clusterID }
+// ClusterID returns the cluster id: on a single node, created with the data directory; in
+// cluster mode, the id the metadata holds (generated once, when the cluster is founded), the
+// same on every broker, or "" until this broker has applied it.
+func (r *Registry) ClusterID() string {
+	if !r.clustered {
+		return r.clusterID
+	}
+	cl := r.Cluster()
+	if cl == nil {
+		return ""
+	}
+	// internal/cluster holds the id in its metadata state once it has the set-cluster-id
+	// command (issue #4); until then cluster mode reports "" as before.
+	if m, ok := any(cl).(interface{ ClusterID() string }); ok {
+		return m.ClusterID()
+	}
+	return ""
+}
 
 // NodeID returns this broker's id.
 func (r *Registry) NodeID() int32 { return r.nodeID }
@@ -479,6 +495,22 @@ func (r *Registry) LeaderPartition(name string, p int32) (*partition.Partition, 
 // watermark may be behind until then).
 func (r *Registry) ReadPartition(name string, p int32) (*partition.Partition, error) {
 	return r.servingPartition(name, p, (*partition.Partition).ServesReads)
+}
+
+// FollowerReadPartition is ReadPartition for a read that allows a follower
+// (allow_follower): any replica on this broker serves, leader or not, up to what it knows is
+// committed (partition.Partition.ServesFollowerReads); a broker without a replica of the
+// partition answers NOT_LEADER naming the leader, as ReadPartition does.
+func (r *Registry) FollowerReadPartition(name string, p int32) (*partition.Partition, error) {
+	return r.servingPartition(name, p, (*partition.Partition).ServesFollowerReads)
+}
+
+// readPartition is ReadPartition, or FollowerReadPartition when the request allows a follower.
+func (r *Registry) readPartition(name string, p int32, allowFollower bool) (*partition.Partition, error) {
+	if allowFollower {
+		return r.FollowerReadPartition(name, p)
+	}
+	return r.ReadPartition(name, p)
 }
 
 func (r *Registry) servingPartition(name string, p int32, serves func(*partition.Partition) bool) (*partition.Partition, error) {

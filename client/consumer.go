@@ -402,11 +402,37 @@ func (k *Consumer) follow(ctx context.Context, key tp, a *assignment, start Posi
 	var dec recordbatch.Decoder
 	redirects, unknown, behind := 0, 0, 0
 	confirmed := int64(-1) // the highest next_offset a broker sent: committed, so readable
+	// WithFollowerReads: read from a follower (the pick-th) while that works; after a
+	// follower's stream fails, from the leader, and from the next follower after a failure
+	// there.
+	useFollower, pick, followerBehind := k.c.opts.followerReads, int(key.partition), 0
 	for {
-		err := k.subscribe(ctx, key, a, &pos, &skipBelow, &confirmed, dec)
+		onFollower := false
+		err := k.subscribe(ctx, key, a, &pos, &skipBelow, &confirmed, dec, useFollower, pick, &onFollower)
 		if ctx.Err() != nil {
 			return
 		}
+		if onFollower {
+			var e *Error
+			if errors.As(err, &e) && e.Reason == reasonName(runnelv1.ErrorReason_ERROR_REASON_OFFSET_OUT_OF_RANGE) &&
+				e.Info != nil && e.Info.Offset != nil && e.Info.HighWatermark != nil && e.Info.GetOffset() > e.Info.GetHighWatermark() && followerBehind < unknownRetries {
+				// The follower has not learned yet that the offset is committed (it learns
+				// with the leader's next append): give it a few backoffs.
+				followerBehind++
+				if !k.backoff(ctx) {
+					return
+				}
+				continue
+			}
+			followerBehind = 0
+			// Whatever the failure (the broker down, the replica moved, an offset still above
+			// what the follower knows committed), the leader has the last word: resubscribe
+			// there.
+			k.c.opts.logf("runnel: %s/%d: reading from a follower failed: %v: resubscribing to the leader", key.topic, key.partition, err)
+			useFollower, pick = false, pick+1
+			continue
+		}
+		useFollower = k.c.opts.followerReads
 		var e *Error
 		errors.As(err, &e)
 		reason := ""
@@ -480,6 +506,12 @@ func (k *Consumer) resolve(ctx context.Context, key tp, start Position) (*runnel
 	switch start.kind {
 	case posOffset:
 		return start.pb(), start.offset, nil
+	case posLatest:
+		if !k.c.opts.followerReads {
+			break
+		}
+		// A follower's end may trail the leader's: the leader says where Latest is.
+		fallthrough
 	case posTime:
 		m, err := k.c.ListOffsets(ctx, key.topic, start, key.partition)
 		if err != nil {
@@ -496,18 +528,29 @@ func (k *Consumer) resolve(ctx context.Context, key tp, start Position) (*runnel
 
 // subscribe runs one Subscribe stream until it fails, handing out its records. It advances
 // *pos, *skipBelow and *confirmed as records arrive, so that a resubscription resumes where it ended.
-func (k *Consumer) subscribe(ctx context.Context, key tp, a *assignment, pos **runnelv1.Position, skipBelow, confirmed *int64, dec recordbatch.Decoder) error {
+//
+// With follower set, the stream goes to the partition's pick-th follower (router.follower),
+// if it has one, with allow_follower; *onFollower then reports that it did.
+func (k *Consumer) subscribe(ctx context.Context, key tp, a *assignment, pos **runnelv1.Position, skipBelow, confirmed *int64, dec recordbatch.Decoder,
+	follower bool, pick int, onFollower *bool) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	addr, err := k.c.router.leader(ctx, key.topic, key.partition)
-	if err != nil {
-		return err
+	var addr string
+	if follower {
+		addr, *onFollower = k.c.router.follower(ctx, key.topic, key.partition, pick)
+	}
+	if !*onFollower {
+		var err error
+		if addr, err = k.c.router.leader(ctx, key.topic, key.partition); err != nil {
+			return err
+		}
 	}
 	bc, err := k.c.conn(addr)
 	if err != nil {
 		return err
 	}
-	st, err := bc.fetch.Subscribe(sctx, &runnelv1.SubscribeRequest{Topic: key.topic, Partition: key.partition, Start: *pos, MaxBytes: k.o.maxBytes})
+	st, err := bc.fetch.Subscribe(sctx, &runnelv1.SubscribeRequest{Topic: key.topic, Partition: key.partition, Start: *pos, MaxBytes: k.o.maxBytes,
+		AllowFollower: *onFollower})
 	if err != nil {
 		return fromRPC(err)
 	}

@@ -103,6 +103,11 @@
 // if it does not answer, to the other brokers the client knows of, then to the seeds, so a
 // client whose broker died moves on to the others.
 //
+// WithFollowerReads (default off) sends the consumers' Subscribe streams to one of a
+// partition's followers instead (allow_follower): it serves what it knows is committed, which
+// may trail the leader by a moment (up to 5 s on an idle partition); a stream that fails there
+// is resumed at the leader.
+//
 // Calls that change metadata (CreateTopic, DeleteTopic, AlterTopicConfig, RebalanceCluster,
 // CommitOffsets, FetchCommitted, and the group consumer's heartbeats, commits and leave) go to the metadata leader if the client knows it, else to
 // any broker; one refused with NOT_METADATA_LEADER is made again at the leader the error

@@ -60,6 +60,7 @@ type options struct {
 	retryBackoff     time.Duration
 	deliveryTimeout  time.Duration
 	metadataMaxAge   time.Duration
+	followerReads    bool
 	// dialer, if set, opens the client's TCP connections (tests route them through a proxy).
 	dialer func(ctx context.Context, addr string) (net.Conn, error)
 }
@@ -161,6 +162,23 @@ func WithDeliveryTimeout(d time.Duration) Option { return func(o *options) { o.d
 // nothing failed. Leader changes are learned sooner, from NOT_LEADER errors. Default 5 minutes
 // (Kafka's metadata.max.age.ms).
 func WithMetadataMaxAge(d time.Duration) Option { return func(o *options) { o.metadataMaxAge = d } }
+
+// WithFollowerReads makes the consumers (Consumer, GroupConsumer) read each partition from one
+// of its followers instead of its leader, to spread reads over the replicas (Subscribe with
+// allow_follower). Default false: every read goes to the partition's leader.
+//
+// A partition's follower is chosen from the metadata's replica list (the replicas other than
+// the leader, the first for partition 0, the next for partition 1, and so on); the next is
+// tried after a failure. A follower serves only what it knows is committed, so nothing is
+// read that a leader change could take back, but it may lag the leader: it learns of a
+// commit with the leader's next append, up to 5 s late while the partition is idle, and a
+// follower cut off from its leader serves what it had until the stream fails. When a
+// follower's stream fails (the broker is down, the replica moved, the resume offset is above
+// the follower's committed end), the consumer resubscribes to the leader from the same
+// offset, and goes back to a follower only after a failure there. Without a follower (one
+// replica, a single-node broker) the leader is read. ListOffsets (AtTime, Latest via
+// ListOffsets) still asks the leader.
+func WithFollowerReads(on bool) Option { return func(o *options) { o.followerReads = on } }
 
 func (o *options) logf(format string, args ...any) {
 	if o.logger != nil {

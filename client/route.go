@@ -44,8 +44,9 @@ type route struct {
 }
 
 type leader struct {
-	id   int32
-	addr string
+	id       int32
+	addr     string
+	replicas []int32 // the brokers holding a replica, the leader included (follower reads)
 }
 
 func newRouter(c *Client, boot string) *router {
@@ -220,7 +221,7 @@ func (r *router) lookup(ctx context.Context, name string, rt *route, ch chan str
 				for len(rt.leaders) <= p {
 					rt.leaders = append(rt.leaders, leader{id: -1})
 				}
-				rt.leaders[p] = leader{id: pm.GetLeaderId(), addr: pm.GetLeaderAddress()}
+				rt.leaders[p] = leader{id: pm.GetLeaderId(), addr: pm.GetLeaderAddress(), replicas: pm.GetReplicas()}
 			}
 		}
 		rt.fetched, rt.invalid = time.Now(), false
@@ -385,6 +386,32 @@ func (r *router) leader(ctx context.Context, name string, partition int32) (stri
 		}
 		return res.addr, res.errOut
 	}
+}
+
+// follower returns the address of a replica of partition other than its leader, for a read
+// that allows a follower (WithFollowerReads): the pick-th (modulo) of the partition's
+// followers whose broker address is known, in the metadata's replica order. ok is false when
+// there is none (a single replica, a legacy broker, no metadata yet, an unknown partition):
+// read from the leader then. During an election (no leader known) every replica qualifies.
+func (r *router) follower(ctx context.Context, name string, partition int32, pick int) (addr string, ok bool) {
+	_, _ = r.leader(ctx, name, partition) // looks the topic up if needed; its error is the caller's to meet
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rt := r.topics[name]
+	if r.legacy || rt == nil || rt.invalid || rt.err != nil || partition < 0 || int(partition) >= len(rt.leaders) {
+		return "", false
+	}
+	l := rt.leaders[partition]
+	var addrs []string
+	for _, id := range l.replicas {
+		if a := r.brokers[id]; id != l.id && a != "" && a != l.addr {
+			addrs = append(addrs, a)
+		}
+	}
+	if len(addrs) == 0 {
+		return "", false
+	}
+	return addrs[((pick%len(addrs))+len(addrs))%len(addrs)], true
 }
 
 type peekOut struct {

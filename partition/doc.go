@@ -47,4 +47,7 @@
 //     exactly as Append does here. It may then trail the local log end, and truncation (a Raft
 //     conflict) may cut the local log above it, never below.
 //   - Retention runs with RetentionGuard set to the latest snapshot index.
+//   - Reads: the leader serves them once its Barrier returned (ServesReads); any replica may
+//     serve follower reads (ServesFollowerReads) up to its own high watermark, which on a
+//     follower is what it knows committed and holds (see ServesFollowerReads).
 package partition

@@ -65,7 +65,7 @@ func (p *Partition) Fetch(ctx context.Context, offset int64, opt FetchOptions) (
 			return FetchResult{}, p.closedErr("fetch")
 		}
 		wake := p.wait()
-		hw := p.hw.Load()
+		hw := p.readBound()
 		start := p.log.StartOffset()
 		if first && (offset < start || offset > hw) {
 			return FetchResult{}, p.errorf("fetch: %w", &commitlog.OffsetRangeError{Offset: offset, Start: start, End: hw})
@@ -117,13 +117,24 @@ func (p *Partition) Fetch(ctx context.Context, offset int64, opt FetchOptions) (
 		select {
 		case <-wake:
 		case <-timeout:
-			return p.result(out, next, p.hw.Load(), p.log.StartOffset()), nil
+			return p.result(out, next, p.readBound(), p.log.StartOffset()), nil
 		case <-ctx.Done():
 			return FetchResult{}, p.errorf("fetch at offset %d: %w", offset, ctx.Err())
 		case <-p.done:
 			return FetchResult{}, p.closedErr("fetch")
 		}
 	}
+}
+
+// readBound is the high watermark as reads see it: with replication, never past the local log
+// end either (the FSM applies only entries this replica holds, so the two agree; the clamp
+// keeps a follower's read inside its own log whatever happens to the log under it).
+func (p *Partition) readBound() int64 {
+	hw := p.hw.Load()
+	if p.rep != nil {
+		hw = min(hw, p.log.EndOffset())
+	}
+	return hw
 }
 
 func (p *Partition) result(out []byte, next, hw, start int64) FetchResult {

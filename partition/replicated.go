@@ -283,6 +283,24 @@ func (p *Partition) ServesReads() bool {
 	return p.rep == nil || (p.rep.raft.State() == raft.Leader && p.rep.caughtUp.Load())
 }
 
+// ServesFollowerReads reports whether a read that allows a follower (FetchRequest and
+// SubscribeRequest.allow_follower) may be served here: always. Every replica bounds its reads
+// by its high watermark, and on any replica, leader or not, that is the end of the entries its
+// FSM applied. hashicorp/raft applies an entry only once the replica knows it committed: a
+// follower learns the leader's commit index from AppendEntries (LeaderCommitIndex), takes
+// min(that, its own last index) as its commit index, and hands its FSM only entries at or
+// below it, read from its own log. So a replica's bound is committed (never a record a
+// leader change could take back: Raft never truncates a committed entry) and never past its
+// own log end (Fetch also clamps to it). The bound is applied, not raft's commit_index stat,
+// because it is already an offset (the FSM maps the applied entry to the offset after its
+// batch), it is what the FSM's apply wakes long polls on, and it is never ahead of the log
+// this replica can read. What a follower may lack is recency: it learns of a commit with the
+// leader's next append (up to CommitTimeout later when the partition is idle), serves
+// nothing of its log above its bound (OFFSET_OUT_OF_RANGE above it), and a replica cut off
+// from its leader keeps serving what it had. A new leader (ServesReads false until its
+// Barrier) serves such reads the same way.
+func (p *Partition) ServesFollowerReads() bool { return true }
+
 // watchLeadership keeps caughtUp: on becoming leader it waits for a Barrier (everything
 // committed before is applied), and clears it when leadership is lost.
 func (p *Partition) watchLeadership() {

@@ -26,6 +26,7 @@ type replicaSet struct {
 	nets    []*raftnet.Network
 	parts   []*Partition
 	servers []raft.Server
+	conf    *raft.Config // the replicas' Raft configuration (fastRaft by default)
 }
 
 func fastRaft() *raft.Config {
@@ -37,8 +38,10 @@ func fastRaft() *raft.Config {
 	return c
 }
 
-func newReplicaSet(t *testing.T, n int) *replicaSet {
-	rs := &replicaSet{t: t}
+func newReplicaSet(t *testing.T, n int) *replicaSet { return newReplicaSetConf(t, n, fastRaft()) }
+
+func newReplicaSetConf(t *testing.T, n int, conf *raft.Config) *replicaSet {
+	rs := &replicaSet{t: t, conf: conf}
 	for i := range n {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -82,7 +85,7 @@ func (rs *replicaSet) start(i int) {
 	opts := DefaultOptions()
 	opts.Topic, opts.Partition = "orders", 0
 	p, err := OpenReplicated(rs.dirs[i], topic.DefaultConfig(), opts, Replication{
-		ID: rs.servers[i].ID, Transport: tr, Bootstrap: rs.servers, Raft: fastRaft(),
+		ID: rs.servers[i].ID, Transport: tr, Bootstrap: rs.servers, Raft: rs.conf,
 	})
 	if err != nil {
 		t.Fatal(err)

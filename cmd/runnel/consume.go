@@ -29,6 +29,8 @@ type consumeOpts struct {
 	group     string
 	format    string
 	maxWait   time.Duration
+	// followerReads reads each partition from a follower replica (client.WithFollowerReads).
+	followerReads bool
 }
 
 func (a *app) consumeCmd() *cobra.Command {
@@ -52,6 +54,8 @@ broker refuses that while the group has members).
 
 Records are streamed through the Go SDK's consumer (one Subscribe stream per partition); a
 stream broken by a retriable failure (the broker restarting) is resumed where it stopped.
+--follower-reads reads each partition from a follower replica (cluster mode), up to what that
+replica knows is committed; a failing follower is left for the leader.
 
 -f FORMAT: %k key, %v value, %p partition, %o offset, %t timestamp (unix ms), %h headers
 (k=v,k=v), %% a percent sign; \n, \t and \\ are escapes. Default: %v\n.`,
@@ -70,6 +74,7 @@ stream broken by a retriable failure (the broker restarting) is resumed where it
 	f.BoolVar(&o.exitAtEnd, "exit-at-end", false, "exit when every consumed partition reaches its high watermark")
 	f.StringVarP(&o.group, "group", "g", "", "consumer group: join it (share the partitions with its other members), start from its committed offsets and commit as records are printed")
 	f.StringVarP(&o.format, "format-record", "f", `%v\n`, "record format (see above)")
+	f.BoolVar(&o.followerReads, "follower-reads", false, "read each partition from one of its follower replicas instead of its leader (cluster mode): records up to what that replica knows is committed, possibly a little behind the leader; falls back to the leader on errors")
 	f.DurationVar(&o.maxWait, "max-wait", 5*time.Second, "no effect (kept for compatibility: records are now streamed, not long-polled)")
 	return c
 }
@@ -153,7 +158,7 @@ func (a *app) consumeSDK(ctx context.Context, topicName string, o consumeOpts) e
 	if err != nil {
 		return err
 	}
-	c, err := client.New(ctx, a.sdkOptions()...)
+	c, err := client.New(ctx, a.sdkOptions(client.WithFollowerReads(o.followerReads))...)
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/runnel-io/runnel/client"
 	runnelv1 "github.com/runnel-io/runnel/proto/runnel/v1"
 )
 
@@ -134,6 +135,35 @@ func joinBenchMembers(tb testing.TB, nodes []*Node, topic string, groups, member
 	}
 }
 
+// benchLogEnd is the log end of the benchmark's partitions (commits beyond it are refused):
+// the commits cycle through offsets 0 to benchLogEnd.
+const benchLogEnd = 100
+
+// fillBench produces benchLogEnd records to each of the topic's partitions.
+func fillBench(tb testing.TB, nodes []*Node, topic string, parts int32) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var addrs []string
+	for _, nd := range nodes {
+		addrs = append(addrs, nd.Addr())
+	}
+	cl, err := client.New(ctx, client.WithBrokers(addrs...), client.WithRetryBackoff(50*time.Millisecond))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer cl.Close()
+	var recs []*client.Record
+	for p := range parts {
+		for range benchLogEnd {
+			recs = append(recs, &client.Record{Topic: topic, Partition: p, ManualPartition: true, Value: []byte("x")})
+		}
+	}
+	if err := cl.ProduceSync(ctx, recs...); err != nil {
+		tb.Fatal(err)
+	}
+}
+
 // runCommits has every member commit the offsets of its perCommit partitions, one commit at
 // a time each, until n commits are done, and returns the elapsed time.
 func runCommits(tb testing.TB, cc *grpc.ClientConn, topic string, members []*benchMember, perCommit int, n int64) time.Duration {
@@ -153,7 +183,7 @@ func runCommits(tb testing.TB, cc *grpc.ClientConn, topic string, members []*ben
 				}
 				req := &runnelv1.CommitOffsetsRequest{Group: m.group, MemberId: m.id, MemberEpoch: m.epoch}
 				for k := range int32(perCommit) {
-					req.Offsets = append(req.Offsets, &runnelv1.OffsetCommit{Topic: topic, Partition: m.part*int32(perCommit) + k, Offset: i})
+					req.Offsets = append(req.Offsets, &runnelv1.OffsetCommit{Topic: topic, Partition: m.part*int32(perCommit) + k, Offset: i % (benchLogEnd + 1)})
 				}
 				_, err := oc.CommitOffsets(context.Background(), req)
 				if err != nil {
@@ -190,6 +220,7 @@ func BenchmarkGroupCommitsCluster(b *testing.B) {
 			}
 			cc, members := joinBenchMembers(b, nodes, "bench", c.groups, c.members)
 			time.Sleep(time.Second) // the topic's replicas open in the background
+			fillBench(b, nodes, "bench", int32(c.members*c.perCommit))
 			b.ResetTimer()
 			el := runCommits(b, cc, "bench", members, c.perCommit, int64(b.N))
 			b.StopTimer()

@@ -55,7 +55,17 @@ type FetchRequest struct {
 	// How to return the records. Default: RECORD_FORMAT_BATCHES.
 	Format RecordFormat `protobuf:"varint,8,opt,name=format,proto3,enum=runnel.v1.RecordFormat" json:"format,omitempty"`
 	// Which records may be returned. Default: ISOLATION_LEVEL_READ_UNCOMMITTED.
-	Isolation     IsolationLevel `protobuf:"varint,9,opt,name=isolation,proto3,enum=runnel.v1.IsolationLevel" json:"isolation,omitempty"`
+	Isolation IsolationLevel `protobuf:"varint,9,opt,name=isolation,proto3,enum=runnel.v1.IsolationLevel" json:"isolation,omitempty"`
+	// Let a follower replica answer (cluster mode; ignored on a single node). Default false:
+	// only the partition's leader serves reads, and a follower answers UNAVAILABLE (NOT_LEADER)
+	// naming it. When true, any broker holding a replica of the partition answers from it, up to
+	// what that replica knows is committed: high_watermark is then the replica's own bound (the
+	// end of the entries its Raft group committed and it applied), never past its own log and
+	// never an uncommitted record. A follower learns the commit index from the leader's next
+	// append, up to 5 s late on an idle partition, so it may lag the leader; an offset above its
+	// bound is OUT_OF_RANGE (OFFSET_OUT_OF_RANGE) there: ask the leader. A replica cut off from
+	// its leader keeps serving what it had, which may be stale.
+	AllowFollower bool `protobuf:"varint,10,opt,name=allow_follower,json=allowFollower,proto3" json:"allow_follower,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -151,6 +161,13 @@ func (x *FetchRequest) GetIsolation() IsolationLevel {
 		return x.Isolation
 	}
 	return IsolationLevel_ISOLATION_LEVEL_READ_UNCOMMITTED
+}
+
+func (x *FetchRequest) GetAllowFollower() bool {
+	if x != nil {
+		return x.AllowFollower
+	}
+	return false
 }
 
 // Fetch's response.
@@ -264,7 +281,10 @@ type SubscribeRequest struct {
 	// How to return the records. Default: RECORD_FORMAT_BATCHES.
 	Format RecordFormat `protobuf:"varint,7,opt,name=format,proto3,enum=runnel.v1.RecordFormat" json:"format,omitempty"`
 	// Which records may be returned. Default: ISOLATION_LEVEL_READ_UNCOMMITTED.
-	Isolation     IsolationLevel `protobuf:"varint,8,opt,name=isolation,proto3,enum=runnel.v1.IsolationLevel" json:"isolation,omitempty"`
+	Isolation IsolationLevel `protobuf:"varint,8,opt,name=isolation,proto3,enum=runnel.v1.IsolationLevel" json:"isolation,omitempty"`
+	// As FetchRequest.allow_follower; a follower's stream long-polls its own committed bound,
+	// which advances as it learns the leader's commits.
+	AllowFollower bool `protobuf:"varint,9,opt,name=allow_follower,json=allowFollower,proto3" json:"allow_follower,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -353,6 +373,13 @@ func (x *SubscribeRequest) GetIsolation() IsolationLevel {
 		return x.Isolation
 	}
 	return IsolationLevel_ISOLATION_LEVEL_READ_UNCOMMITTED
+}
+
+func (x *SubscribeRequest) GetAllowFollower() bool {
+	if x != nil {
+		return x.AllowFollower
+	}
+	return false
 }
 
 // One message of a Subscribe stream: the records following the previous message's.
@@ -695,7 +722,7 @@ var File_runnel_v1_fetch_proto protoreflect.FileDescriptor
 
 const file_runnel_v1_fetch_proto_rawDesc = "" +
 	"\n" +
-	"\x15runnel/v1/fetch.proto\x12\trunnel.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16runnel/v1/common.proto\"\xd5\x02\n" +
+	"\x15runnel/v1/fetch.proto\x12\trunnel.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16runnel/v1/common.proto\"\xfc\x02\n" +
 	"\fFetchRequest\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x16\n" +
@@ -706,14 +733,16 @@ const file_runnel_v1_fetch_proto_rawDesc = "" +
 	"\vmax_records\x18\a \x01(\x05R\n" +
 	"maxRecords\x12/\n" +
 	"\x06format\x18\b \x01(\x0e2\x17.runnel.v1.RecordFormatR\x06format\x127\n" +
-	"\tisolation\x18\t \x01(\x0e2\x19.runnel.v1.IsolationLevelR\tisolation\"\xc8\x01\n" +
+	"\tisolation\x18\t \x01(\x0e2\x19.runnel.v1.IsolationLevelR\tisolation\x12%\n" +
+	"\x0eallow_follower\x18\n" +
+	" \x01(\bR\rallowFollower\"\xc8\x01\n" +
 	"\rFetchResponse\x12%\n" +
 	"\x0ehigh_watermark\x18\x01 \x01(\x03R\rhighWatermark\x12(\n" +
 	"\x10log_start_offset\x18\x02 \x01(\x03R\x0elogStartOffset\x12\x1f\n" +
 	"\vnext_offset\x18\x03 \x01(\x03R\n" +
 	"nextOffset\x12\x18\n" +
 	"\abatches\x18\x04 \x01(\fR\abatches\x12+\n" +
-	"\arecords\x18\x05 \x03(\v2\x11.runnel.v1.RecordR\arecords\"\xb9\x02\n" +
+	"\arecords\x18\x05 \x03(\v2\x11.runnel.v1.RecordR\arecords\"\xe0\x02\n" +
 	"\x10SubscribeRequest\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12)\n" +
@@ -723,7 +752,8 @@ const file_runnel_v1_fetch_proto_rawDesc = "" +
 	"maxRecords\x12\x1e\n" +
 	"\vstop_at_end\x18\x06 \x01(\bR\tstopAtEnd\x12/\n" +
 	"\x06format\x18\a \x01(\x0e2\x17.runnel.v1.RecordFormatR\x06format\x127\n" +
-	"\tisolation\x18\b \x01(\x0e2\x19.runnel.v1.IsolationLevelR\tisolation\"\xcc\x01\n" +
+	"\tisolation\x18\b \x01(\x0e2\x19.runnel.v1.IsolationLevelR\tisolation\x12%\n" +
+	"\x0eallow_follower\x18\t \x01(\bR\rallowFollower\"\xcc\x01\n" +
 	"\x11SubscribeResponse\x12%\n" +
 	"\x0ehigh_watermark\x18\x01 \x01(\x03R\rhighWatermark\x12(\n" +
 	"\x10log_start_offset\x18\x02 \x01(\x03R\x0elogStartOffset\x12\x1f\n" +
