@@ -39,6 +39,10 @@ type testCluster struct {
 	t     *testing.T
 	dirs  map[int32]string
 	addrs map[int32]string // a broker's port, kept across restarts
+	// serfAddrs: a broker's Serf port, kept across restarts as a real broker's is (a broker
+	// back under its old name at a new address is a Serf name conflict while the old
+	// address is not yet known to have left).
+	serfAddrs map[int32]string
 	nodes map[int32]*Node
 	seed  string // the first broker's Serf address
 	// failedTimeout for the brokers started (default 1 minute: no reassignment in a test
@@ -53,7 +57,7 @@ type testCluster struct {
 }
 
 func newTestCluster(t *testing.T) *testCluster {
-	return &testCluster{t: t, dirs: map[int32]string{}, addrs: map[int32]string{}, nodes: map[int32]*Node{}, failedTimeout: time.Minute}
+	return &testCluster{t: t, dirs: map[int32]string{}, addrs: map[int32]string{}, serfAddrs: map[int32]string{}, nodes: map[int32]*Node{}, failedTimeout: time.Minute}
 }
 
 func (c *testCluster) start(id int32) *Node {
@@ -67,9 +71,13 @@ func (c *testCluster) start(id int32) *Node {
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
+	serfAddr := c.serfAddrs[id]
+	if serfAddr == "" {
+		serfAddr = "127.0.0.1:0"
+	}
 	pr := partitionRaftForTests()
 	cc := &ClusterConfig{
-		SerfAddr: "127.0.0.1:0", Voters: 3, FailedTimeout: c.failedTimeout, PartitionRaft: pr,
+		SerfAddr: serfAddr, Voters: 3, FailedTimeout: c.failedTimeout, PartitionRaft: pr,
 		ReplicaRemoveDelay: 2 * time.Second, SyncInterval: 200 * time.Millisecond,
 		TuneMetaRaft: fastRaft, TuneSerf: fastSerf,
 	}
@@ -106,6 +114,7 @@ func (c *testCluster) start(id int32) *Node {
 	}
 	c.nodes[id] = n
 	c.addrs[id] = n.Addr()
+	c.serfAddrs[id] = n.SerfAddr()
 	if c.split != nil {
 		c.split.register(id, n.Addr())
 	}
