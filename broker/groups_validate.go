@@ -59,9 +59,10 @@ type logEndKey struct {
 
 // logEndCall is one refresh of a partition's log end, shared by the commits that wait on it.
 type logEndCall struct {
-	done chan struct{}
-	end  int64
-	err  error
+	done    chan struct{}
+	end     int64
+	err     error
+	waiters int // under logEnds.mu: the commits that started or joined it
 }
 
 // logEnds is the cache of log ends and the connections used to refresh them (offsetService
@@ -225,6 +226,7 @@ func (o *offsetService) refreshLogEnd(ctx context.Context, k logEndKey, topicNam
 			e.inflight[k] = c
 			go o.runRefresh(k, topicName, p, c)
 		}
+		c.waiters++
 		e.mu.Unlock()
 		select {
 		case <-c.done:

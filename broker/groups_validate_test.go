@@ -119,6 +119,27 @@ func TestCommitBeyondLogEnd(t *testing.T) {
 	}
 }
 
+// waitWaiters waits until n commits wait on the refresh of k under way.
+func waitWaiters(t *testing.T, o *offsetService, k logEndKey, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		o.ends.mu.Lock()
+		got := -1
+		if c := o.ends.inflight[k]; c != nil {
+			got = c.waiters
+		}
+		o.ends.mu.Unlock()
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d waiters on the refresh, want %d", got, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // TestLogEndRefreshCoalesced: concurrent refreshes of one partition's log end share one
 // call; a commit that joined a call started before it arrived asks again when the answer is
 // below its offset; a failed refresh is UNAVAILABLE and caches nothing.
@@ -161,7 +182,7 @@ func TestLogEndRefreshCoalesced(t *testing.T) {
 		}()
 	}
 	<-started
-	time.Sleep(50 * time.Millisecond) // the others join
+	waitWaiters(t, o, k, 10)
 	close(release)
 	wg.Wait()
 	if n := calls.Load(); n != 1 {
@@ -191,7 +212,7 @@ func TestLogEndRefreshCoalesced(t *testing.T) {
 		e, _ := o.refreshLogEnd(context.Background(), k, "t", 0, 12)
 		second <- e
 	}()
-	time.Sleep(50 * time.Millisecond)
+	waitWaiters(t, o, k, 2)
 	release <- struct{}{} // the first call answers 10
 	if e := <-first; e != 10 {
 		t.Fatalf("first: %d", e)
@@ -222,7 +243,7 @@ func TestLogEndRefreshCoalesced(t *testing.T) {
 		}()
 	}
 	<-started
-	time.Sleep(50 * time.Millisecond)
+	waitWaiters(t, o, k, 2)
 	close(release)
 	e1, e2 := <-errc, <-errc
 	if e1 == nil || e2 == nil || e1 == e2 {
