@@ -430,7 +430,7 @@ type commitBatcher struct {
 }
 
 // maxCommitBatchesInFlight bounds the metadata entries of offset commits not yet applied.
-const maxCommitBatchesInFlight = 8
+const maxCommitBatchesInFlight = 2
 
 func newCommitBatcher(write func([]*commitReq), propose func([]*commitReq) func() error, clustered func() bool) *commitBatcher {
 	return &commitBatcher{write: write, propose: propose, clustered: clustered, outstanding: map[*commitReq]struct{}{}}

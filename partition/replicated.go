@@ -56,14 +56,13 @@ type Replication struct {
 // timeouts remain the fallback for what a probe cannot see (a leader whose group stalls while
 // its broker answers). The lease (how long a leader cut off from its followers keeps acting as
 // leader; it cannot commit meanwhile) is half the heartbeat timeout: Raft heartbeats every
-// 4 to 8 s, and the lease must outlast two of them. (The heartbeats are answered on the
-// leader's side from one coalesced exchange per broker pair per second, but each still wakes
-// a goroutine per follower and group: at 20 s they were most of an idle broker's Raft work.)
+// 2 to 4 s, and the lease must outlast two of them. (40 s, tried, made no difference to the
+// idle cost: docs/benchmarks.md.)
 func DefaultRaftConfig() *raft.Config {
 	c := raft.DefaultConfig()
-	c.HeartbeatTimeout = 40 * time.Second
-	c.ElectionTimeout = 40 * time.Second
-	c.LeaderLeaseTimeout = 20 * time.Second
+	c.HeartbeatTimeout = 20 * time.Second
+	c.ElectionTimeout = 20 * time.Second
+	c.LeaderLeaseTimeout = 10 * time.Second
 	c.CommitTimeout = 5 * time.Second
 	return c
 }

@@ -38,9 +38,9 @@ const (
 	DefaultBeatInterval = time.Second
 	DefaultBeatFresh    = 3 * time.Second
 	// DefaultBeatExpiry is how long a group's recorded heartbeat is sent on without Raft
-	// recording it again (Raft heartbeats at least every 2 x HeartbeatTimeout/10: 8 s with the
-	// partitions' 40 s).
-	DefaultBeatExpiry = 12 * time.Second
+	// recording it again (Raft heartbeats at least every 2 x HeartbeatTimeout/10: 4 s with the
+	// partitions' 20 s).
+	DefaultBeatExpiry = 6 * time.Second
 )
 
 // kindBeats carries coalesced heartbeats (request) and their answers (response payload).
