@@ -417,7 +417,7 @@ func newCommitReq(group string, items []commitItem, at time.Time) *commitReq {
 // a member whose commit arrives while its group's batch is in flight waits for that batch
 // and then for its own: two rounds of the metadata group instead of one.
 type commitBatcher struct {
-	write     func([]*commitReq)                  // single node: write a batch, setting each request's err
+	write     func([]*commitReq)              // single node: write a batch, setting each request's err
 	propose   func([]*commitReq) func() error // cluster: hand a batch to Raft; the result waits for it
 	clustered func() bool
 

@@ -43,8 +43,8 @@ type testCluster struct {
 	// back under its old name at a new address is a Serf name conflict while the old
 	// address is not yet known to have left).
 	serfAddrs map[int32]string
-	nodes map[int32]*Node
-	seed  string // the first broker's Serf address
+	nodes     map[int32]*Node
+	seed      string // the first broker's Serf address
 	// failedTimeout for the brokers started (default 1 minute: no reassignment in a test
 	// that does not ask for it).
 	failedTimeout time.Duration
