@@ -47,9 +47,6 @@ import (
 //
 // ResetOffsets reads a partition's bounds the same way (a local replica serving reads, else
 // the leader), clamps its offsets into them, and passes them through the same check.
-//
-// TODO: offset.proto's CommitOffsets comment ("Offsets are not checked against the log")
-// predates this check; update it (and the errors it lists) with the next proto change.
 
 // logEndKey is a partition of one incarnation of a topic.
 type logEndKey struct {

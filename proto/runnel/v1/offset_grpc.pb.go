@@ -49,13 +49,16 @@ const (
 // (NOT_METADATA_LEADER, SHUTTING_DOWN).
 type OffsetServiceClient interface {
 	// Commits offsets for a group, creating the group if needed. All or nothing: any invalid
-	// entry fails the call and nothing is committed. Offsets are not checked against the log
-	// (as in Kafka): a consumer may commit an offset retention has already passed.
+	// entry fails the call and nothing is committed. An offset must be at most the partition's
+	// log end (the offset of the next record); one below the log start is accepted (a consumer
+	// may commit an offset retention has already passed).
 	//
 	// Errors: INVALID_ARGUMENT (INVALID_REQUEST: no offsets, a negative offset, metadata over 4096
-	// bytes, a partition twice); NOT_FOUND (UNKNOWN_TOPIC, UNKNOWN_PARTITION, UNKNOWN_MEMBER_ID);
-	// FAILED_PRECONDITION (STALE_MEMBER_EPOCH; GROUP_NOT_EMPTY: no member id while the group
-	// has members).
+	// bytes, a partition twice); OUT_OF_RANGE (OFFSET_OUT_OF_RANGE: beyond the log end, given in
+	// the error's high_watermark); NOT_FOUND (UNKNOWN_TOPIC, UNKNOWN_PARTITION,
+	// UNKNOWN_MEMBER_ID); FAILED_PRECONDITION (STALE_MEMBER_EPOCH; GROUP_NOT_EMPTY: no member id
+	// while the group has members); UNAVAILABLE (LEADER_NOT_AVAILABLE: the partition's log end
+	// could not be learned; retriable).
 	CommitOffsets(ctx context.Context, in *CommitOffsetsRequest, opts ...grpc.CallOption) (*CommitOffsetsResponse, error)
 	// Returns a group's committed offsets. A group without commits is not an error: a consumer
 	// starting for the first time gets offset -1 for the partitions it asks about, and then
@@ -174,13 +177,16 @@ func (c *offsetServiceClient) DeleteGroup(ctx context.Context, in *DeleteGroupRe
 // (NOT_METADATA_LEADER, SHUTTING_DOWN).
 type OffsetServiceServer interface {
 	// Commits offsets for a group, creating the group if needed. All or nothing: any invalid
-	// entry fails the call and nothing is committed. Offsets are not checked against the log
-	// (as in Kafka): a consumer may commit an offset retention has already passed.
+	// entry fails the call and nothing is committed. An offset must be at most the partition's
+	// log end (the offset of the next record); one below the log start is accepted (a consumer
+	// may commit an offset retention has already passed).
 	//
 	// Errors: INVALID_ARGUMENT (INVALID_REQUEST: no offsets, a negative offset, metadata over 4096
-	// bytes, a partition twice); NOT_FOUND (UNKNOWN_TOPIC, UNKNOWN_PARTITION, UNKNOWN_MEMBER_ID);
-	// FAILED_PRECONDITION (STALE_MEMBER_EPOCH; GROUP_NOT_EMPTY: no member id while the group
-	// has members).
+	// bytes, a partition twice); OUT_OF_RANGE (OFFSET_OUT_OF_RANGE: beyond the log end, given in
+	// the error's high_watermark); NOT_FOUND (UNKNOWN_TOPIC, UNKNOWN_PARTITION,
+	// UNKNOWN_MEMBER_ID); FAILED_PRECONDITION (STALE_MEMBER_EPOCH; GROUP_NOT_EMPTY: no member id
+	// while the group has members); UNAVAILABLE (LEADER_NOT_AVAILABLE: the partition's log end
+	// could not be learned; retriable).
 	CommitOffsets(context.Context, *CommitOffsetsRequest) (*CommitOffsetsResponse, error)
 	// Returns a group's committed offsets. A group without commits is not an error: a consumer
 	// starting for the first time gets offset -1 for the partitions it asks about, and then
