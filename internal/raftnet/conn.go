@@ -226,6 +226,9 @@ func (c *conn) fail(err error) {
 	}
 	if c.peer != nil {
 		c.peer.drop(c, err)
+		// The broker at the other end may be restarting: its Raft lost the commit index it
+		// learned, so repeats of an idle append must reach it again (idle.go).
+		c.n.forgetIdleAcks(c.peer.addr)
 	}
 	c.n.untrack(c)
 	c.n.log.Debug().Err(err).Str("remote", c.nc.RemoteAddr().String()).Bool("inbound", c.inbound).Msg("raft connection closed")

@@ -14,9 +14,14 @@ package raftnet
 // the first append after any change (new entries, a new commit index, a new term) still goes
 // out, and when the follower stops answering beats the repeats go out and fail as before.
 //
-// This is what lets the partitions keep a short commit timeout, so that a follower learns the
-// commit index of the last records soon after a producer stops (follower reads see them), at
-// the idle cost of a local wake-up per follower and timeout.
+// A follower's recorded answer is dropped when entries are sent to it (its log changes) and
+// when a connection to its broker fails (conn.go): a follower that restarted holds the same
+// log but has lost the commit index it had learned (Raft keeps it in memory), and must get the
+// next append for real to learn it again. (Without that, a follower restarted within
+// BeatFresh would not learn it until the next write.)
+//
+// What is left of an idle group's commit timeout is a local wake-up per follower on the
+// leader's side (docs/benchmarks.md has what that saved).
 
 import (
 	"time"
@@ -77,4 +82,13 @@ func (t *Transport) noteIdle(target raft.ServerAddress, args *raft.AppendEntries
 	}
 	t.idle.Store(target, idleAck{term: args.Term, prevIndex: args.PrevLogEntry, prevTerm: args.PrevLogTerm,
 		commit: args.LeaderCommitIndex, resp: *resp})
+}
+
+// forgetIdleAcks drops every group's recorded answers of the broker at addr.
+func (n *Network) forgetIdleAcks(addr raft.ServerAddress) {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	for _, t := range n.groups {
+		t.idle.Delete(addr)
+	}
 }

@@ -1,6 +1,7 @@
 package raftnet
 
 import (
+	"net"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -126,9 +127,45 @@ func TestIdleAppendsAnsweredLocally(t *testing.T) {
 	if n := appends.Load(); n != 4 {
 		t.Fatalf("an append sent while another was in flight was answered locally: %d appends, want 4", n)
 	}
-	// The follower goes away: repeats go out (and fail) once its beat answers are stale.
+	// The follower's broker restarts at once, on the same address (its Raft has lost the commit
+	// index it learned): the broken connection drops its recorded answers, so the next repeat
+	// reaches it although the new process answers beats at once.
 	_ = b.Close()
 	_ = lnB.Close()
+	lnB2, err := net.Listen("tcp", string(b.Addr()))
+	if err != nil {
+		t.Fatalf("relisten on %s: %v", b.Addr(), err)
+	}
+	b2 := newNetWith(t, lnB2, cfg)
+	tb2, err := b2.Transport("g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var appends2 atomic.Int64
+	go func() {
+		for {
+			var rpc raft.RPC
+			select {
+			case rpc = <-tb2.Consumer():
+			case <-done:
+				return
+			}
+			req := rpc.Command.(*raft.AppendEntriesRequest)
+			appends2.Add(1)
+			rpc.Respond(&raft.AppendEntriesResponse{Term: req.Term, LastLog: req.PrevLogEntry, Success: true}, nil)
+		}
+	}()
+	tb2.SetHeartbeatHandler(func(rpc raft.RPC) {
+		req := rpc.Command.(*raft.AppendEntriesRequest)
+		rpc.Respond(&raft.AppendEntriesResponse{Term: req.Term, Success: true}, nil)
+	})
+	waitFor(t, 2*time.Second, "the restarted follower gets the repeat", func() bool {
+		_, _ = send(&changed)
+		return appends2.Load() >= 1
+	})
+	// The follower goes away for good: repeats go out (and fail) once its beat answers are stale.
+	_ = b2.Close()
+	_ = lnB2.Close()
 	time.Sleep(cfg.BeatFresh + 100*time.Millisecond)
 	if r, err := send(&changed); err == nil {
 		t.Fatalf("idle append to a closed broker answered %+v", r)

@@ -127,6 +127,9 @@ func (t *Transport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, ar
 	if t.answerIdle(target, args, resp) {
 		return nil // a repeat of an idle append the follower acknowledged (idle.go)
 	}
+	if len(args.Entries) > 0 {
+		t.idle.Delete(target) // the follower's log changes: no repeat of before is current
+	}
 	lane := laneCtrl
 	if len(args.Entries) > 0 {
 		lane = laneBulk
@@ -456,6 +459,9 @@ func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.App
 		case <-p.t.closed:
 			return nil, raft.ErrTransportShutdown
 		}
+	}
+	if len(args.Entries) > 0 {
+		p.t.idle.Delete(p.target) // the follower's log changes: no repeat of before is current
 	}
 	lane := laneCtrl
 	if len(args.Entries) > 0 || p.bulk.Load() > 0 {
