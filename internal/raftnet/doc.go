@@ -20,6 +20,11 @@
 // hundreds of groups on one stream they otherwise did, and leaders lost their lease under load.
 // Within a connection, heartbeats and votes are also queued ahead of bulk frames.
 //
+// Idle groups send little at all: Raft's heartbeats are coalesced into one exchange per broker
+// pair per second (beats.go), and an idle leader's repeated empty AppendEntries are answered
+// from the follower's last answer while its beats say it is alive (idle.go). Liveness probes
+// (liveness.go) report a dead leader's broker so that followers elect at once.
+//
 // # Use
 //
 //	n, _ := raftnet.New(raftnet.Config{Advertise: "10.0.0.1:9420", Listener: raftLn})
