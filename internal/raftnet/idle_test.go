@@ -26,25 +26,29 @@ func TestIdleAppendsAnsweredLocally(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var appends atomic.Int64
+	// follow answers a follower's appends (counting them) and heartbeats with success.
 	done := t.Context().Done()
-	go func() {
-		for {
-			var rpc raft.RPC
-			select {
-			case rpc = <-tb.Consumer():
-			case <-done:
-				return
+	follow := func(tr raft.Transport, appends *atomic.Int64) {
+		go func() {
+			for {
+				var rpc raft.RPC
+				select {
+				case rpc = <-tr.Consumer():
+				case <-done:
+					return
+				}
+				req := rpc.Command.(*raft.AppendEntriesRequest)
+				appends.Add(1)
+				rpc.Respond(&raft.AppendEntriesResponse{Term: req.Term, LastLog: req.PrevLogEntry + uint64(len(req.Entries)), Success: true}, nil)
 			}
+		}()
+		tr.(*Transport).SetHeartbeatHandler(func(rpc raft.RPC) {
 			req := rpc.Command.(*raft.AppendEntriesRequest)
-			appends.Add(1)
-			rpc.Respond(&raft.AppendEntriesResponse{Term: req.Term, LastLog: req.PrevLogEntry + uint64(len(req.Entries)), Success: true}, nil)
-		}
-	}()
-	tb.SetHeartbeatHandler(func(rpc raft.RPC) {
-		req := rpc.Command.(*raft.AppendEntriesRequest)
-		rpc.Respond(&raft.AppendEntriesResponse{Term: req.Term, Success: true}, nil)
-	})
+			rpc.Respond(&raft.AppendEntriesResponse{Term: req.Term, Success: true}, nil)
+		})
+	}
+	var appends atomic.Int64
+	follow(tb, &appends)
 	hdr := raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, Addr: []byte(a.Addr()), ID: []byte("a")}
 	// The heartbeat that starts the group's beats.
 	var resp raft.AppendEntriesResponse
@@ -142,23 +146,7 @@ func TestIdleAppendsAnsweredLocally(t *testing.T) {
 		t.Fatal(err)
 	}
 	var appends2 atomic.Int64
-	go func() {
-		for {
-			var rpc raft.RPC
-			select {
-			case rpc = <-tb2.Consumer():
-			case <-done:
-				return
-			}
-			req := rpc.Command.(*raft.AppendEntriesRequest)
-			appends2.Add(1)
-			rpc.Respond(&raft.AppendEntriesResponse{Term: req.Term, LastLog: req.PrevLogEntry, Success: true}, nil)
-		}
-	}()
-	tb2.SetHeartbeatHandler(func(rpc raft.RPC) {
-		req := rpc.Command.(*raft.AppendEntriesRequest)
-		rpc.Respond(&raft.AppendEntriesResponse{Term: req.Term, Success: true}, nil)
-	})
+	follow(tb2, &appends2)
 	waitFor(t, 2*time.Second, "the restarted follower gets the repeat", func() bool {
 		_, _ = send(&changed)
 		return appends2.Load() >= 1
