@@ -784,7 +784,7 @@ const (
 // group still has no leader (two candidates at once would split the vote).
 const electionStagger = 300 * time.Millisecond
 
-// PeerDown starts elections in the groups whose leader is the broker at addr, which
+// PeerDown starts elections in the groups whose leader is the broker at addr (see ledBy), which
 // internal/raftnet found down (raftnet.Config.PeerDown), instead of waiting for Raft's
 // heartbeat timeout. Of a group's remaining voters, the one with the lowest server id starts
 // at once, the others electionStagger apart, each only if the group still has no other leader.
@@ -804,7 +804,7 @@ func (r *Registry) PeerDown(addr raft.ServerAddress) {
 		return
 	}
 	for _, p := range parts {
-		if _, leader := p.Leader(); raft.ServerAddress(leader) != addr || p.IsLeader() {
+		if !ledBy(p, addr) {
 			continue
 		}
 		rank, ok := electionRank(p, cm.selfID, addr)
@@ -831,6 +831,30 @@ func (r *Registry) PeerDown(addr raft.ServerAddress) {
 			time.AfterFunc(time.Duration(i)*electionRetryEvery+time.Duration(rank)*electionStagger, start)
 		}
 	}
+}
+
+// ledBy reports whether the group of replica p was led by the broker at addr as far as this
+// replica knows: Raft names addr as its leader, or Raft knows no leader (and p does not lead)
+// and the last leader the transport saw append here is addr.
+//
+// The second case is the one that matters after a cut-off leader: Raft forgets its leader as
+// soon as it hears a vote request for a newer term (any state change clears it), and the
+// other follower's probe may report the broker down first (probes run every 100 ms on each
+// broker, unsynchronised). If that follower stood first and was refused (its log is
+// shorter: an acks=all write is committed by the leader and one follower, so the other may
+// lack the last entries), this replica, the one that holds them, no longer named addr as
+// leader when its own report came, skipped the group, and the refused candidate waited out
+// Raft's election timeout (20 to 40 s) with no other election to join: no leader anywhere
+// for ~20 s (TestClusterIsolatedLeaderFastFailoverLagging in internal/node).
+func ledBy(p *partition.Partition, addr raft.ServerAddress) bool {
+	if p.IsLeader() {
+		return false
+	}
+	if _, leader := p.Leader(); leader != "" {
+		return raft.ServerAddress(leader) == addr
+	}
+	tr, ok := p.Transport().(*raftnet.Transport)
+	return ok && tr.LastLeader() == addr
 }
 
 // electionRank is self's place among the group's voters other than the one at down, by

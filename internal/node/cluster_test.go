@@ -97,7 +97,7 @@ func (c *testCluster) start(id int32) *Node {
 	var n *Node
 	var err error
 	for attempt := 0; ; attempt++ {
-		cfg := Config{DataDir: dir, Addr: addr, NodeID: id, Logger: zerolog.Nop(), Version: "test", Cluster: cc}
+		cfg := Config{DataDir: dir, Addr: addr, NodeID: id, Logger: brokerLogger(id), Version: "test", Cluster: cc}
 		if fs := c.fs[id]; fs != nil {
 			po := partition.DefaultOptions()
 			po.Log.FS = fs
@@ -123,6 +123,16 @@ func (c *testCluster) start(id int32) *Node {
 	}
 	c.t.Cleanup(func() { c.stop(id) })
 	return n
+}
+
+// brokerLogger is a broker's logger in these tests: none, unless RUNNEL_TEST_LOG is set (then
+// everything at debug level, hashicorp/raft's lines included, on stderr, tagged by broker).
+func brokerLogger(id int32) zerolog.Logger {
+	if os.Getenv("RUNNEL_TEST_LOG") == "" {
+		return zerolog.Nop()
+	}
+	return zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05.000"}).
+		Level(zerolog.DebugLevel).With().Timestamp().Int32("broker", id).Logger()
 }
 
 // partitionRaftForTests is the partitions' Raft configuration in these tests: the broker's

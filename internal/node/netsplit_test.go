@@ -87,3 +87,17 @@ func (s *netsplit) heal() {
 	defer s.mu.Unlock()
 	clear(s.cut)
 }
+
+// cutOneWay cuts only the connections broker from dials to broker to (what from sends as
+// requests: a leader's appends to that follower), leaving to's own connections to from
+// (its probes of from) working.
+func (s *netsplit) cutOneWay(from, to int32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := [2]int32{from, to}
+	s.cut[k] = true
+	for _, c := range s.conns[k] {
+		_ = c.Close()
+	}
+	delete(s.conns, k)
+}

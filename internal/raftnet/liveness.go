@@ -75,6 +75,16 @@ func (t *Transport) noteLeader(req *raft.AppendEntriesRequest) {
 	t.active.Store(time.Now().UnixNano())
 }
 
+// LastLeader returns the address of the group's leader as last seen in an AppendEntries (or
+// coalesced heartbeat) it sent here; "" if none came yet. Unlike Raft's own notion of the
+// leader, it is not cleared when the replica hears a vote request or becomes a candidate:
+// Registry.PeerDown needs it to find the groups a broker led once another replica's forced
+// election has already made this one forget that leader.
+func (t *Transport) LastLeader() raft.ServerAddress {
+	addr, _ := t.leader.Load().(raft.ServerAddress)
+	return addr
+}
+
 // StartElection makes this replica a candidate at once, as a leadership transfer does (a
 // TimeoutNow handed to Raft): for a follower whose leader's broker is down. Voters grant the
 // vote even while they still believe in the old leader (the request is marked as a transfer),
