@@ -581,7 +581,9 @@ func topicsVersion(topics map[string]TopicInfo) string {
 func (c *groupCoordinator) proposeCommits(batch []*commitReq) func() error {
 	fail := func(err error) func() error {
 		for _, r := range batch {
-			r.err = groupError(r.group, err)
+			if r.err == nil {
+				r.err = groupError(r.group, err)
+			}
 		}
 		return func() error { return err }
 	}
@@ -589,8 +591,8 @@ func (c *groupCoordinator) proposeCommits(batch []*commitReq) func() error {
 	if cl == nil {
 		return fail(ErrRegistryClosed)
 	}
-	// One entry per group in admission order; later commits of a partition win, as they
-	// would one after the other.
+	// One list of offsets per group, the groups in admission order; within a group, later
+	// commits of a partition win, as they would one after the other.
 	type groupBatch struct {
 		idx  map[offsetKey]int
 		offs []cluster.OffsetCommit
@@ -615,9 +617,24 @@ func (c *groupCoordinator) proposeCommits(batch []*commitReq) func() error {
 			g.offs = append(g.offs, oc)
 		}
 	}
+	// A group the state machine would refuse fails alone, not the batch it shares.
 	groups := make([]cluster.GroupCommit, 0, len(order))
+	refused := map[string]error{}
 	for _, name := range order {
-		groups = append(groups, cluster.GroupCommit{Group: name, Offsets: byGroup[name].offs})
+		gc := cluster.GroupCommit{Group: name, Offsets: byGroup[name].offs}
+		if err := gc.Validate(); err != nil {
+			refused[name] = err
+			continue
+		}
+		groups = append(groups, gc)
+	}
+	for _, r := range batch {
+		if err := refused[r.group]; err != nil {
+			r.err = groupError(r.group, err)
+		}
+	}
+	if len(groups) == 0 {
+		return func() error { return nil } // each request carries its error
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), clusterCallTimeout)
 	wait, err := cl.ProposeCommits(ctx, groups)
@@ -630,7 +647,9 @@ func (c *groupCoordinator) proposeCommits(batch []*commitReq) func() error {
 		err := wait()
 		if err != nil {
 			for _, r := range batch {
-				r.err = groupError(r.group, err)
+				if refused[r.group] == nil {
+					r.err = groupError(r.group, err)
+				}
 			}
 		}
 		return err

@@ -654,6 +654,19 @@ type GroupCommit struct {
 	Offsets []OffsetCommit
 }
 
+// Validate checks a group's commit as the metadata state machine will (ProposeCommits
+// refuses a batch holding one that fails).
+func (g GroupCommit) Validate() error {
+	one := commitOffsetsCmd{Group: g.Group}
+	for _, o := range g.Offsets {
+		one.Offsets = append(one.Offsets, offsetCommit(o))
+	}
+	if err := one.validate(); err != nil {
+		return fmt.Errorf("cluster: commit offsets of group %q: %w", g.Group, err)
+	}
+	return nil
+}
+
 // ProposeCommits hands several groups' commits to Raft as one entry (on the metadata leader)
 // and returns a function that waits until it is applied. Batches proposed one after the other
 // from one goroutine are applied in that order, so a coordinator can have several batches in

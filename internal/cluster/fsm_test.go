@@ -2,11 +2,13 @@ package cluster
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -397,5 +399,26 @@ func TestFSMCommitOffsetsBatch(t *testing.T) {
 	}
 	if fmt.Sprint(groups) != "[a b]" {
 		t.Fatalf("changes for groups %v, want [a b]", groups)
+	}
+}
+
+// TestGroupCommitValidate: the coordinator's per-group check agrees with the state machine's.
+func TestGroupCommitValidate(t *testing.T) {
+	ok := GroupCommit{Group: "g", Offsets: []OffsetCommit{{Topic: "t", Partition: 1, Offset: 5}}}
+	if err := ok.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for name, g := range map[string]GroupCommit{
+		"no name":    {Offsets: ok.Offsets},
+		"negative":   {Group: "g", Offsets: []OffsetCommit{{Topic: "t", Offset: -1}}},
+		"bad topic":  {Group: "g", Offsets: []OffsetCommit{{Topic: "..", Offset: 1}}},
+		"long group": {Group: strings.Repeat("g", MaxGroupNameBytes+1)},
+	} {
+		if err := g.Validate(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+		if _, err := (&Cluster{}).ProposeCommits(context.Background(), []GroupCommit{ok, g}); err == nil {
+			t.Errorf("%s: a batch holding it was proposed", name)
+		}
 	}
 }
