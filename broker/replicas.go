@@ -839,7 +839,7 @@ func (r *Registry) PeerDown(addr raft.ServerAddress) {
 //
 // The second case is the one that matters after a cut-off leader: Raft forgets its leader as
 // soon as it hears a vote request for a newer term (any state change clears it), and the
-// other follower's probe may report the broker down first (probes run every 100 ms on each
+// other follower's probe may report the broker down first (probes run every 250 ms on each
 // broker, unsynchronised). If that follower stood first and was refused (its log is
 // shorter: an acks=all write is committed by the leader and one follower, so the other may
 // lack the last entries), this replica, the one that holds them, no longer named addr as
