@@ -172,6 +172,23 @@ func checkNotLeader(t *testing.T, what string, err error, leaderAddr string) {
 	}
 }
 
+// eachBatch calls fn with each whole batch of batches and its header.
+func eachBatch(t *testing.T, batches []byte, fn func(h *recordbatch.Header, b []byte)) {
+	t.Helper()
+	for rest := batches; len(rest) > 0; {
+		b, r, err := recordbatch.Next(rest, len(rest))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rest = r
+		h, err := recordbatch.ParseHeader(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fn(&h, b)
+	}
+}
+
 // checkBound fails unless every record of batches is below hw, and hw at most leaderHW (the
 // leader's high watermark read after the answer came: it only grows).
 func checkBound(t *testing.T, batches []byte, hw, leaderHW int64) {
@@ -179,39 +196,21 @@ func checkBound(t *testing.T, batches []byte, hw, leaderHW int64) {
 	if hw > leaderHW {
 		t.Errorf("a follower reported high watermark %d, past the leader's %d", hw, leaderHW)
 	}
-	for rest := batches; len(rest) > 0; {
-		b, r, err := recordbatch.Next(rest, len(rest))
-		if err != nil {
-			t.Fatal(err)
-		}
-		rest = r
-		h, err := recordbatch.ParseHeader(b)
-		if err != nil {
-			t.Fatal(err)
-		}
+	eachBatch(t, batches, func(h *recordbatch.Header, _ []byte) {
 		if h.NextOffset() > hw {
 			t.Errorf("a follower served a batch ending at %d past its high watermark %d", h.NextOffset(), hw)
 		}
-	}
+	})
 }
 
 // collect records each whole batch of batches that starts at or after from, by base offset.
 func collect(t *testing.T, batches []byte, from int64, into map[int64][]byte) {
 	t.Helper()
-	for rest := batches; len(rest) > 0; {
-		b, r, err := recordbatch.Next(rest, len(rest))
-		if err != nil {
-			t.Fatal(err)
-		}
-		rest = r
-		h, err := recordbatch.ParseHeader(b)
-		if err != nil {
-			t.Fatal(err)
-		}
+	eachBatch(t, batches, func(h *recordbatch.Header, b []byte) {
 		if h.BaseOffset >= from {
 			into[h.BaseOffset] = append([]byte(nil), b...)
 		}
-	}
+	})
 }
 
 // bytesEqualStripped compares a stored batch with the one produced, base offsets aside (the

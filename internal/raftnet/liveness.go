@@ -24,7 +24,7 @@ import (
 
 // Defaults of the probe. The interval trades idle cost for failover time: on three idle
 // brokers with 500 partitions x RF 3, 100 ms cost about 5 points of a core more than 250 ms
-// (each probe is a handful of goroutine wakeups on both brokers), and 250 ms moved the median
+// (measured, not analysed further), and 250 ms moved the median
 // failover after kill -9 from about 90 to about 160 ms (docs/benchmarks.md).
 const (
 	DefaultProbeInterval = 250 * time.Millisecond
