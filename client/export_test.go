@@ -13,3 +13,11 @@ func WithDialer(dial func(ctx context.Context, addr string) (net.Conn, error)) O
 
 // Abort stops a group member as if its process died: no commit, no leave.
 func (g *GroupConsumer) Abort() { g.abort() }
+
+// Lost reports whether the heartbeat loop found the member gone from the group and Run has not
+// yet given its partitions up.
+func (g *GroupConsumer) Lost() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.lost
+}

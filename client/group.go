@@ -554,11 +554,16 @@ func (g *GroupConsumer) Close() error {
 	defer cancel()
 	var errs []error
 	err := g.k.Commit(ctx)
-	if hasReason(err, runnelv1.ErrorReason_ERROR_REASON_UNKNOWN_MEMBER_ID) || hasReason(err, runnelv1.ErrorReason_ERROR_REASON_FENCED_MEMBER_EPOCH) {
-		// The coordinator lost the member (it restarted or moved) before the heartbeat loop
-		// noticed: rejoin, and commit the partitions the member still gets.
+	g.mu.Lock()
+	// The heartbeat loop saw the member lost but Run returned before giving its partitions
+	// up: what the handler finished of them is still in hand.
+	lostInHand := errors.Is(err, errNotMember) && g.lost && len(g.owned) > 0
+	g.mu.Unlock()
+	if lostInHand || hasReason(err, runnelv1.ErrorReason_ERROR_REASON_UNKNOWN_MEMBER_ID) || hasReason(err, runnelv1.ErrorReason_ERROR_REASON_FENCED_MEMBER_EPOCH) {
+		// The coordinator lost the member (it restarted or moved): rejoin, and commit the
+		// partitions the member still gets.
 		g.mu.Lock()
-		g.epoch = 0
+		g.epoch, g.lost = 0, false
 		g.mu.Unlock()
 		g.heartbeat(ctx)
 		g.mu.Lock()

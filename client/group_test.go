@@ -271,3 +271,40 @@ func TestGroupConsumerStaticMember(t *testing.T) {
 		<-m.done
 	}
 }
+
+// The coordinator restarts (forgetting the member) while the handler holds a record, and Run
+// returns before it gives the partitions up: Close still commits what the handler finished,
+// by rejoining (runnel consume -g stopped by SIGINT right after a broker restart lost its
+// last commit this way).
+func TestGroupConsumerCloseAfterMemberLost(t *testing.T) {
+	cl, b := newClient(t, client.WithLogger(tLogger{t}))
+	createTopic(t, cl, "tail", 1, nil)
+	produceSpread(t, cl, "tail", 1, 0, 4)
+	g, err := cl.NewGroupConsumer("follower", []string{"tail"}, client.WithGroupAutoCommit(time.Nanosecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(ctxT(t))
+	defer stop()
+	err = g.Run(ctx, func(r *client.Record) error {
+		if r.Offset == 2 {
+			b.Restart()
+			waitUntil(t, 20*time.Second, "the member to be found lost", g.Lost)
+			stop()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if err := g.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	cos, err := cl.FetchCommitted(ctxT(t), "follower")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cos) != 1 || cos[0].Offset != 3 {
+		t.Fatalf("committed %+v, want offset 3 (the record after the last one handled)", cos)
+	}
+}
