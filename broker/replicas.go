@@ -545,11 +545,12 @@ func (m *clusterMode) electIfNoLeaderAnywhere(p *partition.Partition, group stri
 	if f.Error() != nil {
 		return
 	}
-	voter, answered := false, 0
+	voter, voters, answered := false, 0, 0
 	for _, s := range f.Configuration().Servers {
 		if s.Suffrage != raft.Voter {
 			continue
 		}
+		voters++
 		if s.ID == m.selfID {
 			voter = true
 			continue
@@ -563,8 +564,8 @@ func (m *clusterMode) electIfNoLeaderAnywhere(p *partition.Partition, group stri
 		}
 		answered++
 	}
-	if !voter || answered == 0 {
-		return
+	if !voter || answered+1 <= voters/2 {
+		return // no majority answers: a forced election could not win, only raise the term
 	}
 	if id, _ := p.Leader(); id != "" || p.IsLeader() {
 		return
@@ -816,7 +817,7 @@ func (r *Registry) PeerDown(addr raft.ServerAddress) {
 			if (leader != "" && raft.ServerAddress(leader) != addr) || p.IsLeader() {
 				return // a leader was elected meanwhile
 			}
-			if tr, ok := p.Transport().(*raftnet.Transport); ok {
+			if tr, ok := p.Transport().(*raftnet.Transport); ok && majorityReachable(p, tr, addr) {
 				tr.StartElection()
 			}
 		}
@@ -878,4 +879,27 @@ func electionRank(p *partition.Partition, self raft.ServerID, down raft.ServerAd
 	}
 	slices.Sort(ids)
 	return slices.Index(ids, self), true
+}
+
+// majorityReachable reports whether this replica reaches a majority of its group's voters
+// (itself included; the broker at down counts only if it answers after all). A forced
+// election skips Raft's pre-vote, so a replica cut off from the others must not start one: it
+// would raise the group's term where it cannot win, and its answers after the network heals
+// would depose the leader the others elected (raftnet.Network.Reachable).
+func majorityReachable(p *partition.Partition, tr *raftnet.Transport, down raft.ServerAddress) bool {
+	f := p.Raft().GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	voters, reached := 0, 0
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage != raft.Voter {
+			continue
+		}
+		voters++
+		if s.Address != down && tr.Reachable(s.Address) {
+			reached++
+		}
+	}
+	return reached > voters/2
 }

@@ -350,6 +350,9 @@ func (p *Partition) shutdownRaft() error {
 	if p.rep == nil {
 		return nil
 	}
+	if a, ok := p.rep.trans.(interface{ Abort() }); ok {
+		a.Abort() // replication waiting for an unreachable broker (raftnet) ends now
+	}
 	err := p.rep.raft.Shutdown().Error()
 	if c, ok := p.rep.trans.(raft.WithClose); ok {
 		// Raft closes the transport it was given; under a vote guard that is not this one.

@@ -113,6 +113,9 @@ func (c *Cluster) Close() error {
 			errs = append(errs, c.ml.Close())
 		}
 		if r := c.raft.Load(); r != nil {
+			if a, ok := c.cfg.Transport.(interface{ Abort() }); ok {
+				a.Abort() // replication waiting for an unreachable broker (raftnet) ends now
+			}
 			errs = append(errs, r.Shutdown().Error())
 		}
 		close(c.done)

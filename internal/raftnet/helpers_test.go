@@ -175,7 +175,10 @@ func startNode(t testing.TB, nets []*Network, i int, group string, conf *raft.Co
 			t.Fatal(err)
 		}
 	}
-	t.Cleanup(func() { _ = r.Shutdown().Error() })
+	t.Cleanup(func() {
+		trans.(*Transport).Abort() // as the broker does: replication waiting for a closed peer ends now
+		_ = r.Shutdown().Error()
+	})
 	return &node{r: r, fsm: f}
 }
 

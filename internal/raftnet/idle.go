@@ -65,7 +65,7 @@ func (t *Transport) answerIdle(target raft.ServerAddress, args *raft.AppendEntri
 		return false
 	}
 	*resp = a.resp
-	t.noteProgress(target, resp)
+	t.noteProgress(target, args, resp)
 	n.stats.idleLocal.Add(1)
 	return true
 }

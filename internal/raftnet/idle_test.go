@@ -14,7 +14,8 @@ import (
 // while the follower answers the group's coalesced heartbeats; any change (commit index, term)
 // goes out; when the follower is gone the repeats go out and fail.
 func TestIdleAppendsAnsweredLocally(t *testing.T) {
-	cfg := Config{Timeout: 500 * time.Millisecond, BeatInterval: 20 * time.Millisecond, BeatFresh: 200 * time.Millisecond, ProbeInterval: -1, MaxRPCsInFlight: 4}
+	cfg := Config{Timeout: 500 * time.Millisecond, BeatInterval: 20 * time.Millisecond, BeatFresh: 200 * time.Millisecond, ProbeInterval: -1, MaxRPCsInFlight: 4,
+		ReplicationPatience: -1} // the last append must fail at once
 	a := newNetWith(t, listen(t), cfg)
 	lnB := listen(t)
 	b := newNetWith(t, lnB, cfg)

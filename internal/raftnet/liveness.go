@@ -44,6 +44,7 @@ type liveness struct {
 	probing map[raft.ServerAddress]bool
 	// downs counts the entries of down, so that the append path checks it without the lock.
 	downs atomic.Int32
+	reach map[raft.ServerAddress]*reachCheck // Reachable's last ping per broker
 }
 
 // peerAlive forgets that a peer was down: it sent something. A peer stays "down" only while
@@ -237,3 +238,54 @@ func (n *Network) GroupActive(addr raft.ServerAddress, group string) (bool, erro
 	}
 	return r.payload[0] == 1, nil
 }
+
+// reachableFresh is how long a Reachable answer is reused: a broker's death starts elections
+// in every group it led at once, and they ask about the same few brokers.
+const reachableFresh = 500 * time.Millisecond
+
+type reachCheck struct {
+	done chan struct{}
+	ok   bool
+	at   time.Time
+}
+
+// Reachable reports whether the broker at addr answers a ping (within ProbeTimeout). A
+// replica checks that it can reach a majority of its group before a forced election
+// (Transport.StartElection skips Raft's pre-vote): a broker cut off from the others would
+// otherwise raise its term in every group whose leader it lost, and once the network healed
+// its answers would depose those groups' leaders, leaving them leaderless for an election
+// timeout.
+func (n *Network) Reachable(addr raft.ServerAddress) bool {
+	if addr == n.cfg.Advertise {
+		return true
+	}
+	n.live.mu.Lock()
+	if n.live.reach == nil {
+		n.live.reach = map[raft.ServerAddress]*reachCheck{}
+	}
+	rc := n.live.reach[addr]
+	if rc != nil {
+		select {
+		case <-rc.done:
+			if time.Since(rc.at) > reachableFresh {
+				rc = nil // stale: ping again
+			}
+		default: // a ping under way: share it
+		}
+	}
+	if rc == nil {
+		rc = &reachCheck{done: make(chan struct{})}
+		n.live.reach[addr] = rc
+		n.live.mu.Unlock()
+		rc.ok = n.ping(addr) == nil
+		rc.at = time.Now()
+		close(rc.done)
+		return rc.ok
+	}
+	n.live.mu.Unlock()
+	<-rc.done
+	return rc.ok
+}
+
+// Reachable reports whether the broker at addr answers a ping (Network.Reachable).
+func (t *Transport) Reachable(addr raft.ServerAddress) bool { return t.n.Reachable(addr) }

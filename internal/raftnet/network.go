@@ -81,6 +81,10 @@ type Config struct {
 	BeatInterval time.Duration
 	BeatFresh    time.Duration
 	BeatExpiry   time.Duration
+	// ReplicationPatience is how long an AppendEntries that is not a heartbeat keeps trying a
+	// follower it cannot reach before it fails (patience.go; default
+	// DefaultReplicationPatience; negative: fail at once).
+	ReplicationPatience time.Duration
 }
 
 // Network is one broker's Raft networking: the multiplexed connections to every peer broker and
@@ -99,6 +103,7 @@ type Network struct {
 	beatInterval, beatFresh     time.Duration
 	beatExpiry                  time.Duration
 	beats                       beats
+	patience                    time.Duration
 
 	mu     sync.RWMutex
 	closed bool
@@ -170,6 +175,10 @@ func New(cfg Config) (*Network, error) {
 	if n.maxInFlight == 0 {
 		n.maxInFlight = DefaultMaxRPCsInFlight
 	}
+	n.patience = cfg.ReplicationPatience
+	if n.patience == 0 {
+		n.patience = DefaultReplicationPatience
+	}
 	n.live = liveness{down: map[raft.ServerAddress]bool{}, probing: map[raft.ServerAddress]bool{}}
 	n.probeInterval, n.probeTimeout = cfg.ProbeInterval, cfg.ProbeTimeout
 	if n.probeInterval == 0 {
@@ -229,6 +238,7 @@ func (n *Network) transport(group string) (*Transport, error) {
 		consumeCh: make(chan raft.RPC),
 		inbox:     make(chan *inbound, inboxLen),
 		closed:    make(chan struct{}),
+		aborted:   make(chan struct{}),
 	}
 	n.groups[group] = t
 	n.wg.Add(1)

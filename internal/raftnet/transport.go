@@ -19,11 +19,15 @@ type Transport struct {
 	heartbeat atomic.Pointer[func(raft.RPC)]
 	closeOnce sync.Once
 	closed    chan struct{}
+	abortOnce sync.Once
+	aborted   chan struct{} // Abort (patience.go)
 
 	// progress is, per target address, the last log index a successful AppendEntries
 	// response reported (raft.AppendEntriesResponse.LastLog): on a leader, how far each
 	// follower's log has caught up. hashicorp/raft keeps its own match indexes private.
 	progress sync.Map // raft.ServerAddress -> progress
+	// sentTerm is the highest term of an AppendEntries sent from here (as a leader).
+	sentTerm atomic.Uint64
 
 	// idle is, per target address, the follower's last answer to an idle AppendEntries
 	// (idle.go): repeats of it are answered here.
@@ -121,6 +125,7 @@ func (t *Transport) Close() error {
 // AppendEntries implements raft.Transport.
 func (t *Transport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
 	t.active.Store(time.Now().UnixNano())
+	t.noteSentTerm(args.Term)
 	if isHeartbeat(args) && !t.plainHeartbeats.Load() && t.coalescedHeartbeat(target, args, resp) {
 		return nil // answered from the coalesced heartbeats (beats.go)
 	}
@@ -134,9 +139,14 @@ func (t *Transport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, ar
 	if len(args.Entries) > 0 {
 		lane = laneBulk
 	}
-	err := t.rpc(target, lane, appendKind(args), args, resp, isHeartbeat(args), len(args.Entries) == 0)
+	var err error
+	if isHeartbeat(args) {
+		err = t.rpc(target, lane, appendKind(args), args, resp, true, true)
+	} else {
+		err = t.appendPatiently(target, lane, args, resp) // patience.go
+	}
 	if err == nil {
-		t.noteProgress(target, resp)
+		t.noteProgress(target, args, resp)
 		t.noteIdle(target, args, resp)
 	} else {
 		t.idle.Delete(target)
@@ -145,27 +155,45 @@ func (t *Transport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, ar
 }
 
 // noteProgress records a follower's last log index from a successful AppendEntries response.
-func (t *Transport) noteProgress(target raft.ServerAddress, resp *raft.AppendEntriesResponse) {
+func (t *Transport) noteProgress(target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) {
 	if resp.Success {
-		t.progress.Store(target, progress{index: resp.LastLog, at: time.Now()})
+		t.progress.Store(target, progress{index: resp.LastLog, at: time.Now(), term: args.Term})
 	}
 }
 
 type progress struct {
 	index uint64
 	at    time.Time
+	term  uint64 // of the leader that sent the request answered
+}
+
+// noteSentTerm records the term of an AppendEntries Raft asks to send: this replica leads in
+// it (Progress ignores what followers answered to an earlier leadership).
+func (t *Transport) noteSentTerm(term uint64) {
+	for {
+		cur := t.sentTerm.Load()
+		if term <= cur || t.sentTerm.CompareAndSwap(cur, term) {
+			return
+		}
+	}
 }
 
 // Progress returns the last log index the peer at addr reported in a successful
 // AppendEntries response to this transport (on a group's leader: how far that follower has
-// replicated), when it did, and whether it reported any. (An idle group's followers answer an
-// AppendEntries every commit timeout; heartbeats do not count.)
+// replicated), when it did, and whether it reported any in the latest term this replica sent
+// appends in (answers to an earlier leadership of this replica do not count). (An idle
+// group's followers answer an AppendEntries every commit timeout; heartbeats do not count.)
 func (t *Transport) Progress(addr raft.ServerAddress) (index uint64, at time.Time, ok bool) {
 	v, ok := t.progress.Load(addr)
 	if !ok {
 		return 0, time.Time{}, false
 	}
 	pr := v.(progress)
+	if pr.term < t.sentTerm.Load() {
+		// An answer to this replica's earlier leadership: the follower's log may have
+		// changed since under other leaders (a leader cut off and back kept a stale suffix).
+		return 0, time.Time{}, false
+	}
 	return pr.index, pr.at, true
 }
 
@@ -413,6 +441,8 @@ type pipeline struct {
 	done      chan raft.AppendFuture
 	closeOnce sync.Once
 	closed    chan struct{}
+	abortOnce sync.Once
+	aborted   chan struct{} // Abort (patience.go)
 }
 
 type appendFuture struct {
@@ -439,6 +469,7 @@ func (f *appendFuture) Response() *raft.AppendEntriesResponse {
 
 // AppendEntries sends a request; it blocks while MaxRPCsInFlight requests are outstanding.
 func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) (raft.AppendFuture, error) {
+	p.t.noteSentTerm(args.Term)
 	select {
 	case <-p.closed:
 		return nil, raft.ErrPipelineShutdown
@@ -502,7 +533,7 @@ func (p *pipeline) receive() {
 			r := f.conn.wait(f.id, f.call, p.t.n.timeout, p.closed, p.t.closed)
 			f.err = decodeResult(r, f.resp)
 			if f.err == nil {
-				p.t.noteProgress(p.target, f.resp)
+				p.t.noteProgress(p.target, f.args, f.resp)
 				p.t.noteIdle(p.target, f.args, f.resp)
 			} else {
 				p.t.idle.Delete(p.target)

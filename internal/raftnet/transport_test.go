@@ -399,3 +399,39 @@ func TestFullInbox(t *testing.T) {
 		<-errs
 	}
 }
+
+// TestProgressOfEarlierTermIgnored: a follower's progress recorded while this replica led in
+// an earlier term does not count once it sends in a later one (the follower's log may have
+// changed under other leaders meanwhile: a leader handed leadership to a replica it thought
+// caught up from such a stale answer).
+func TestProgressOfEarlierTermIgnored(t *testing.T) {
+	a, b, c := newNet(t, 5*time.Second), newNet(t, 5*time.Second), newNet(t, 5*time.Second)
+	ta, _ := a.Transport("g")
+	closeT(t, ta)
+	tb, _ := b.Transport("g")
+	closeT(t, tb)
+	tc, _ := c.Transport("g")
+	closeT(t, tc)
+	serve(t, tb, nil)
+	serve(t, tc, nil)
+	send := func(to raft.ServerAddress, term uint64) {
+		t.Helper()
+		req := &raft.AppendEntriesRequest{Term: term, PrevLogEntry: 4, PrevLogTerm: 1, Entries: []*raft.Log{{Index: 5, Term: term}}}
+		if err := ta.AppendEntries("x", to, req, new(raft.AppendEntriesResponse)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tr := ta.(*Transport)
+	send(b.Addr(), 1)
+	if idx, _, ok := tr.Progress(b.Addr()); !ok || idx != 5 {
+		t.Fatalf("progress in term 1: %d %v", idx, ok)
+	}
+	send(c.Addr(), 3) // leading again, in term 3; b not heard from in it yet
+	if idx, _, ok := tr.Progress(b.Addr()); ok {
+		t.Fatalf("progress of term 1 reported in term 3: %d", idx)
+	}
+	send(b.Addr(), 3)
+	if _, _, ok := tr.Progress(b.Addr()); !ok {
+		t.Fatal("progress of term 3 not reported")
+	}
+}
