@@ -912,3 +912,54 @@ func TestClusterFullRestart(t *testing.T) {
 	c.produceAcked("restart", parts, 10, acked)
 	c.waitAllReplicasAgree("restart", acked)
 }
+
+// TestClusterIsolatedFollowerKeepsTerm: a broker cut off from the others reports their
+// brokers down (its probes fail) but starts no forced election where it cannot reach a
+// majority: its term stays, and once the network heals the leader elected before the cut is
+// still the leader, without an election.
+func TestClusterIsolatedFollowerKeepsTerm(t *testing.T) {
+	c := newTestCluster(t)
+	c.split = newNetsplit()
+	c.startThree()
+	c.createTopic("calm", 1, 3)
+	acked := map[int32]map[int64][]byte{}
+	c.produceAcked("calm", 1, 5, acked)
+	leader := c.waitLeader("calm", 0)
+	var victim int32
+	var others []int32
+	for id := range c.nodes {
+		if id == leader.ID() {
+			continue
+		}
+		if victim == 0 {
+			victim = id
+		} else {
+			others = append(others, id)
+		}
+	}
+	others = append(others, leader.ID())
+	term := func(id int32) string {
+		pt, err := c.nodes[id].Registry().Partition("calm", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pt.Raft().Stats()["term"]
+	}
+	before := term(victim)
+	c.split.isolate(victim, others...)
+	// Probes every 250 ms see the others down at once; forced elections would follow within
+	// the retries (every 2 s, three times).
+	time.Sleep(8 * time.Second)
+	if got := term(victim); got != before {
+		t.Fatalf("the cut-off follower's term went from %s to %s", before, got)
+	}
+	c.split.heal()
+	c.produceAcked("calm", 1, 5, acked)
+	if l := c.waitLeader("calm", 0); l.ID() != leader.ID() {
+		t.Fatalf("leader moved from broker %d to %d", leader.ID(), l.ID())
+	}
+	if got := term(leader.ID()); got != before {
+		t.Fatalf("the group's term went from %s to %s", before, got)
+	}
+	c.waitAllReplicasAgree("calm", acked)
+}
