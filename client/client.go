@@ -38,6 +38,9 @@ type Client struct {
 // windowBytes is the HTTP/2 flow-control window of each stream the client receives on.
 const windowBytes = 4 << 20
 
+// readBufferBytes is the size of gRPC's read buffer per connection (its default: 32 KiB).
+const readBufferBytes = 256 << 10
+
 // New connects to the first of the seed brokers (WithBrokers) that answers within the dial
 // timeout (it calls DescribeCluster, which also names the cluster's other brokers), and
 // returns a Client.

@@ -7,9 +7,11 @@
 //     fields and hands gRPC the batch bytes as a buffer of their own, without copying them.
 //     gRPC keeps a reference until it has written them, so the caller must not modify the
 //     batches after sending (the broker and the SDK never do: each batch is a fresh slice).
-//   - Unmarshal of a large message copies gRPC's received buffers once into a fresh slice
-//     and decodes with aliasing, so its bytes fields point into that slice instead of being
-//     copied a second time. Small messages take the standard path.
+//   - Unmarshal of a large FetchResponse or SubscribeResponse copies gRPC's received buffers
+//     once into a fresh slice and points the batches into it instead of copying them a
+//     second time (unmarshalAliased: protobuf-go's UnmarshalAliasBuffer does not do this for
+//     bytes fields). Other large messages are decoded from that slice with the flag set,
+//     which copies their bytes fields; small messages take the standard path.
 //
 // Each shortcut saves one copy of every batch byte on a path that is otherwise bound by
 // memory copies (produce: client marshal and broker unmarshal; consume: broker marshal and
@@ -89,6 +91,12 @@ func (codec) Unmarshal(data mem.BufferSlice, v any) error {
 		return proto.Unmarshal(buf.ReadOnlyData(), m)
 	}
 	b := data.Materialize() // a fresh slice that nothing else uses: safe to alias
+	switch m := m.(type) {
+	case *runnelv1.FetchResponse:
+		return unmarshalAliased(b, m, 4, &m.Batches)
+	case *runnelv1.SubscribeResponse:
+		return unmarshalAliased(b, m, 4, &m.Batches)
+	}
 	_, err := proto.UnmarshalOptions{}.UnmarshalState(protoiface.UnmarshalInput{
 		Message: m.ProtoReflect(),
 		Buf:     b,
@@ -139,4 +147,42 @@ func wrap(m proto.Message, num protowire.Number, body mem.BufferSlice) (mem.Buff
 	head = protowire.AppendTag(head, num, protowire.BytesType)
 	head = protowire.AppendVarint(head, uint64(body.Len()))
 	return append(mem.BufferSlice{mem.SliceBuffer(head)}, body...), nil
+}
+
+// unmarshalAliased decodes b into m with its top-level bytes field num (*field) pointing into
+// b. protobuf-go copies every bytes field even under UnmarshalAliasBuffer (v1.36:
+// consumeBytes appends the value to a nil slice; the flag only serves lazy messages), so
+// the field is cut out of the encoding, the rest (a few small fields) decoded the standard
+// way, and *field set to its bytes in b. As in any decode, the last occurrence of the field
+// wins.
+func unmarshalAliased(b []byte, m proto.Message, num protowire.Number, field *[]byte) error {
+	var (
+		big   []byte
+		found bool
+		rest  []byte
+	)
+	for p := b; len(p) > 0; {
+		n, typ, tagLen := protowire.ConsumeTag(p)
+		if tagLen < 0 {
+			return fmt.Errorf("wirecodec: %T: %w", m, protowire.ParseError(tagLen))
+		}
+		valLen := protowire.ConsumeFieldValue(n, typ, p[tagLen:])
+		if valLen < 0 {
+			return fmt.Errorf("wirecodec: %T: field %d: %w", m, n, protowire.ParseError(valLen))
+		}
+		if n == num && typ == protowire.BytesType {
+			v, _ := protowire.ConsumeBytes(p[tagLen:])
+			big, found = v, true
+		} else {
+			rest = append(rest, p[:tagLen+valLen]...)
+		}
+		p = p[tagLen+valLen:]
+	}
+	if err := proto.Unmarshal(rest, m); err != nil {
+		return err
+	}
+	if found {
+		*field = big
+	}
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	runnelv1 "github.com/runnel-io/runnel/proto/runnel/v1"
@@ -105,6 +106,71 @@ func FuzzUnmarshal(f *testing.F) {
 		gotErr := Codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, got)
 		if (wantErr == nil) != (gotErr == nil) || (wantErr == nil && !proto.Equal(want, got)) {
 			t.Fatalf("standard: %v %v; codec: %v %v", want, wantErr, got, gotErr)
+		}
+	})
+}
+
+// TestUnmarshalAliasesBatches: a large FetchResponse or SubscribeResponse's batches point
+// into the decoded buffer instead of being copied out of it.
+func TestUnmarshalAliasesBatches(t *testing.T) {
+	b := bytes.Repeat([]byte{7}, 1<<20)
+	for _, m := range []interface {
+		proto.Message
+		GetBatches() []byte
+	}{&runnelv1.FetchResponse{NextOffset: 5, Batches: b}, &runnelv1.SubscribeResponse{NextOffset: 5, Batches: b}} {
+		wire, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got interface {
+			proto.Message
+			GetBatches() []byte
+			GetNextOffset() int64
+		}
+		var field *[]byte
+		switch m.(type) {
+		case *runnelv1.FetchResponse:
+			r := &runnelv1.FetchResponse{}
+			got, field = r, &r.Batches
+		default:
+			r := &runnelv1.SubscribeResponse{}
+			got, field = r, &r.Batches
+		}
+		if err := unmarshalAliased(wire, got, 4, field); err != nil {
+			t.Fatal(err)
+		}
+		bs := got.GetBatches()
+		if !bytes.Equal(bs, b) || got.GetNextOffset() != 5 {
+			t.Fatalf("%T decoded wrongly", m)
+		}
+		if &bs[0] != &wire[len(wire)-len(b)] {
+			t.Fatalf("%T: batches copied, not aliased", m)
+		}
+	}
+}
+
+// FuzzUnmarshalResponses: arbitrary bytes decode (or fail) as FetchResponse and
+// SubscribeResponse the same way as with the standard decoder, on the aliasing path too.
+func FuzzUnmarshalResponses(f *testing.F) {
+	seed, _ := proto.Marshal(&runnelv1.FetchResponse{HighWatermark: 3, NextOffset: 2, Batches: []byte("xyz")})
+	f.Add(seed)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) > 0 && b[0]&1 == 1 {
+			// Past the threshold: a trailing bytes field of an unknown number.
+			pad := protowire.AppendTag(nil, 99, protowire.BytesType)
+			pad = protowire.AppendBytes(pad, make([]byte, aliasThreshold))
+			b = append(bytes.Clone(b), pad...)
+		}
+		for _, fresh := range []func() proto.Message{
+			func() proto.Message { return &runnelv1.FetchResponse{} },
+			func() proto.Message { return &runnelv1.SubscribeResponse{} },
+		} {
+			want, got := fresh(), fresh()
+			wantErr := proto.Unmarshal(b, want)
+			gotErr := Codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, got)
+			if (wantErr == nil) != (gotErr == nil) || (wantErr == nil && !proto.Equal(want, got)) {
+				t.Fatalf("standard: %v %v; codec: %v %v", want, wantErr, got, gotErr)
+			}
 		}
 	})
 }
