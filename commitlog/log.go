@@ -46,6 +46,11 @@ type Log struct {
 	gathering  atomic.Bool   // an fsync leader is waiting for appends (gatherAppends)
 	groupSyncs atomic.Int64  // fsyncs performed by group commit (for benchmarks and metrics)
 	gatherKick chan struct{} // appends wake it
+	// lastArrival is when the last append landed (unix nanos), arrivalGap the moving average
+	// of the gaps between appends (nanoseconds): gatherAppends waits only for appends that
+	// come closer together than its limit.
+	lastArrival atomic.Int64
+	arrivalGap  atomic.Int64
 
 	done      chan struct{}
 	wg        sync.WaitGroup

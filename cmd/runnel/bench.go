@@ -252,9 +252,7 @@ func (a *app) benchProduce(ctx context.Context, o *benchProduceOpts) error {
 					// Open loop: record j is due at start + j/rate; its latency counts from then,
 					// so a stall shows in the latency instead of slowing the offered load.
 					sent = start.Add(time.Duration(float64(j) / perProducer * float64(time.Second)))
-					if d := time.Until(sent); d > 0 {
-						time.Sleep(d)
-					}
+					sleepUntil(sent)
 				}
 				r := &client.Record{Topic: o.topic, Value: value}
 				c.Produce(ctx, r, func(_ *client.Record, err error) {
