@@ -679,6 +679,11 @@ func (m *clusterMode) reconcileGroup(p *partition.Partition, a cluster.Partition
 	if b.State != cluster.BrokerAlive || have[prefID].Suffrage != raft.Voter || !m.caughtUp(p, want[prefID]) {
 		return nil
 	}
+	if tr, ok := p.Transport().(*raftnet.Transport); !ok || !tr.Reachable(want[prefID]) {
+		// Serf may not have seen it fail yet: a transfer to it would hold this group's writes
+		// while Raft tries to catch it up (raftnet waits for an unreachable follower).
+		return nil
+	}
 	m.r.log.Debug().Str("topic", p.Topic()).Int32("partition", p.Number()).Int32("to", pref).Msg("handing leadership to the preferred replica")
 	return rf.LeadershipTransferToServer(prefID, want[prefID]).Error()
 }
