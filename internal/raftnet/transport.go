@@ -441,8 +441,6 @@ type pipeline struct {
 	done      chan raft.AppendFuture
 	closeOnce sync.Once
 	closed    chan struct{}
-	abortOnce sync.Once
-	aborted   chan struct{} // Abort (patience.go)
 }
 
 type appendFuture struct {
