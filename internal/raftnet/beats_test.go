@@ -25,17 +25,7 @@ func listen(t *testing.T) net.Listener {
 // fail as RPCs.
 func TestCoalescedHeartbeats(t *testing.T) {
 	cfg := Config{Timeout: 500 * time.Millisecond, BeatInterval: 20 * time.Millisecond, BeatFresh: 200 * time.Millisecond, BeatExpiry: time.Second, ProbeInterval: -1}
-	a := newNetWith(t, listen(t), cfg)
-	lnB := listen(t)
-	b := newNetWith(t, lnB, cfg)
-	ta, err := a.Transport("g")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tb, err := b.Transport("g")
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b, lnB, ta, tb := groupPair(t, cfg)
 	var calls atomic.Int64
 	tb.SetHeartbeatHandler(func(rpc raft.RPC) {
 		calls.Add(1)

@@ -183,3 +183,20 @@ func startNode(t testing.TB, nets []*Network, i int, group string, conf *raft.Co
 }
 
 func brokerID(i int) raft.ServerID { return raft.ServerID(fmt.Sprintf("b%d", i)) }
+
+// groupPair starts two Networks with cfg (b on lnB, which a test may close to take b away) and
+// returns the transports of group "g" on each.
+func groupPair(t *testing.T, cfg Config) (a, b *Network, lnB net.Listener, ta, tb raft.Transport) {
+	t.Helper()
+	a = newNetWith(t, listen(t), cfg)
+	lnB = listen(t)
+	b = newNetWith(t, lnB, cfg)
+	var err error
+	if ta, err = a.Transport("g"); err != nil {
+		t.Fatal(err)
+	}
+	if tb, err = b.Transport("g"); err != nil {
+		t.Fatal(err)
+	}
+	return a, b, lnB, ta, tb
+}

@@ -16,17 +16,7 @@ import (
 func TestIdleAppendsAnsweredLocally(t *testing.T) {
 	cfg := Config{Timeout: 500 * time.Millisecond, BeatInterval: 20 * time.Millisecond, BeatFresh: 200 * time.Millisecond, ProbeInterval: -1, MaxRPCsInFlight: 4,
 		ReplicationPatience: -1} // the last append must fail at once
-	a := newNetWith(t, listen(t), cfg)
-	lnB := listen(t)
-	b := newNetWith(t, lnB, cfg)
-	ta, err := a.Transport("g")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tb, err := b.Transport("g")
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b, lnB, ta, tb := groupPair(t, cfg)
 	// follow answers a follower's appends (counting them) and heartbeats with success.
 	done := t.Context().Done()
 	follow := func(tr raft.Transport, appends *atomic.Int64) {

@@ -14,17 +14,7 @@ import (
 func TestAppendWaitsForUnreachableFollower(t *testing.T) {
 	const patience = time.Second
 	cfg := Config{Timeout: 2 * time.Second, BeatInterval: -1, ProbeInterval: -1, ReplicationPatience: patience}
-	a := newNetWith(t, listen(t), cfg)
-	lnB := listen(t)
-	b := newNetWith(t, lnB, cfg)
-	ta, err := a.Transport("g")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tb, err := b.Transport("g")
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, b, lnB, ta, tb := groupPair(t, cfg)
 	serve(t, tb, nil)
 	entries := func() *raft.AppendEntriesRequest {
 		return &raft.AppendEntriesRequest{Term: 2, PrevLogEntry: 4, PrevLogTerm: 1, Entries: []*raft.Log{{Index: 5, Term: 2, Data: []byte("x")}}}
