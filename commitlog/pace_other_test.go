@@ -1,0 +1,7 @@
+//go:build !unix
+
+package commitlog
+
+import "time"
+
+func sleepUntil(due time.Time) { time.Sleep(time.Until(due)) }
