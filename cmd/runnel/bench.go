@@ -245,14 +245,26 @@ func (a *app) benchProduce(ctx context.Context, o *benchProduceOpts) error {
 			n++
 		}
 		perProducer := o.rate / float64(o.producers)
+		var pace *pacer
+		if perProducer > 0 {
+			var err error
+			if pace, err = newPacer(); err != nil {
+				return err
+			}
+		}
 		wg.Go(func() {
+			if pace != nil {
+				defer pace.Close()
+			}
 			for j := int64(0); j < n; j++ {
 				sent := time.Now()
-				if perProducer > 0 {
+				if pace != nil {
 					// Open loop: record j is due at start + j/rate; its latency counts from then,
 					// so a stall shows in the latency instead of slowing the offered load.
 					sent = start.Add(time.Duration(float64(j) / perProducer * float64(time.Second)))
-					sleepUntil(sent)
+					if err := pace.sleepUntil(sent); err != nil {
+						time.Sleep(time.Until(sent)) // cannot happen with a working timerfd
+					}
 				}
 				r := &client.Record{Topic: o.topic, Value: value}
 				c.Produce(ctx, r, func(_ *client.Record, err error) {

@@ -1,12 +1,18 @@
-//go:build !unix
+//go:build !linux
 
 package main
 
 import "time"
 
-// sleepUntil returns at due or later (see pace_unix.go).
-func sleepUntil(due time.Time) {
-	if d := time.Until(due); d > 0 {
-		time.Sleep(d)
-	}
+// pacer sleeps until a record is due under --rate (see pace_linux.go: here with time.Sleep,
+// whose resolution may add up to a millisecond of latency).
+type pacer struct{}
+
+func newPacer() (*pacer, error) { return &pacer{}, nil }
+
+func (*pacer) sleepUntil(due time.Time) error {
+	time.Sleep(time.Until(due))
+	return nil
 }
+
+func (*pacer) Close() error { return nil }
