@@ -523,7 +523,8 @@ func (l *Log) gatherAppends() {
 		// end with the next one, after the limit, since Go's timers do not wake an idle
 		// process sooner than about a millisecond (measured here: a 20-300 us timer fires
 		// after 1.08 ms). At 5,000 paced appends/s (200 us apart, fsync ~0.15 ms) such waits
-		// made each fsync cover four appends and doubled the median latency.
+		// made each fsync cover 1.4-1.6 appends instead of 1.0 and the median latency 0.27-0.31
+		// ms instead of 0.18-0.20 (BenchmarkAppendPaced).
 		return
 	}
 	l.gathering.Store(true)
@@ -555,7 +556,8 @@ func (l *Log) kickGatherer() {
 	now := time.Now().UnixNano()
 	if prev := l.lastArrival.Swap(now); prev != 0 {
 		// A moving average of the gaps between appends, weight 1/8: a burst (appenders
-		// woken by one fsync) and the pause after it average out.
+		// woken by one fsync) and the pause after it average out. Concurrent appends may
+		// lose a sample; it is an estimate.
 		gap := now - prev
 		avg := l.arrivalGap.Load()
 		l.arrivalGap.Store(avg + (gap-avg)/8)
