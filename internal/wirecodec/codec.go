@@ -7,11 +7,12 @@
 //     fields and hands gRPC the batch bytes as a buffer of their own, without copying them.
 //     gRPC keeps a reference until it has written them, so the caller must not modify the
 //     batches after sending (the broker and the SDK never do: each batch is a fresh slice).
-//   - Unmarshal of a large FetchResponse or SubscribeResponse copies gRPC's received buffers
-//     once into a fresh slice and points the batches into it instead of copying them a
-//     second time (unmarshalAliased: protobuf-go's UnmarshalAliasBuffer does not do this for
-//     bytes fields). Other large messages are decoded from that slice with the flag set,
-//     which copies their bytes fields; small messages take the standard path.
+//   - Unmarshal of a large FetchResponse, SubscribeResponse, ProduceRequest or
+//     ProduceStreamRequest copies gRPC's received buffers once into a fresh slice and points
+//     the batches into it instead of copying them a second time (unmarshalAliased:
+//     protobuf-go's UnmarshalAliasBuffer does not do this for bytes fields). Other large
+//     messages are decoded from that slice the standard way, which copies their bytes
+//     fields; small messages take the standard path.
 //
 // Each shortcut saves one copy of every batch byte on a path that is otherwise bound by
 // memory copies (produce: client marshal and broker unmarshal; consume: broker marshal and
@@ -96,6 +97,10 @@ func (codec) Unmarshal(data mem.BufferSlice, v any) error {
 		return unmarshalAliased(b, m, 4, &m.Batches)
 	case *runnelv1.SubscribeResponse:
 		return unmarshalAliased(b, m, 4, &m.Batches)
+	case *runnelv1.ProduceRequest:
+		return unmarshalProduceRequest(b, m)
+	case *runnelv1.ProduceStreamRequest:
+		return unmarshalProduceStreamRequest(b, m)
 	}
 	_, err := proto.UnmarshalOptions{}.UnmarshalState(protoiface.UnmarshalInput{
 		Message: m.ProtoReflect(),
@@ -159,24 +164,13 @@ func unmarshalAliased(b []byte, m proto.Message, num protowire.Number, field *[]
 	var (
 		big   []byte
 		found bool
-		rest  []byte
 	)
-	for p := b; len(p) > 0; {
-		n, typ, tagLen := protowire.ConsumeTag(p)
-		if tagLen < 0 {
-			return fmt.Errorf("wirecodec: %T: %w", m, protowire.ParseError(tagLen))
-		}
-		valLen := protowire.ConsumeFieldValue(n, typ, p[tagLen:])
-		if valLen < 0 {
-			return fmt.Errorf("wirecodec: %T: field %d: %w", m, n, protowire.ParseError(valLen))
-		}
-		if n == num && typ == protowire.BytesType {
-			v, _ := protowire.ConsumeBytes(p[tagLen:])
-			big, found = v, true
-		} else {
-			rest = append(rest, p[:tagLen+valLen]...)
-		}
-		p = p[tagLen+valLen:]
+	rest, err := splitField(b, num, func(v []byte) error {
+		big, found = v, true
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("wirecodec: %T: %w", m, err)
 	}
 	if err := proto.Unmarshal(rest, m); err != nil {
 		return err
@@ -185,4 +179,80 @@ func unmarshalAliased(b []byte, m proto.Message, num protowire.Number, field *[]
 		*field = big
 	}
 	return nil
+}
+
+// unmarshalProduceRequest decodes b into r with every partition entry's batches pointing
+// into b (unmarshalAliased, one level down).
+func unmarshalProduceRequest(b []byte, r *runnelv1.ProduceRequest) error {
+	var parts []*runnelv1.ProducePartition
+	rest, err := splitField(b, 2, func(v []byte) error {
+		pp := &runnelv1.ProducePartition{}
+		if err := unmarshalAliased(v, pp, 3, &pp.Batches); err != nil {
+			return err
+		}
+		parts = append(parts, pp)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("wirecodec: %T: %w", r, err)
+	}
+	if err := proto.Unmarshal(rest, r); err != nil {
+		return err
+	}
+	if parts != nil {
+		r.Partitions = parts
+	}
+	return nil
+}
+
+// unmarshalProduceStreamRequest decodes b into m with its request's batches pointing into b.
+// A request field that occurs more than once (protobuf merges the occurrences; no Runnel
+// client sends that) takes the standard, copying decode.
+func unmarshalProduceStreamRequest(b []byte, m *runnelv1.ProduceStreamRequest) error {
+	var reqs [][]byte
+	rest, err := splitField(b, 2, func(v []byte) error {
+		reqs = append(reqs, v)
+		return nil
+	})
+	if err != nil || len(reqs) > 1 {
+		return proto.Unmarshal(b, m)
+	}
+	if err := proto.Unmarshal(rest, m); err != nil {
+		return err
+	}
+	if len(reqs) == 1 {
+		r := &runnelv1.ProduceRequest{}
+		if err := unmarshalProduceRequest(reqs[0], r); err != nil {
+			return err
+		}
+		m.Request = r
+	}
+	return nil
+}
+
+// splitField walks the top-level fields of the encoded message b: the value of every field
+// numbered num with the bytes wire type goes to each, in order; the other fields are
+// returned, encoded as they were.
+func splitField(b []byte, num protowire.Number, each func(v []byte) error) ([]byte, error) {
+	var rest []byte
+	for p := b; len(p) > 0; {
+		n, typ, tagLen := protowire.ConsumeTag(p)
+		if tagLen < 0 {
+			return nil, protowire.ParseError(tagLen)
+		}
+		valLen := protowire.ConsumeFieldValue(n, typ, p[tagLen:])
+		if valLen < 0 {
+			return nil, fmt.Errorf("field %d: %w", n, protowire.ParseError(valLen))
+		}
+		if n == num && typ == protowire.BytesType {
+			v, _ := protowire.ConsumeBytes(p[tagLen:])
+			if err := each(v); err != nil {
+				return nil, err
+			}
+		} else {
+			rest = append(rest, p[:tagLen+valLen]...)
+		}
+		p = p[tagLen+valLen:]
+	}
+	return rest, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"math/rand/v2"
 	"testing"
+	"unsafe"
 
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -95,17 +96,25 @@ func TestMarshalDoesNotCopyBatches(t *testing.T) {
 func FuzzUnmarshal(f *testing.F) {
 	seed, _ := proto.Marshal(&runnelv1.ProduceStreamRequest{CorrelationId: 1, Request: &runnelv1.ProduceRequest{Partitions: []*runnelv1.ProducePartition{{Topic: "t", Batches: []byte("x")}}}})
 	f.Add(seed)
+	f.Add(protowire.AppendBytes(protowire.AppendTag(nil, 2, protowire.BytesType), seed)) // a ProduceRequest
 	f.Fuzz(func(t *testing.T, b []byte) {
-		// Pad past the threshold sometimes, to take the aliasing path: trailing unknown field.
+		// Past the threshold sometimes, to take the aliasing path: a trailing bytes field of
+		// an unknown number.
 		if len(b) > 0 && b[0]&1 == 1 {
-			b = append(bytes.Clone(b), bytes.Repeat([]byte{0}, aliasThreshold)...)
+			pad := protowire.AppendTag(nil, 99, protowire.BytesType)
+			pad = protowire.AppendBytes(pad, make([]byte, aliasThreshold))
+			b = append(bytes.Clone(b), pad...)
 		}
-		want := &runnelv1.ProduceStreamRequest{}
-		wantErr := proto.Unmarshal(b, want)
-		got := &runnelv1.ProduceStreamRequest{}
-		gotErr := Codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, got)
-		if (wantErr == nil) != (gotErr == nil) || (wantErr == nil && !proto.Equal(want, got)) {
-			t.Fatalf("standard: %v %v; codec: %v %v", want, wantErr, got, gotErr)
+		for _, fresh := range []func() proto.Message{
+			func() proto.Message { return &runnelv1.ProduceStreamRequest{} },
+			func() proto.Message { return &runnelv1.ProduceRequest{} },
+		} {
+			want, got := fresh(), fresh()
+			wantErr := proto.Unmarshal(b, want)
+			gotErr := Codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, got)
+			if (wantErr == nil) != (gotErr == nil) || (wantErr == nil && !proto.Equal(want, got)) {
+				t.Fatalf("standard: %v %v; codec: %v %v", want, wantErr, got, gotErr)
+			}
 		}
 	})
 }
@@ -173,4 +182,37 @@ func FuzzUnmarshalResponses(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestUnmarshalAliasesProduceBatches: a large produce request's batches, every partition's,
+// point into the decoded buffer.
+func TestUnmarshalAliasesProduceBatches(t *testing.T) {
+	b1, b2 := bytes.Repeat([]byte{1}, 300<<10), bytes.Repeat([]byte{2}, 200<<10)
+	req := &runnelv1.ProduceRequest{Acks: runnelv1.Acks_ACKS_LEADER, Partitions: []*runnelv1.ProducePartition{
+		{Topic: "a", Partition: 1, Batches: b1}, {Topic: "b", Partition: 2, Batches: b2}}}
+	inner, err := proto.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wire, err := proto.Marshal(&runnelv1.ProduceStreamRequest{CorrelationId: 9, Request: req})
+	if err != nil {
+		t.Fatal(err)
+	}
+	within := func(x, buf []byte) bool {
+		return len(x) > 0 && uintptr(unsafe.Pointer(&x[0])) >= uintptr(unsafe.Pointer(&buf[0])) &&
+			uintptr(unsafe.Pointer(&x[len(x)-1])) <= uintptr(unsafe.Pointer(&buf[len(buf)-1]))
+	}
+	var r runnelv1.ProduceRequest
+	if err := unmarshalProduceRequest(inner, &r); err != nil || !proto.Equal(&r, req) {
+		t.Fatalf("ProduceRequest: %v", err)
+	}
+	var s runnelv1.ProduceStreamRequest
+	if err := unmarshalProduceStreamRequest(wire, &s); err != nil || s.GetCorrelationId() != 9 || !proto.Equal(s.GetRequest(), req) {
+		t.Fatalf("ProduceStreamRequest: %v", err)
+	}
+	for i, p := range r.GetPartitions() {
+		if !within(p.GetBatches(), inner) || !within(s.GetRequest().GetPartitions()[i].GetBatches(), wire) {
+			t.Fatalf("partition %d: batches copied, not aliased", i)
+		}
+	}
 }
