@@ -180,9 +180,9 @@ func New(cfg Config) (*Server, error) {
 		// window updates (gRPC's default starts at 64 KiB and grows by estimate).
 		grpc.InitialWindowSize(4<<20), grpc.InitialConnWindowSize(16<<20),
 		// Fetched batches go out in 256 KiB writes instead of gRPC's 32 KiB (a write system
-		// call per two HTTP/2 frames); the buffer is released between flushes, so idle
-		// connections do not hold it.
-		grpc.WriteBufferSize(writeBufferBytes), grpc.SharedWriteBuffer(true),
+		// call per two HTTP/2 frames); gRPC releases the buffer between flushes (its shared
+		// write buffer, on by default), so idle connections do not hold it.
+		grpc.WriteBufferSize(writeBufferBytes),
 		grpc.ChainUnaryInterceptor(s.metrics.unary(s.log), recoverUnary(s.log)),
 		grpc.ChainStreamInterceptor(s.metrics.stream(s.log), recoverStream(s.log)),
 	)
