@@ -237,6 +237,20 @@ func (a *app) benchProduce(ctx context.Context, o *benchProduceOpts) error {
 		wg      sync.WaitGroup
 	)
 	lat.ns = make([]int64, 0, o.records)
+	paces := make([]*pacer, len(clients)) // one per producer under --rate
+	for i := range paces {
+		if o.rate <= 0 {
+			break
+		}
+		p, err := newPacer()
+		if err != nil {
+			for _, q := range paces[:i] {
+				_ = q.Close()
+			}
+			return err
+		}
+		paces[i] = p
+	}
 	stopProgress := a.progress("produced", &done)
 	start := time.Now()
 	for i, c := range clients {
@@ -245,13 +259,7 @@ func (a *app) benchProduce(ctx context.Context, o *benchProduceOpts) error {
 			n++
 		}
 		perProducer := o.rate / float64(o.producers)
-		var pace *pacer
-		if perProducer > 0 {
-			var err error
-			if pace, err = newPacer(); err != nil {
-				return err
-			}
-		}
+		pace := paces[i]
 		wg.Go(func() {
 			if pace != nil {
 				defer pace.Close()
