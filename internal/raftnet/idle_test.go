@@ -18,21 +18,8 @@ func TestIdleAppendsAnsweredLocally(t *testing.T) {
 		ReplicationPatience: -1} // the last append must fail at once
 	a, b, lnB, ta, tb := groupPair(t, cfg)
 	// follow answers a follower's appends (counting them) and heartbeats with success.
-	done := t.Context().Done()
 	follow := func(tr raft.Transport, appends *atomic.Int64) {
-		go func() {
-			for {
-				var rpc raft.RPC
-				select {
-				case rpc = <-tr.Consumer():
-				case <-done:
-					return
-				}
-				req := rpc.Command.(*raft.AppendEntriesRequest)
-				appends.Add(1)
-				rpc.Respond(&raft.AppendEntriesResponse{Term: req.Term, LastLog: req.PrevLogEntry + uint64(len(req.Entries)), Success: true}, nil)
-			}
-		}()
+		serveCounting(t, tr, nil, appends)
 		tr.(*Transport).SetHeartbeatHandler(func(rpc raft.RPC) {
 			req := rpc.Command.(*raft.AppendEntriesRequest)
 			rpc.Respond(&raft.AppendEntriesResponse{Term: req.Term, Success: true}, nil)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +17,11 @@ import (
 
 // serve answers a transport's RPCs like a follower would, recording snapshot data.
 func serve(t *testing.T, tr raft.Transport, snapshots chan<- []byte) {
+	serveCounting(t, tr, snapshots, nil)
+}
+
+// serveCounting is serve that also counts the AppendEntries it answers (if appends is not nil).
+func serveCounting(t *testing.T, tr raft.Transport, snapshots chan<- []byte, appends *atomic.Int64) {
 	done := t.Context().Done()
 	go func() {
 		for {
@@ -27,6 +33,9 @@ func serve(t *testing.T, tr raft.Transport, snapshots chan<- []byte) {
 			}
 			switch req := rpc.Command.(type) {
 			case *raft.AppendEntriesRequest:
+				if appends != nil {
+					appends.Add(1)
+				}
 				rpc.Respond(&raft.AppendEntriesResponse{Term: req.Term, LastLog: req.PrevLogEntry + uint64(len(req.Entries)), Success: true}, nil)
 			case *raft.RequestVoteRequest:
 				rpc.Respond(&raft.RequestVoteResponse{Term: req.Term, Granted: true}, nil)

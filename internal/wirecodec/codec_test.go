@@ -98,24 +98,9 @@ func FuzzUnmarshal(f *testing.F) {
 	f.Add(seed)
 	f.Add(protowire.AppendBytes(protowire.AppendTag(nil, 2, protowire.BytesType), seed)) // a ProduceRequest
 	f.Fuzz(func(t *testing.T, b []byte) {
-		// Past the threshold sometimes, to take the aliasing path: a trailing bytes field of
-		// an unknown number.
-		if len(b) > 0 && b[0]&1 == 1 {
-			pad := protowire.AppendTag(nil, 99, protowire.BytesType)
-			pad = protowire.AppendBytes(pad, make([]byte, aliasThreshold))
-			b = append(bytes.Clone(b), pad...)
-		}
-		for _, fresh := range []func() proto.Message{
+		decodesLikeStandard(t, padPastThreshold(b),
 			func() proto.Message { return &runnelv1.ProduceStreamRequest{} },
-			func() proto.Message { return &runnelv1.ProduceRequest{} },
-		} {
-			want, got := fresh(), fresh()
-			wantErr := proto.Unmarshal(b, want)
-			gotErr := Codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, got)
-			if (wantErr == nil) != (gotErr == nil) || (wantErr == nil && !proto.Equal(want, got)) {
-				t.Fatalf("standard: %v %v; codec: %v %v", want, wantErr, got, gotErr)
-			}
-		}
+			func() proto.Message { return &runnelv1.ProduceRequest{} })
 	})
 }
 
@@ -123,37 +108,54 @@ func FuzzUnmarshal(f *testing.F) {
 // into the decoded buffer instead of being copied out of it.
 func TestUnmarshalAliasesBatches(t *testing.T) {
 	b := bytes.Repeat([]byte{7}, 1<<20)
-	for _, m := range []interface {
-		proto.Message
-		GetBatches() []byte
-	}{&runnelv1.FetchResponse{NextOffset: 5, Batches: b}, &runnelv1.SubscribeResponse{NextOffset: 5, Batches: b}} {
-		wire, err := proto.Marshal(m)
+	fetch, sub := &runnelv1.FetchResponse{}, &runnelv1.SubscribeResponse{}
+	for _, c := range []struct {
+		in, out proto.Message
+		field   *[]byte
+	}{
+		{&runnelv1.FetchResponse{NextOffset: 5, Batches: b}, fetch, &fetch.Batches},
+		{&runnelv1.SubscribeResponse{NextOffset: 5, Batches: b}, sub, &sub.Batches},
+	} {
+		wire, err := proto.Marshal(c.in)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var got interface {
-			proto.Message
-			GetBatches() []byte
-			GetNextOffset() int64
+		if err := unmarshalAliased(wire, c.out, 4, c.field); err != nil || !proto.Equal(c.in, c.out) {
+			t.Fatalf("%T decoded wrongly: %v", c.in, err)
 		}
-		var field *[]byte
-		switch m.(type) {
-		case *runnelv1.FetchResponse:
-			r := &runnelv1.FetchResponse{}
-			got, field = r, &r.Batches
-		default:
-			r := &runnelv1.SubscribeResponse{}
-			got, field = r, &r.Batches
+		if !within(*c.field, wire) {
+			t.Fatalf("%T: batches copied, not aliased", c.in)
 		}
-		if err := unmarshalAliased(wire, got, 4, field); err != nil {
-			t.Fatal(err)
-		}
-		bs := got.GetBatches()
-		if !bytes.Equal(bs, b) || got.GetNextOffset() != 5 {
-			t.Fatalf("%T decoded wrongly", m)
-		}
-		if &bs[0] != &wire[len(wire)-len(b)] {
-			t.Fatalf("%T: batches copied, not aliased", m)
+	}
+}
+
+// within reports whether x lies inside buf's memory.
+func within(x, buf []byte) bool {
+	return len(x) > 0 && uintptr(unsafe.Pointer(&x[0])) >= uintptr(unsafe.Pointer(&buf[0])) &&
+		uintptr(unsafe.Pointer(&x[len(x)-1])) <= uintptr(unsafe.Pointer(&buf[len(buf)-1]))
+}
+
+// padPastThreshold sometimes (by b's first bit) appends a bytes field of an unknown number
+// that takes b past aliasThreshold, so that fuzzing reaches the aliasing decoders.
+func padPastThreshold(b []byte) []byte {
+	if len(b) == 0 || b[0]&1 == 0 {
+		return b
+	}
+	pad := protowire.AppendTag(nil, 99, protowire.BytesType)
+	pad = protowire.AppendBytes(pad, make([]byte, aliasThreshold))
+	return append(bytes.Clone(b), pad...)
+}
+
+// decodesLikeStandard checks that b decodes (or fails) through the codec as through the
+// standard decoder, into each message fresh returns.
+func decodesLikeStandard(t *testing.T, b []byte, fresh ...func() proto.Message) {
+	t.Helper()
+	for _, f := range fresh {
+		want, got := f(), f()
+		wantErr := proto.Unmarshal(b, want)
+		gotErr := Codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, got)
+		if (wantErr == nil) != (gotErr == nil) || (wantErr == nil && !proto.Equal(want, got)) {
+			t.Fatalf("standard: %v %v; codec: %v %v", want, wantErr, got, gotErr)
 		}
 	}
 }
@@ -164,23 +166,9 @@ func FuzzUnmarshalResponses(f *testing.F) {
 	seed, _ := proto.Marshal(&runnelv1.FetchResponse{HighWatermark: 3, NextOffset: 2, Batches: []byte("xyz")})
 	f.Add(seed)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if len(b) > 0 && b[0]&1 == 1 {
-			// Past the threshold: a trailing bytes field of an unknown number.
-			pad := protowire.AppendTag(nil, 99, protowire.BytesType)
-			pad = protowire.AppendBytes(pad, make([]byte, aliasThreshold))
-			b = append(bytes.Clone(b), pad...)
-		}
-		for _, fresh := range []func() proto.Message{
+		decodesLikeStandard(t, padPastThreshold(b),
 			func() proto.Message { return &runnelv1.FetchResponse{} },
-			func() proto.Message { return &runnelv1.SubscribeResponse{} },
-		} {
-			want, got := fresh(), fresh()
-			wantErr := proto.Unmarshal(b, want)
-			gotErr := Codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, got)
-			if (wantErr == nil) != (gotErr == nil) || (wantErr == nil && !proto.Equal(want, got)) {
-				t.Fatalf("standard: %v %v; codec: %v %v", want, wantErr, got, gotErr)
-			}
-		}
+			func() proto.Message { return &runnelv1.SubscribeResponse{} })
 	})
 }
 
@@ -197,10 +185,6 @@ func TestUnmarshalAliasesProduceBatches(t *testing.T) {
 	wire, err := proto.Marshal(&runnelv1.ProduceStreamRequest{CorrelationId: 9, Request: req})
 	if err != nil {
 		t.Fatal(err)
-	}
-	within := func(x, buf []byte) bool {
-		return len(x) > 0 && uintptr(unsafe.Pointer(&x[0])) >= uintptr(unsafe.Pointer(&buf[0])) &&
-			uintptr(unsafe.Pointer(&x[len(x)-1])) <= uintptr(unsafe.Pointer(&buf[len(buf)-1]))
 	}
 	var r runnelv1.ProduceRequest
 	if err := unmarshalProduceRequest(inner, &r); err != nil || !proto.Equal(&r, req) {
