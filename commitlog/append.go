@@ -521,10 +521,11 @@ func (l *Log) gatherAppends() {
 	if 2*time.Duration(l.arrivalGap.Load()) > limit {
 		// Appends come too far apart for two to land within the wait: it would most likely
 		// end with the next one, after the limit, since Go's timers do not wake an idle
-		// process sooner than about a millisecond (measured here: a 20-300 us timer fires
-		// after 1.08 ms). At 5,000 paced appends/s (200 us apart, fsync ~0.15 ms) such waits
-		// made each fsync cover 1.4-1.6 appends instead of 1.0 and the median latency 0.27-0.31
-		// ms instead of 0.18-0.20 (BenchmarkAppendPaced).
+		// process sooner than about a millisecond (a 20-300 us timer fires after about
+		// 1.08 ms here: BenchmarkSleepLateness in cmd/runnel). At 5,000 paced appends/s
+		// (200 us apart, fsync ~0.15 ms) such waits made each fsync cover 1.4-1.6 appends
+		// instead of 1.0 and the median latency 0.27-0.31 ms instead of 0.18-0.20
+		// (BenchmarkAppendPaced).
 		return
 	}
 	l.gathering.Store(true)
