@@ -735,7 +735,9 @@ func TestClusterPartitionedLeader(t *testing.T) {
 		acked[0][off] = b
 	}
 	c.split.heal()
+	healed := time.Now()
 	c.waitAllReplicasAgree("split", acked)
+	t.Logf("replicas agreed %v after the heal", time.Since(healed).Round(time.Millisecond)) // docs/cluster.md
 	waitFor(t, 10*time.Second, "logs identical up to the high watermark", func() error { return c.logsIdentical("split", 0) })
 }
 
