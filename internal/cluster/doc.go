@@ -75,7 +75,12 @@
 // transaction until Persist could deadlock against a Restore); a restore writes the stream to a temporary file, syncs it,
 // opens it to check it, and renames it over the state file. Because the state file persists,
 // Apply skips entries at or below meta/applied (Raft replays its log from the last snapshot
-// on start). Apply batches (raft.BatchingFSM) are one bbolt transaction, one fsync.
+// on start). Apply batches (raft.BatchingFSM) are one bbolt transaction, one fsync, so the
+// file is always at or ahead of the newest snapshot, and Raft is told not to restore that
+// snapshot at start when the file holds applied entries (Config.NoSnapshotRestoreOnStart):
+// restoring it would rewind the metadata to the snapshot until the replay caught up, and a
+// broker syncing its replicas in that window removed the directories of topics created
+// since (TestClusterRestartAfterMetadataSnapshot in internal/node).
 //
 // # The commands (command.go)
 //

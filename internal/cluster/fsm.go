@@ -148,6 +148,12 @@ type Change struct {
 type fsm struct {
 	path   string
 	notify func([]Change)
+	// holdsState: the file was there when opened, with entries applied. It is then at or
+	// ahead of every snapshot (a snapshot is a copy of it, and each apply batch is synced),
+	// so Raft must not restore the newest snapshot over it on start: that would show the
+	// metadata as it was at the snapshot until the log after it is replayed, and a broker
+	// acting on it meanwhile would remove the directories of topics created since.
+	holdsState bool
 
 	mu sync.RWMutex
 	db *bolt.DB // under mu
@@ -165,11 +171,14 @@ func openFSM(path string, notify func([]Change)) (*fsm, error) {
 			_ = os.Remove(o)
 		}
 	}
+	_, statErr := os.Stat(path)
 	db, err := openStateDB(path)
 	if err != nil {
 		return nil, err
 	}
-	return &fsm{path: path, notify: notify, db: db}, nil
+	f := &fsm{path: path, notify: notify, db: db}
+	f.holdsState = statErr == nil && f.appliedIndex() > 0
+	return f, nil
 }
 
 func openStateDB(path string) (*bolt.DB, error) {

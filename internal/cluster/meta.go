@@ -42,6 +42,10 @@ func (c *Cluster) Start() error {
 	if c.cfg.TuneRaft != nil {
 		c.cfg.TuneRaft(rc)
 	}
+	// The state file persists: Raft restores a snapshot at start only when the file is new
+	// (fsm.holdsState says why). It still takes its indexes and configuration from the
+	// snapshot and replays the log after it; Apply skips what the file already holds.
+	rc.NoSnapshotRestoreOnStart = c.fsm.holdsState
 	hasState, err := raft.HasExistingState(c.store, c.store, c.snaps)
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)

@@ -54,6 +54,8 @@ type testCluster struct {
 	fs map[int32]vfs.FS
 	// noProbes turns the Raft transport's liveness probes off (see ClusterConfig.NoProbes).
 	noProbes bool
+	// metaRaft, if set, tunes the metadata group's Raft instead of fastRaft.
+	metaRaft func(*raft.Config)
 }
 
 func newTestCluster(t *testing.T) *testCluster {
@@ -85,6 +87,9 @@ func (c *testCluster) start(id int32) *Node {
 		cc.RaftDial = c.split.dialer(id)
 	}
 	cc.NoProbes = c.noProbes
+	if c.metaRaft != nil {
+		cc.TuneMetaRaft = c.metaRaft
+	}
 	if c.seed != "" {
 		cc.Join = []string{c.seed}
 		for oid, n := range c.nodes {
