@@ -163,13 +163,42 @@ func (m *clusterMode) run(w *cluster.Watcher) {
 		if err := m.sync(); err != nil {
 			m.r.log.Warn().Err(err).Msg("bringing replicas in line with the metadata")
 		}
+		if !m.waitForChange(w, tick.C) {
+			return
+		}
+	}
+}
+
+// waitForChange waits until the replicas may need a sync: a change that can move them, or
+// the tick. It returns false once the mode stops. Committed offsets come at the members'
+// rate and move no replica, so they only count as read (waitSynced sees them).
+func (m *clusterMode) waitForChange(w *cluster.Watcher, tick <-chan time.Time) bool {
+	for {
 		select {
 		case <-m.done:
-			return
+			return false
+		case <-tick:
+			return true
 		case <-w.C():
-			w.Changes() // the sync re-reads the state; the changes only wake it
-		case <-tick.C:
+			changes := w.Changes()
+			if slices.ContainsFunc(changes, func(c cluster.Change) bool { return c.Kind.AffectsPlacement() }) {
+				return true
+			}
+			if len(changes) > 0 {
+				m.markSynced(changes[len(changes)-1].Index)
+			}
 		}
+	}
+}
+
+// markSynced records that the replicas match the metadata at index, with no sync: the
+// changes up to it (offsets) move no replica.
+func (m *clusterMode) markSynced(index uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if index > m.synced {
+		m.synced = index
+		m.syncCond.Broadcast()
 	}
 }
 

@@ -684,7 +684,7 @@ func (c *Cluster) ProposeCommits(ctx context.Context, groups []GroupCommit) (wai
 	if err := cmd.validate(); err != nil {
 		return nil, fmt.Errorf("cluster: commit offsets: %w", err)
 	}
-	return c.proposeAsync(ctx, cmdCommitOffsetsBatch, cmd)
+	return c.proposeAsync(ctx, cmdCommitOffsetsBin, &cmd)
 }
 
 // DeleteGroup deletes a group and its committed offsets (on the metadata leader).
@@ -780,8 +780,10 @@ func (c *Cluster) publish(changes []Change) {
 		}
 	}
 	// A change of brokers or assignments may call for the leader to act.
-	select {
-	case c.kick <- struct{}{}:
-	default:
+	if slices.ContainsFunc(changes, func(ch Change) bool { return ch.Kind.AffectsPlacement() }) {
+		select {
+		case c.kick <- struct{}{}:
+		default:
+		}
 	}
 }

@@ -47,6 +47,9 @@ const (
 	// batch rather than per group keeps the metadata log and its fsyncs off the commit path).
 	cmdCommitOffsetsBatch commandType = 9
 	cmdSetClusterID       commandType = 10 // the cluster's id, set once (the first one committed stays)
+	// cmdCommitOffsetsBatch with a binary payload (command_offsets.go): what the coordinator
+	// proposes. Type 9 stays decodable for the entries already in logs and snapshots.
+	cmdCommitOffsetsBin commandType = 11
 )
 
 func (t commandType) String() string {
@@ -71,6 +74,8 @@ func (t commandType) String() string {
 		return "commit-offsets-batch"
 	case cmdSetClusterID:
 		return "set-cluster-id"
+	case cmdCommitOffsetsBin:
+		return "commit-offsets-batch-bin"
 	}
 	return fmt.Sprintf("type-%d", uint8(t))
 }
@@ -153,9 +158,23 @@ type setClusterIDCmd struct {
 	ID string `json:"id"`
 }
 
-// encodeCommand frames a payload.
+// encodeCommand frames a payload: JSON, except cmdCommitOffsetsBin's
+// (*)commitOffsetsBatchCmd.
 func encodeCommand(t commandType, payload any) ([]byte, error) {
-	body, err := json.Marshal(payload)
+	var body []byte
+	var err error
+	if t == cmdCommitOffsetsBin {
+		switch c := payload.(type) {
+		case commitOffsetsBatchCmd:
+			body = encodeOffsetsBatch(&c)
+		case *commitOffsetsBatchCmd:
+			body = encodeOffsetsBatch(c)
+		default:
+			err = fmt.Errorf("payload %T", payload)
+		}
+	} else {
+		body, err = json.Marshal(payload)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("cluster: encode %s: %w", t, err)
 	}
@@ -186,6 +205,16 @@ func decodeCommand(b []byte) (commandType, any, error) {
 		return t, nil, fmt.Errorf("%w: %s: payload length %d, but %d bytes follow", ErrBadCommand, t, n, len(b)-commandHeaderSize)
 	}
 	var v interface{ validate() error }
+	if t == cmdCommitOffsetsBin {
+		c, err := decodeOffsetsBatch(b[commandHeaderSize:])
+		if err == nil {
+			err = c.validate()
+		}
+		if err != nil {
+			return t, nil, fmt.Errorf("%w: %s: %w", ErrBadCommand, t, err)
+		}
+		return t, c, nil
+	}
 	switch t {
 	case cmdUpsertBroker:
 		v = new(upsertBrokerCmd)

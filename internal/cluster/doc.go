@@ -67,7 +67,8 @@
 //	topics/<name>                      {name, id, configs (overrides), partitions,
 //	                                    replication_factor, created_at_ms}
 //	partitions/<topic>/<p int32 BE>    {replicas (preferred leader first), epoch}
-//	groups/<group>/<topic>\x00<p BE>   {topic_id, offset, metadata, at_ms}
+//	groups/<group>/<topic>\x00<p BE>   {topic_id, offset, metadata, at_ms} (binary since
+//	                                   session 6, JSON before; command_offsets.go)
 //
 // The Raft log and stable store are raft-boltdb (<data-dir>/meta/raft.db); snapshots are a
 // file snapshot store (<data-dir>/meta/snapshots). A snapshot copies the bbolt file in one
@@ -84,13 +85,15 @@
 //
 // # The commands (command.go)
 //
-// An entry is | version (1 byte) | type (1 byte) | payload length (uint32 BE) | JSON payload |,
+// An entry is | version (1 byte) | type (1 byte) | payload length (uint32 BE) | JSON payload |
+// (binary for commit-offsets-batch-bin, the coordinator's batches: command_offsets.go),
 // the length capped (MaxCommandBytes) and checked to match exactly, unknown versions and
 // types refused, payloads validated. Types: upsert-broker, remove-broker, create-topic (with
 // its replica lists, epoch 1), delete-topic (optionally of one topic id), alter-topic (the
 // new overrides), set-assignments (new replica lists; each changed partition's epoch + 1),
 // commit-offsets, commit-offsets-batch (several groups' commits in one entry: the group
-// coordinator's batches), delete-group, set-cluster-id (proposed by a leader that finds no id: the
+// coordinator's batches, in JSON; still applied, no longer proposed), commit-offsets-batch-bin
+// (the same in binary: what the coordinator proposes), delete-group, set-cluster-id (proposed by a leader that finds no id: the
 // founding broker). Apply reads no clock: times are in the commands. A command
 // the state rejects (topic exists, unknown topic, stale topic id, ...) is rejected the same
 // way on every replica, and the proposer gets the error. A partition's epoch changes exactly

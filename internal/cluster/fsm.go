@@ -53,7 +53,7 @@ var (
 //	brokers/<id: int32 BE>            JSON brokerRecord
 //	topics/<name>                     JSON topicRecord
 //	partitions/<topic>/<p: int32 BE>  JSON partitionRecord (nested bucket per topic)
-//	groups/<group>/<topic>\x00<p BE>  JSON offsetRecord (nested bucket per group)
+//	groups/<group>/<topic>\x00<p BE>  offsetRecord, binary or JSON (decodeOffsetRecord; nested bucket per group)
 //
 // Beside it: state.db.restore (a restore in progress) and state.db.snapshot-* (a snapshot's
 // copy until Raft has persisted it); openFSM removes leftovers of either.
@@ -123,6 +123,13 @@ const (
 	ChangeGroupDeleted                       // Group was deleted
 	ChangeRestored                           // the whole state was replaced by a snapshot: re-read everything
 )
+
+// AffectsPlacement reports whether a change of this kind can change brokers, topics or
+// replica assignments: what the leader reconciles and the brokers' replicas follow. Group
+// offsets and deletions do not, and they come at the rate members commit, so waking the
+// reconcile and the replica sync for them would cost a full read of the metadata per
+// commit batch.
+func (k ChangeKind) AffectsPlacement() bool { return k != ChangeOffsets && k != ChangeGroupDeleted }
 
 func (k ChangeKind) String() string {
 	return [...]string{"?", "broker", "topic-created", "topic-deleted", "topic-altered", "assignment", "offsets", "group-deleted", "restored"}[max(0, min(int(k), 8))]
@@ -311,7 +318,7 @@ func applyCommand(tx *bolt.Tx, index uint64, data []byte) ([]Change, error) {
 			return nil, err
 		}
 		return []Change{{Index: index, Kind: ChangeOffsets, Group: c.Group}}, nil
-	case cmdCommitOffsetsBatch:
+	case cmdCommitOffsetsBatch, cmdCommitOffsetsBin:
 		c := c.(*commitOffsetsBatchCmd)
 		var changes []Change
 		for i, g := range c.Groups {
@@ -348,7 +355,7 @@ func applyGroupCommit(tx *bolt.Tx, group string, offsets []offsetCommit, atMS in
 	}
 	for _, o := range offsets {
 		rec := offsetRecord{TopicID: o.TopicID, Offset: o.Offset, Metadata: o.Metadata, AtMS: atMS}
-		if err := putJSON(b, offsetKey(o.Topic, o.Partition), rec); err != nil {
+		if err := b.Put(offsetKey(o.Topic, o.Partition), encodeOffsetRecord(rec)); err != nil {
 			return err
 		}
 	}
@@ -747,9 +754,9 @@ func (f *fsm) offsets(group string) ([]CommittedOffset, bool, error) {
 			if len(k) < 5 || k[len(k)-5] != 0 {
 				return fmt.Errorf("group %q: bad key %x", group, k)
 			}
-			var r offsetRecord
-			if err := json.Unmarshal(v, &r); err != nil {
-				return err
+			r, err := decodeOffsetRecord(v)
+			if err != nil {
+				return fmt.Errorf("group %q: %w", group, err)
 			}
 			out = append(out, CommittedOffset{
 				Topic: string(k[:len(k)-5]), Partition: int32(binary.BigEndian.Uint32(k[len(k)-4:])),

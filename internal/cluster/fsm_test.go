@@ -342,6 +342,7 @@ func FuzzDecodeCommand(f *testing.F) {
 		{cmdDeleteGroup, deleteGroupCmd{Group: "g"}},
 		{cmdCommitOffsetsBatch, commitOffsetsBatchCmd{AtMS: 1, Groups: []groupOffsetCommit{{Group: "g", Offsets: []offsetCommit{{Topic: "t", Offset: 5}}}, {Group: "h"}}}},
 		{cmdSetClusterID, setClusterIDCmd{ID: "c"}},
+		{cmdCommitOffsetsBin, commitOffsetsBatchCmd{AtMS: 1, Groups: []groupOffsetCommit{{Group: "g", Offsets: []offsetCommit{{Topic: "t", TopicID: "i", Partition: 3, Offset: 5, Metadata: "m"}}}, {Group: "h"}}}},
 	}
 	for _, s := range seeds {
 		f.Add(mustEncode(f, s.t, s.p))
