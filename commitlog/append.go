@@ -479,6 +479,7 @@ func (l *Log) waitDurable(index uint64) error {
 		// Load the target before the segment: entries up to target are in this segment or in a
 		// sealed one, and sealed segments were synced when they were sealed.
 		target := l.lastIdx.Load()
+		landed := l.landed.Load()
 		seg := l.active()
 		began := time.Now()
 		err := seg.sync()
@@ -490,7 +491,7 @@ func (l *Log) waitDurable(index uint64) error {
 		g.mu.Lock()
 		g.syncing = false
 		if err == nil && target > g.durable {
-			g.lastCovered, g.lastSyncTook = target-g.durable, took
+			g.lastCovered, g.landedMark, g.lastSyncTook = landed-g.landedMark, landed, took
 			g.durable = target
 		}
 		g.cond.Broadcast()
@@ -501,15 +502,19 @@ func (l *Log) waitDurable(index uint64) error {
 // gatherAppends lets appends that are on their way join the fsync about to start. Without it,
 // appenders woken by one fsync append again while the next is already running, and concurrent
 // appenders settle into two groups that take turns, each fsync covering half of them. So when
-// the previous fsync covered several entries, the next waits until as many have been written
-// since it ended, sleeping (appends wake it as they land, so no processor is spun) as long as
+// the previous fsync covered several appends, the next waits until as many have landed since
+// it started, sleeping (appends wake it as they land, so no processor is spun) as long as
 // entries keep arriving within groupCommitStep of each other, and at most the previous
 // fsync's duration: a bounded latency cost that only concurrency pays. A lone appender never
 // waits, nor do appends that come too far apart for two to arrive within that time.
+//
+// It counts appends, not entries: a partition's Raft log has one appender (Raft's StoreLogs,
+// several entries per call, then waiting for the fsync), and counting entries made every
+// fsync after a multi-entry one wait for appends that could not come.
 func (l *Log) gatherAppends() {
 	g := &l.gc
 	g.mu.Lock()
-	covered, mark, took := g.lastCovered, g.durable, g.lastSyncTook
+	covered, mark, took := g.lastCovered, g.landedMark, g.lastSyncTook
 	g.mu.Unlock()
 	if covered <= 1 {
 		return
@@ -531,7 +536,7 @@ func (l *Log) gatherAppends() {
 	l.gathering.Store(true)
 	defer l.gathering.Store(false)
 	start := time.Now()
-	last := l.lastIdx.Load()
+	last := l.landed.Load()
 	timer := time.NewTimer(groupCommitStep)
 	defer timer.Stop()
 	for last-mark < covered {
@@ -543,17 +548,18 @@ func (l *Log) gatherAppends() {
 		select {
 		case <-l.gatherKick:
 		case <-timer.C:
-			if l.lastIdx.Load() == last {
+			if l.landed.Load() == last {
 				return // nothing arrived for a whole step
 			}
 		}
-		last = l.lastIdx.Load()
+		last = l.landed.Load()
 	}
 }
 
 // kickGatherer records that an append landed (for the arrival gap gatherAppends estimates)
 // and wakes a gathering fsync leader.
 func (l *Log) kickGatherer() {
+	l.landed.Add(1)
 	now := time.Now().UnixNano()
 	if prev := l.lastArrival.Swap(now); prev != 0 {
 		// A moving average of the gaps between appends, weight 1/8: a burst (appenders

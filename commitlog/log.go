@@ -51,6 +51,9 @@ type Log struct {
 	// come closer together than its limit.
 	lastArrival atomic.Int64
 	arrivalGap  atomic.Int64
+	// landed counts the appends (Append and AppendEntries calls) that have written their
+	// entries: group commit counts appends, not entries (one append may carry many).
+	landed atomic.Uint64
 
 	done      chan struct{}
 	wg        sync.WaitGroup
@@ -66,9 +69,11 @@ type groupCommit struct {
 	cond    *sync.Cond
 	durable uint64 // every entry with an index at or below is on stable storage
 	syncing bool
-	// lastCovered is how many entries the last fsync made durable, and lastSyncTook how long
-	// it took; see gatherAppends.
+	// lastCovered is how many appends the last fsync made durable (landed since the one
+	// before), landedMark the landed count when it started, and lastSyncTook how long it
+	// took; see gatherAppends.
 	lastCovered  uint64
+	landedMark   uint64
 	lastSyncTook time.Duration
 	err          error
 }
