@@ -75,7 +75,8 @@ func (a *app) benchCmd() *cobra.Command {
 		Short: "Measure produce and consume throughput and latency (like kafka-*-perf-test)",
 		Long: `bench produce writes records as fast as it can (or at --rate) through the Go SDK and
 reports records/s, MB/s and per-record latency (from the Produce call, or from the record's
-scheduled send time under --rate, to its acknowledgement). bench consume reads a topic from
+scheduled send time under --rate, to its acknowledgement; with --sync, one record at a time,
+from its send). bench consume reads a topic from
 its start. With --format json the last line printed is one JSON object:
 {"op":…, "topic":…, "records":…, "bytes":…, "seconds":…, "records_per_sec":…, "mb_per_sec":…,
  "latency_ms":{"p50":…, "p99":…, "p999":…, "max":…}, "errors":…}`,
@@ -116,6 +117,7 @@ type benchProduceOpts struct {
 	rate        float64
 	compression string
 	maxInFlight int
+	sync        bool
 }
 
 func (a *app) benchProduceCmd() *cobra.Command {
@@ -140,6 +142,7 @@ func (a *app) benchProduceCmd() *cobra.Command {
 	f.Float64Var(&o.rate, "rate", 0, "records per second in all (0: as fast as possible); latency is measured from each record's scheduled time")
 	f.StringVar(&o.compression, "compression", "none", "batch compression: none, gzip, snappy, lz4 or zstd")
 	f.IntVar(&o.maxInFlight, "max-in-flight", 16, "produce requests in flight per partition (the SDK's WithMaxInFlight default)")
+	f.BoolVar(&o.sync, "sync", false, "each producer sends one record at a time and waits for its acknowledgement (ProduceSync), like nats-bench pub-sync: a closed loop, latency from each record's send (with --rate, not sent before its scheduled time)")
 	return c
 }
 
@@ -266,6 +269,32 @@ func (a *app) benchProduce(ctx context.Context, o *benchProduceOpts) error {
 			}
 			for j := int64(0); j < n; j++ {
 				sent := time.Now()
+				if o.sync {
+					// Closed loop: a stall delays the records after it, which are then not
+					// charged for it (what a synchronous publisher's latency shows).
+					if pace != nil {
+						due := start.Add(time.Duration(float64(j) / perProducer * float64(time.Second)))
+						if err := pace.sleepUntil(due); err != nil {
+							time.Sleep(time.Until(due))
+						}
+						sent = time.Now()
+					}
+					err := c.ProduceSync(ctx, &client.Record{Topic: o.topic, Value: value})
+					lat.add(time.Since(sent))
+					done.Add(1)
+					if err != nil {
+						failed.Add(1)
+						firstMu.Lock()
+						if first == nil {
+							first = err
+						}
+						firstMu.Unlock()
+					}
+					if ctx.Err() != nil {
+						return
+					}
+					continue
+				}
 				if pace != nil {
 					// Open loop: record j is due at start + j/rate; its latency counts from then,
 					// so a stall shows in the latency instead of slowing the offered load.

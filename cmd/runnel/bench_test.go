@@ -37,6 +37,18 @@ func TestBench(t *testing.T) {
 	if r := decode[summary](t, last(out)); r.Records != 500 || r.Seconds < 0.09 {
 		t.Fatalf("bench produce --rate 5000 of 500 records: %+v (at least 0.1 s expected)", r)
 	}
+	// One record at a time (--sync), paced and not: every record acknowledged and there.
+	out = ok(t, addr, "", "bench", "produce", "--topic", "s", "--records", "300", "--rate", "5000", "--sync", "--format", "json")
+	if r := decode[summary](t, last(out)); r.Records != 300 || r.Errors != 0 || r.Seconds < 0.059 || r.Latency.P50 <= 0 {
+		t.Fatalf("bench produce --sync --rate 5000 of 300 records: %+v (at least 0.06 s expected)", r)
+	}
+	out = ok(t, addr, "", "bench", "produce", "--topic", "s", "--records", "50", "--sync", "--format", "json")
+	if r := decode[summary](t, last(out)); r.Records != 50 || r.Errors != 0 {
+		t.Fatalf("bench produce --sync of 50 records: %+v", r)
+	}
+	if c := decode[summary](t, last(ok(t, addr, "", "bench", "consume", "--topic", "s", "--format", "json"))); c.Records != 350 {
+		t.Fatalf("bench consume after --sync: %+v, want 350 records", c)
+	}
 	out = ok(t, addr, "", "bench", "consume", "--topic", "b", "--format", "json")
 	if c := decode[summary](t, last(out)); c.Op != "consume" || c.Records != 5500 || c.Bytes != 5000*64+500*100 {
 		t.Fatalf("bench consume summary %+v", c)
