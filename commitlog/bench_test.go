@@ -132,6 +132,8 @@ func BenchmarkAppendPaced(b *testing.B) {
 			ms := func(q float64) float64 { return float64(lat[int(q*float64(len(lat)-1))]) / 1e6 }
 			b.ReportMetric(ms(0.50), "p50-ms")
 			b.ReportMetric(ms(0.99), "p99-ms")
+			b.ReportMetric(ms(0.999), "p999-ms")
+			b.ReportMetric(ms(1), "max-ms")
 			slices.Sort(write)
 			b.ReportMetric(float64(write[int(0.99*float64(len(write)-1))])/1e6, "write-p99-ms")
 			b.ReportMetric(float64(b.N)/float64(l.groupSyncs.Load()), "appends/fsync")

@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strings"
 	"sync"
@@ -83,22 +84,34 @@ its start. With --format json the last line printed is one JSON object:
 	}
 	var cpuProfile string
 	c.PersistentFlags().StringVar(&cpuProfile, "cpuprofile", "", "write the bench client's CPU profile to this file (go tool pprof)")
+	var traceFile string
+	c.PersistentFlags().StringVar(&traceFile, "trace", "", "write the bench client's execution trace to this file (go tool trace): where a latency tail comes from")
 	c.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		if err := a.loadGlobals(cmd); err != nil {
 			return err
 		}
-		if cpuProfile == "" {
-			return nil
+		if cpuProfile != "" {
+			f, err := os.Create(cpuProfile)
+			if err != nil {
+				return err
+			}
+			if err := pprof.StartCPUProfile(f); err != nil {
+				_ = f.Close()
+				return err
+			}
+			a.atExit = append(a.atExit, func() { pprof.StopCPUProfile(); _ = f.Close() })
 		}
-		f, err := os.Create(cpuProfile)
-		if err != nil {
-			return err
+		if traceFile != "" {
+			f, err := os.Create(traceFile)
+			if err != nil {
+				return err
+			}
+			if err := trace.Start(f); err != nil {
+				_ = f.Close()
+				return err
+			}
+			a.atExit = append(a.atExit, func() { trace.Stop(); _ = f.Close() })
 		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			_ = f.Close()
-			return err
-		}
-		a.atExit = append(a.atExit, func() { pprof.StopCPUProfile(); _ = f.Close() })
 		return nil
 	}
 	c.AddCommand(a.benchProduceCmd(), a.benchConsumeCmd())
