@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -48,6 +50,14 @@ func TestBench(t *testing.T) {
 	}
 	if c := decode[summary](t, last(ok(t, addr, "", "bench", "consume", "--topic", "s", "--format", "json"))); c.Records != 350 {
 		t.Fatalf("bench consume after --sync: %+v, want 350 records", c)
+	}
+	// The client's CPU profile and execution trace, for finding where time goes.
+	prof, tr := filepath.Join(t.TempDir(), "cpu.prof"), filepath.Join(t.TempDir(), "trace.out")
+	ok(t, addr, "", "bench", "produce", "--topic", "s", "--records", "20", "--cpuprofile", prof, "--trace", tr)
+	for _, f := range []string{prof, tr} {
+		if st, err := os.Stat(f); err != nil || st.Size() == 0 {
+			t.Fatalf("%s: %v (empty or missing)", f, err)
+		}
 	}
 	out = ok(t, addr, "", "bench", "consume", "--topic", "b", "--format", "json")
 	if c := decode[summary](t, last(out)); c.Op != "consume" || c.Records != 5500 || c.Bytes != 5000*64+500*100 {
