@@ -485,6 +485,9 @@ func (l *Log) waitDurable(index uint64) error {
 		err := seg.sync()
 		took := time.Since(began)
 		l.groupSyncs.Add(1)
+		if l.onGroupSync != nil {
+			l.onGroupSync(took)
+		}
 		if err != nil {
 			err = l.fail(fmt.Errorf("fsync %s: %w", seg.path, err))
 		}

@@ -51,6 +51,9 @@ type Log struct {
 	// come closer together than its limit.
 	lastArrival atomic.Int64
 	arrivalGap  atomic.Int64
+	// onGroupSync, if set (benchmarks in this package), is told each group-commit fsync's
+	// duration.
+	onGroupSync func(time.Duration)
 	// landed counts the appends (Append and AppendEntries calls) that have written their
 	// entries: group commit counts appends, not entries (one append may carry many).
 	landed atomic.Uint64
