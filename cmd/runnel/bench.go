@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"runtime/pprof"
@@ -90,32 +91,31 @@ its start. With --format json the last line printed is one JSON object:
 		if err := a.loadGlobals(cmd); err != nil {
 			return err
 		}
-		if cpuProfile != "" {
-			f, err := os.Create(cpuProfile)
-			if err != nil {
-				return err
-			}
-			if err := pprof.StartCPUProfile(f); err != nil {
-				_ = f.Close()
-				return err
-			}
-			a.atExit = append(a.atExit, func() { pprof.StopCPUProfile(); _ = f.Close() })
+		if err := a.recordTo(cpuProfile, pprof.StartCPUProfile, pprof.StopCPUProfile); err != nil {
+			return err
 		}
-		if traceFile != "" {
-			f, err := os.Create(traceFile)
-			if err != nil {
-				return err
-			}
-			if err := trace.Start(f); err != nil {
-				_ = f.Close()
-				return err
-			}
-			a.atExit = append(a.atExit, func() { trace.Stop(); _ = f.Close() })
-		}
-		return nil
+		return a.recordTo(traceFile, trace.Start, trace.Stop)
 	}
 	c.AddCommand(a.benchProduceCmd(), a.benchConsumeCmd())
 	return c
+}
+
+// recordTo starts a recording (CPU profile, execution trace) into the file at path, if path
+// is set, and stops it when the command exits.
+func (a *app) recordTo(path string, start func(io.Writer) error, stop func()) error {
+	if path == "" {
+		return nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := start(f); err != nil {
+		_ = f.Close()
+		return err
+	}
+	a.atExit = append(a.atExit, func() { stop(); _ = f.Close() })
+	return nil
 }
 
 type benchProduceOpts struct {
@@ -280,55 +280,42 @@ func (a *app) benchProduce(ctx context.Context, o *benchProduceOpts) error {
 			if pace != nil {
 				defer pace.Close()
 			}
+			// acked records a record's outcome, its latency counted from sent.
+			acked := func(sent time.Time, err error) {
+				lat.add(time.Since(sent))
+				done.Add(1)
+				if err != nil {
+					failed.Add(1)
+					firstMu.Lock()
+					if first == nil {
+						first = err
+					}
+					firstMu.Unlock()
+				}
+			}
 			for j := int64(0); j < n; j++ {
 				sent := time.Now()
-				if o.sync {
-					// Closed loop: a stall delays the records after it, which are then not
-					// charged for it (what a synchronous publisher's latency shows).
-					if pace != nil {
-						due := start.Add(time.Duration(float64(j) / perProducer * float64(time.Second)))
-						if err := pace.sleepUntil(due); err != nil {
-							time.Sleep(time.Until(due))
-						}
-						sent = time.Now()
-					}
-					err := c.ProduceSync(ctx, &client.Record{Topic: o.topic, Value: value})
-					lat.add(time.Since(sent))
-					done.Add(1)
-					if err != nil {
-						failed.Add(1)
-						firstMu.Lock()
-						if first == nil {
-							first = err
-						}
-						firstMu.Unlock()
-					}
-					if ctx.Err() != nil {
-						return
-					}
-					continue
-				}
 				if pace != nil {
-					// Open loop: record j is due at start + j/rate; its latency counts from then,
-					// so a stall shows in the latency instead of slowing the offered load.
-					sent = start.Add(time.Duration(float64(j) / perProducer * float64(time.Second)))
-					if err := pace.sleepUntil(sent); err != nil {
-						time.Sleep(time.Until(sent)) // cannot happen with a working timerfd
+					// Record j is due at start + j/rate.
+					due := start.Add(time.Duration(float64(j) / perProducer * float64(time.Second)))
+					if err := pace.sleepUntil(due); err != nil {
+						time.Sleep(time.Until(due)) // cannot happen with a working timerfd
+					}
+					// Open loop: its latency counts from then, so a stall shows in the latency
+					// instead of slowing the offered load. Closed loop (--sync): from its send;
+					// a stall delays the records after it, which are not charged for it (what
+					// a synchronous publisher's latency shows).
+					sent = due
+					if o.sync {
+						sent = time.Now()
 					}
 				}
 				r := &client.Record{Topic: o.topic, Value: value}
-				c.Produce(ctx, r, func(_ *client.Record, err error) {
-					lat.add(time.Since(sent))
-					done.Add(1)
-					if err != nil {
-						failed.Add(1)
-						firstMu.Lock()
-						if first == nil {
-							first = err
-						}
-						firstMu.Unlock()
-					}
-				})
+				if o.sync {
+					acked(sent, c.ProduceSync(ctx, r))
+				} else {
+					c.Produce(ctx, r, func(_ *client.Record, err error) { acked(sent, err) })
+				}
 				if ctx.Err() != nil {
 					return
 				}
