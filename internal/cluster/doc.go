@@ -77,11 +77,15 @@
 // opens it to check it, and renames it over the state file. Because the state file persists,
 // Apply skips entries at or below meta/applied (Raft replays its log from the last snapshot
 // on start). Apply batches (raft.BatchingFSM) are one bbolt transaction, one fsync, so the
-// file is always at or ahead of the newest snapshot, and Raft is told not to restore that
+// file is normally at or ahead of the newest snapshot, and Raft is told not to restore that
 // snapshot at start when the file holds applied entries (Config.NoSnapshotRestoreOnStart):
 // restoring it would rewind the metadata to the snapshot until the replay caught up, and a
 // broker syncing its replicas in that window removed the directories of topics created
-// since (TestClusterRestartAfterMetadataSnapshot in internal/node).
+// since (TestClusterRestartAfterMetadataSnapshot in internal/node). The exception is a
+// snapshot installed from the leader whose restore a crash cut short (Raft persists the
+// snapshot, then calls Restore): the file's applied index is then below the one inside the
+// snapshot, which the broker compares at start (restoreAtStart), and Raft restores it
+// (TestClusterRestartBehindMetadataSnapshot).
 //
 // # The commands (command.go)
 //

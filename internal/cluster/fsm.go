@@ -155,11 +155,13 @@ type Change struct {
 type fsm struct {
 	path   string
 	notify func([]Change)
-	// holdsState: the file was there when opened, with entries applied. It is then at or
-	// ahead of every snapshot (a snapshot is a copy of it, and each apply batch is synced),
-	// so Raft must not restore the newest snapshot over it on start: that would show the
-	// metadata as it was at the snapshot until the log after it is replayed, and a broker
-	// acting on it meanwhile would remove the directories of topics created since.
+	// holdsState: the file was there when opened, with entries applied. It is then normally
+	// at or ahead of every snapshot (a snapshot is a copy of it, and each apply batch is
+	// synced), and Raft must not restore the newest snapshot over it on start: that would
+	// show the metadata as it was at the snapshot until the log after it is replayed, and a
+	// broker acting on it meanwhile would remove the directories of topics created since.
+	// The exception, a snapshot installed from the leader whose restore a crash cut short,
+	// is found by aheadOfSnapshot.
 	holdsState bool
 
 	mu sync.RWMutex
@@ -171,8 +173,9 @@ func openFSM(path string, notify func([]Change)) (*fsm, error) {
 	if notify == nil {
 		notify = func([]Change) {}
 	}
-	// Leftovers of a snapshot or a restore cut short by a crash.
+	// Leftovers of a snapshot or a restore cut short by a crash, or of a check.
 	_ = os.Remove(path + ".restore")
+	_ = os.Remove(path + ".check")
 	if old, err := filepath.Glob(path + ".snapshot-*"); err == nil {
 		for _, o := range old {
 			_ = os.Remove(o)
@@ -186,6 +189,32 @@ func openFSM(path string, notify func([]Change)) (*fsm, error) {
 	f := &fsm{path: path, notify: notify, db: db}
 	f.holdsState = statErr == nil && f.appliedIndex() > 0
 	return f, nil
+}
+
+// aheadOfSnapshot reports whether the state file holds at least what the snapshot in r
+// (a copy of a state file, as Snapshot writes and Restore reads) holds: its applied index
+// is at or past the snapshot's. It is false when a crash cut short the restore of a
+// snapshot installed from the leader (Raft persists the snapshot, then calls Restore): the
+// file is then older than the snapshot, and Raft must restore it at start.
+func (f *fsm) aheadOfSnapshot(r io.Reader) (bool, error) {
+	tmp := f.path + ".check"
+	defer os.Remove(tmp)
+	if err := writeSynced(tmp, r); err != nil {
+		return false, err
+	}
+	db, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: time.Second, ReadOnly: true})
+	if err != nil {
+		return false, err
+	}
+	defer db.Close()
+	var snap uint64
+	err = db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketMeta) != nil {
+			snap = appliedIndex(tx)
+		}
+		return nil
+	})
+	return err == nil && f.appliedIndex() >= snap, err
 }
 
 func openStateDB(path string) (*bolt.DB, error) {

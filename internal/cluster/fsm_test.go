@@ -423,3 +423,50 @@ func TestGroupCommitValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestFSMAheadOfSnapshot: a state file is ahead of a snapshot taken from it (and of itself),
+// and behind a snapshot of a state that applied more: the case of a snapshot installed from
+// the leader whose restore a crash cut short, which Raft must then restore at start.
+func TestFSMAheadOfSnapshot(t *testing.T) {
+	snapshot := func(h *fsmHarness) []byte {
+		s, err := h.f.Snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Release()
+		b, err := io.ReadAll(s.(*fsmSnapshot).file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	ahead := func(h *fsmHarness, snap []byte) bool {
+		ok, err := h.f.aheadOfSnapshot(bytes.NewReader(snap))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	commit := commitOffsetsCmd{Group: "g", Offsets: []offsetCommit{{Topic: "t", Offset: 1}}}
+	a, b := newFSMHarness(t), newFSMHarness(t)
+	for i := range 3 {
+		a.mustApply(cmdCommitOffsets, commit)
+		if i < 1 {
+			b.mustApply(cmdCommitOffsets, commit)
+		}
+	}
+	snapA := snapshot(a)
+	if !ahead(a, snapA) {
+		t.Fatal("a state file is not ahead of its own snapshot")
+	}
+	a.mustApply(cmdCommitOffsets, commit)
+	if !ahead(a, snapA) {
+		t.Fatal("a state file is not ahead of an older snapshot of itself")
+	}
+	if ahead(b, snapA) {
+		t.Fatal("a state file that applied less is ahead of the snapshot")
+	}
+	if _, err := b.f.aheadOfSnapshot(bytes.NewReader([]byte("not a bbolt file"))); err == nil {
+		t.Fatal("a damaged snapshot compared without an error")
+	}
+}

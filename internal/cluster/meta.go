@@ -43,9 +43,14 @@ func (c *Cluster) Start() error {
 		c.cfg.TuneRaft(rc)
 	}
 	// The state file persists: Raft restores a snapshot at start only when the file is new
-	// (fsm.holdsState says why). It still takes its indexes and configuration from the
-	// snapshot and replays the log after it; Apply skips what the file already holds.
-	rc.NoSnapshotRestoreOnStart = c.fsm.holdsState
+	// or behind the snapshot (fsm.holdsState says why). It still takes its indexes and
+	// configuration from the snapshot and replays the log after it; Apply skips what the
+	// file already holds.
+	restore, err := c.restoreAtStart()
+	if err != nil {
+		return err
+	}
+	rc.NoSnapshotRestoreOnStart = !restore
 	hasState, err := raft.HasExistingState(c.store, c.store, c.snaps)
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
@@ -467,4 +472,35 @@ func (w hcWriter) Write(p []byte) (int, error) {
 		w.log.Warn().Msg(s)
 	}
 	return len(p), nil
+}
+
+// restoreAtStart reports whether Raft should restore the newest snapshot when it starts:
+// when the state file holds nothing, or less than that snapshot (fsm.holdsState).
+func (c *Cluster) restoreAtStart() (bool, error) {
+	if !c.fsm.holdsState {
+		return true, nil
+	}
+	list, err := c.snaps.List()
+	if err != nil {
+		return false, fmt.Errorf("cluster: list snapshots: %w", err)
+	}
+	if len(list) == 0 {
+		return false, nil
+	}
+	_, rc, err := c.snaps.Open(list[0].ID)
+	if err != nil {
+		// Raft would fall back to an older snapshot, or fail; let it restore and decide.
+		c.log.Warn().Err(err).Str("snapshot", list[0].ID).Msg("cannot read the newest metadata snapshot; restoring at start")
+		return true, nil
+	}
+	defer rc.Close()
+	ahead, err := c.fsm.aheadOfSnapshot(rc)
+	if err != nil {
+		c.log.Warn().Err(err).Str("snapshot", list[0].ID).Msg("cannot compare the metadata state with the newest snapshot; restoring at start")
+		return true, nil
+	}
+	if !ahead {
+		c.log.Warn().Str("snapshot", list[0].ID).Msg("the metadata state is behind the newest snapshot (a restore was cut short); restoring it")
+	}
+	return !ahead, nil
 }
