@@ -48,7 +48,10 @@ const (
 	cmdCommitOffsetsBatch commandType = 9
 	cmdSetClusterID       commandType = 10 // the cluster's id, set once (the first one committed stays)
 	// cmdCommitOffsetsBatch with a binary payload (command_offsets.go): what the coordinator
-	// proposes. Type 9 stays decodable for the entries already in logs and snapshots.
+	// proposes. Type 9 stays decodable for the entries already in logs and snapshots. A
+	// broker built before type 11 refuses it (a rejection, so its copy of the offsets would
+	// fall behind): every broker of a cluster must run a build that knows it before a leader
+	// that proposes it; there is no version negotiation yet.
 	cmdCommitOffsetsBin commandType = 11
 )
 
