@@ -228,8 +228,9 @@ func BenchmarkGroupCommitsCluster(b *testing.B) {
 			cpu := processCPU() - cpu0
 			b.StopTimer()
 			b.ReportMetric(float64(b.N)/el.Seconds(), "commits/s")
-			// The process's CPU time (members and brokers alike) per commit: steadier than
-			// the rate, which follows the disk's fsync latency from minute to minute.
+			// The process's CPU time (members and brokers alike) per commit: what bounds the
+			// rate on two vCPUs. It moves with the rate between runs (larger batches, when
+			// fsyncs are slower, cost less per commit), so compare builds run alternately.
 			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-us/commit")
 			b.ReportMetric(float64(b.N*c.perCommit)/el.Seconds(), "offsets/s")
 			// Every broker's metadata has the groups' commits.
