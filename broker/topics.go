@@ -696,3 +696,22 @@ func cloneInfo(info TopicInfo) TopicInfo {
 	}
 	return info
 }
+
+// TopicDirs returns the names of the topic directories under dataDir (<data-dir>/topics/
+// entries that are directories with a valid topic name), none if there is no such folder.
+func TopicDirs(dataDir string) ([]string, error) {
+	entries, err := os.ReadDir(filepath.Join(dataDir, topicsDirName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range entries {
+		if e.IsDir() && topic.ValidateName(e.Name()) == nil {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
+}

@@ -79,3 +79,16 @@ func LoadOrCreateIncarnation(dataDir string) (string, bool, error) {
 	}
 	return id, true, nil
 }
+
+// HasMetadata reports whether dataDir holds this broker's metadata Raft state (meta/raft.db):
+// whether it has been a member of a cluster.
+func HasMetadata(dataDir string) (bool, error) {
+	_, err := os.Stat(filepath.Join(dataDir, metaDirName, raftFileName))
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return false, nil
+	}
+	return false, err
+}

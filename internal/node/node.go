@@ -16,6 +16,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -100,6 +102,9 @@ type Node struct {
 func Start(cfg Config) (*Node, error) {
 	n := &Node{cfg: cfg, log: cfg.Logger, id: cfg.NodeID}
 	if cfg.Cluster != nil {
+		if err := checkClusterDataDir(cfg.DataDir); err != nil {
+			return nil, err
+		}
 		id, err := cluster.LoadOrCreateBrokerID(cfg.DataDir, cfg.NodeID)
 		if err != nil {
 			return nil, err
@@ -263,4 +268,29 @@ func (n *Node) closeCluster() error {
 		return fmt.Errorf("node: close cluster: %w", err)
 	}
 	return nil
+}
+
+// ErrTopicsWithoutMetadata: a data dir holds topics but no cluster metadata.
+var ErrTopicsWithoutMetadata = errors.New("the data dir holds topics but no cluster metadata")
+
+// checkClusterDataDir refuses to start a cluster member on a data dir that holds topic
+// directories but no metadata Raft state: a single node's data dir (runneld without
+// --serf-addr), or one whose meta/ was removed. In cluster mode the metadata says which
+// topics exist, and the first replica sync removes the directories of the others: it would
+// delete every record of that data dir (found by hand in session 6; before this check the
+// topics of a single node started with --serf-addr were gone without a word).
+func checkClusterDataDir(dataDir string) error {
+	has, err := cluster.HasMetadata(dataDir)
+	if err != nil || has {
+		return err
+	}
+	topics, err := broker.TopicDirs(dataDir)
+	if err != nil || len(topics) == 0 {
+		return err
+	}
+	return fmt.Errorf("%w: %s has %d topic directories (%s) and no %s: it is a single node's data "+
+		"dir (runneld without --serf-addr) or its metadata was removed, and joining a cluster would "+
+		"delete them; start it without --serf-addr, or move the topic directories away",
+		ErrTopicsWithoutMetadata, dataDir, len(topics), strings.Join(topics[:min(3, len(topics))], ", "),
+		filepath.Join(dataDir, "meta"))
 }

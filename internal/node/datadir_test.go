@@ -1,0 +1,66 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	runnelv1 "github.com/runnel-io/runnel/proto/runnel/v1"
+)
+
+// TestClusterRefusesSingleNodeDataDir: a single node's data dir, holding a topic, started as
+// a cluster member is refused with ErrTopicsWithoutMetadata (the first replica sync would
+// delete every topic the new cluster's metadata does not hold), and nothing of it is lost:
+// started as a single node again, the topic and its records are there.
+func TestClusterRefusesSingleNodeDataDir(t *testing.T) {
+	dir := t.TempDir()
+	single := func() *Node {
+		n, err := Start(Config{DataDir: dir, Addr: "127.0.0.1:0", NodeID: 1, Logger: zerolog.Nop(), Version: "test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	stop := func(n *Node) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := n.Stop(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := single()
+	cc := benchConn(t, n.Addr())
+	if _, err := runnelv1.NewAdminServiceClient(cc).CreateTopic(context.Background(),
+		&runnelv1.CreateTopicRequest{Name: "kept", Partitions: 1, ReplicationFactor: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (&testCluster{t: t}).produce(n.Addr(), "kept", 0, testBatch(t, 1)); err != nil {
+		t.Fatal(err)
+	}
+	stop(n)
+
+	_, err := Start(Config{DataDir: dir, Addr: "127.0.0.1:0", NodeID: 1, Logger: zerolog.Nop(), Version: "test",
+		Cluster: &ClusterConfig{SerfAddr: "127.0.0.1:0", Voters: 3, FailedTimeout: time.Minute, TuneMetaRaft: fastRaft, TuneSerf: fastSerf}})
+	if !errors.Is(err, ErrTopicsWithoutMetadata) {
+		t.Fatalf("cluster start on a single node's data dir: %v, want ErrTopicsWithoutMetadata", err)
+	}
+	t.Log(err)
+	if _, err := os.Stat(filepath.Join(dir, "topics", "kept")); err != nil {
+		t.Fatalf("the topic's directory after the refused start: %v", err)
+	}
+
+	n = single()
+	defer stop(n)
+	pt, err := n.Registry().Partition("kept", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hw := pt.HighWatermark(); hw != 1 {
+		t.Fatalf("high watermark %d after the refused start, want 1", hw)
+	}
+}
