@@ -64,3 +64,23 @@ func TestClusterRefusesSingleNodeDataDir(t *testing.T) {
 		t.Fatalf("high watermark %d after the refused start, want 1", hw)
 	}
 }
+
+// TestSingleNodeRefusesClusterDataDir: a cluster member's data dir started as a single node
+// is refused with ErrClusterDataDir (rather than failing on its topic files), and it still
+// starts as a cluster member afterwards.
+func TestSingleNodeRefusesClusterDataDir(t *testing.T) {
+	c := newTestCluster(t)
+	c.start(1)
+	c.createTopic("member", 1, 1)
+	c.stop(1)
+	_, err := Start(Config{DataDir: c.dirs[1], Addr: "127.0.0.1:0", NodeID: 1, Logger: zerolog.Nop(), Version: "test"})
+	if !errors.Is(err, ErrClusterDataDir) {
+		t.Fatalf("single-node start on a cluster member's data dir: %v, want ErrClusterDataDir", err)
+	}
+	t.Log(err)
+	n := c.start(1)
+	waitFor(t, 10*time.Second, "the topic open again", func() error {
+		_, err := n.Registry().Partition("member", 0)
+		return err
+	})
+}

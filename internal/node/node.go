@@ -101,10 +101,10 @@ type Node struct {
 // Start starts a broker and serves its port.
 func Start(cfg Config) (*Node, error) {
 	n := &Node{cfg: cfg, log: cfg.Logger, id: cfg.NodeID}
+	if err := checkDataDirMode(cfg.DataDir, cfg.Cluster != nil); err != nil {
+		return nil, err
+	}
 	if cfg.Cluster != nil {
-		if err := checkClusterDataDir(cfg.DataDir); err != nil {
-			return nil, err
-		}
 		id, err := cluster.LoadOrCreateBrokerID(cfg.DataDir, cfg.NodeID)
 		if err != nil {
 			return nil, err
@@ -244,7 +244,12 @@ func (n *Node) Stop(ctx context.Context) error {
 	shutErr := n.srv.Shutdown(ctx)
 	<-n.serveDone
 	regErr := n.reg.Close()
-	return errors.Join(n.serveErr, shutErr, regErr, n.closeCluster())
+	serveErr := n.serveErr
+	if errors.Is(serveErr, broker.ErrServerClosed) {
+		// Stop came before the serving goroutine called Serve: a clean stop all the same.
+		serveErr = nil
+	}
+	return errors.Join(serveErr, shutErr, regErr, n.closeCluster())
 }
 
 // Leave announces that this broker leaves the cluster for good (its replicas move
@@ -270,8 +275,28 @@ func (n *Node) closeCluster() error {
 	return nil
 }
 
-// ErrTopicsWithoutMetadata: a data dir holds topics but no cluster metadata.
-var ErrTopicsWithoutMetadata = errors.New("the data dir holds topics but no cluster metadata")
+// Errors of a data dir started in the other mode.
+var (
+	// ErrTopicsWithoutMetadata: a cluster member's data dir holds topics but no cluster
+	// metadata (a single node's, or one whose meta/ was removed).
+	ErrTopicsWithoutMetadata = errors.New("the data dir holds topics but no cluster metadata")
+	// ErrClusterDataDir: a single node started on a cluster member's data dir.
+	ErrClusterDataDir = errors.New("the data dir is a cluster member's")
+)
+
+// checkDataDirMode refuses a data dir written in the other mode (single node or cluster
+// member): their topic directories differ, and a cluster member's would lose them.
+func checkDataDirMode(dataDir string, clustered bool) error {
+	if clustered {
+		return checkClusterDataDir(dataDir)
+	}
+	has, err := cluster.HasMetadata(dataDir)
+	if err != nil || !has {
+		return err
+	}
+	return fmt.Errorf("%w: %s holds cluster metadata (%s); start it with --serf-addr (and --join) as before",
+		ErrClusterDataDir, dataDir, filepath.Join(dataDir, "meta"))
+}
 
 // checkClusterDataDir refuses to start a cluster member on a data dir that holds topic
 // directories but no metadata Raft state: a single node's data dir (runneld without
