@@ -316,21 +316,18 @@ func removeTopicDir(dir, id string) error {
 // removeStrayDirs removes topic directories the metadata does not know (a topic deleted
 // while this broker was down).
 func (m *clusterMode) removeStrayDirs(want map[string]cluster.TopicInfo) error {
-	entries, err := os.ReadDir(m.r.dir)
+	names, err := topicDirNames(m.r.dir)
 	if err != nil {
 		return err
 	}
-	for _, e := range entries {
-		if !e.IsDir() || topic.ValidateName(e.Name()) != nil {
-			continue
-		}
+	for _, name := range names {
 		m.r.mu.Lock()
-		_, open := m.r.topics[e.Name()]
+		_, open := m.r.topics[name]
 		m.r.mu.Unlock()
-		if _, ok := want[e.Name()]; ok || open {
+		if _, ok := want[name]; ok || open {
 			continue
 		}
-		dir := filepath.Join(m.r.dir, e.Name())
+		dir := filepath.Join(m.r.dir, name)
 		m.r.log.Info().Str("dir", dir).Msg("removing the directory of a topic the metadata does not hold")
 		if err := removeTopicDir(dir, ""); err != nil {
 			return err

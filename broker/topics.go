@@ -700,7 +700,12 @@ func cloneInfo(info TopicInfo) TopicInfo {
 // TopicDirs returns the names of the topic directories under dataDir (<data-dir>/topics/
 // entries that are directories with a valid topic name), none if there is no such folder.
 func TopicDirs(dataDir string) ([]string, error) {
-	entries, err := os.ReadDir(filepath.Join(dataDir, topicsDirName))
+	return topicDirNames(filepath.Join(dataDir, topicsDirName))
+}
+
+// topicDirNames returns the entries of dir that are directories with a valid topic name.
+func topicDirNames(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}

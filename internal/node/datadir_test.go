@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -83,4 +84,31 @@ func TestSingleNodeRefusesClusterDataDir(t *testing.T) {
 		_, err := n.Registry().Partition("member", 0)
 		return err
 	})
+}
+
+// TestClusterRemovesStrayTopicDirs: a topic directory the metadata does not hold (a topic
+// deleted while this broker was down) is removed when the broker starts; the directories
+// of the metadata's topics stay.
+func TestClusterRemovesStrayTopicDirs(t *testing.T) {
+	c := newTestCluster(t)
+	c.start(1)
+	c.createTopic("held", 1, 1)
+	c.stop(1)
+	stray := filepath.Join(c.dirs[1], "topics", "gone")
+	if err := os.MkdirAll(filepath.Join(stray, "0"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	n := c.start(1)
+	waitFor(t, 10*time.Second, "the stray directory removed", func() error {
+		if _, err := os.Stat(stray); !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("%s: %v", stray, err)
+		}
+		return nil
+	})
+	if _, err := n.Registry().Partition("held", 0); err != nil {
+		t.Fatalf("the metadata's topic: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(c.dirs[1], "topics", "held")); err != nil {
+		t.Fatal(err)
+	}
 }
