@@ -157,6 +157,13 @@ func (m *clusterMode) stop() {
 }
 
 func (m *clusterMode) run(w *cluster.Watcher) {
+	// Metadata rebuilt after a machine crash shows the cluster as it was at a snapshot until
+	// the log after it is replayed: acting on it would remove topics created since.
+	select {
+	case <-m.cl.CaughtUp():
+	case <-m.done:
+		return
+	}
 	tick := time.NewTicker(m.opts.SyncInterval)
 	defer tick.Stop()
 	for {

@@ -255,6 +255,7 @@ type Cluster struct {
 	lastJoin time.Time   // the last join attempt; control loop only
 
 	kick      chan struct{} // wakes the control loop (cap 1)
+	caughtUp  chan struct{} // closed once the state holds what it held before the restart
 	done      chan struct{}
 	wg        sync.WaitGroup
 	started   atomic.Bool
@@ -283,6 +284,7 @@ func New(cfg Config) (*Cluster, error) {
 		localID:     serverID(cfg.BrokerID, inc),
 		watchers:    map[*Watcher]struct{}{},
 		kick:        make(chan struct{}, 1),
+		caughtUp:    make(chan struct{}),
 		done:        make(chan struct{}),
 	}
 	if c.fsm, err = openFSM(filepath.Join(dir, stateFileName), c.publish); err != nil {
@@ -404,6 +406,13 @@ func (c *Cluster) ClusterID() string { return c.fsm.clusterID() }
 
 // AppliedIndex returns the last metadata Raft index this broker has applied.
 func (c *Cluster) AppliedIndex() uint64 { return c.fsm.appliedIndex() }
+
+// CaughtUp is closed once this broker's metadata holds at least what it held before it
+// started: at once, unless the state file was rebuilt after a machine crash (fsm_boot.go),
+// in which case the newest snapshot was restored and the log after it must be replayed
+// first. Until then the metadata may show the cluster as it was at the snapshot, and a
+// broker must not act on it (removing the directories of topics created since).
+func (c *Cluster) CaughtUp() <-chan struct{} { return c.caughtUp }
 
 // Leader returns the metadata leader's broker id and advertised address; ok is false while
 // no leader is known.

@@ -76,7 +76,14 @@
 // transaction until Persist could deadlock against a Restore); a restore writes the stream to a temporary file, syncs it,
 // opens it to check it, and renames it over the state file. Because the state file persists,
 // Apply skips entries at or below meta/applied (Raft replays its log from the last snapshot
-// on start). Apply batches (raft.BatchingFSM) are one bbolt transaction, one fsync, so the
+// on start). Apply batches (raft.BatchingFSM) are one bbolt transaction, not synced: the Raft
+// log and the snapshots make commands durable, and the file only saves a replay. A process
+// crash loses none of its writes (they are in the page cache); a machine crash may tear it,
+// so it carries a marker naming the boot that writes it (state.db.boot, removed on a clean
+// close after a final sync), and a file whose marker names another boot is removed at open
+// and rebuilt from the newest snapshot and the log, the broker holding its replicas still
+// until the replay reaches what the log held (Cluster.CaughtUp; fsm_boot.go;
+// TestClusterRestartAfterMachineCrash and its follower twin in internal/node). So the
 // file is normally at or ahead of the newest snapshot, and Raft is told not to restore that
 // snapshot at start when the file holds applied entries (Config.NoSnapshotRestoreOnStart):
 // restoring it would rewind the metadata to the snapshot until the replay caught up, and a

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -55,8 +56,9 @@ var (
 //	partitions/<topic>/<p: int32 BE>  JSON partitionRecord (nested bucket per topic)
 //	groups/<group>/<topic>\x00<p BE>  offsetRecord, binary or JSON (decodeOffsetRecord; nested bucket per group)
 //
-// Beside it: state.db.restore (a restore in progress) and state.db.snapshot-* (a snapshot's
-// copy until Raft has persisted it); openFSM removes leftovers of either.
+// Beside it: state.db.boot (the boot id of the process writing it unsynced: fsm_boot.go),
+// state.db.restore (a restore in progress) and state.db.snapshot-* (a snapshot's copy until
+// Raft has persisted it); openFSM removes leftovers of the last two.
 var (
 	bucketMeta       = []byte("meta")
 	bucketBrokers    = []byte("brokers")
@@ -157,12 +159,21 @@ type fsm struct {
 	notify func([]Change)
 	// holdsState: the file was there when opened, with entries applied. It is then normally
 	// at or ahead of every snapshot (a snapshot is a copy of it, and each apply batch is
-	// synced), and Raft must not restore the newest snapshot over it on start: that would
-	// show the metadata as it was at the snapshot until the log after it is replayed, and a
-	// broker acting on it meanwhile would remove the directories of topics created since.
+	// written before the next; a file a machine crash may have torn is not kept), and Raft
+	// must not restore the newest snapshot over it on start: that would show the metadata as
+	// it was at the snapshot until the log after it is replayed, and a broker acting on it
+	// meanwhile would remove the directories of topics created since.
 	// The exception, a snapshot installed from the leader whose restore a crash cut short,
 	// is found by aheadOfSnapshot.
 	holdsState bool
+	// lazy: apply batches are not synced (fsm_boot.go says why that is safe); false when the
+	// boot id cannot be read, and every batch is synced as before.
+	lazy bool
+	// rebuilt: the file was removed at open, untrusted after a machine crash (fsm_boot.go);
+	// the metadata comes back from the newest snapshot and the log.
+	rebuilt bool
+	// untrustedBoot is the boot id the removed file's marker named (for the log).
+	untrustedBoot string
 
 	mu sync.RWMutex
 	db *bolt.DB // under mu
@@ -181,12 +192,33 @@ func openFSM(path string, notify func([]Change)) (*fsm, error) {
 			_ = os.Remove(o)
 		}
 	}
-	_, statErr := os.Stat(path)
-	db, err := openStateDB(path)
+	current, bootErr := bootID()
+	trusted, marker, err := checkBootMarker(path, current)
 	if err != nil {
 		return nil, err
 	}
-	f := &fsm{path: path, notify: notify, db: db}
+	f := &fsm{path: path, notify: notify, lazy: bootErr == nil}
+	if !trusted {
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("cluster: remove untrusted %s: %w", path, err)
+		}
+		f.rebuilt, f.untrustedBoot = true, marker
+	}
+	switch {
+	case f.lazy:
+		// Durable before the first unsynced write (which may be openStateDB's own).
+		if err := writeBootMarker(path, current); err != nil {
+			return nil, err
+		}
+	case marker != "":
+		if err := removeBootMarker(path); err != nil {
+			return nil, fmt.Errorf("cluster: %w", err)
+		}
+	}
+	_, statErr := os.Stat(path)
+	if f.db, err = openStateDB(path, f.lazy); err != nil {
+		return nil, err
+	}
 	f.holdsState = statErr == nil && f.appliedIndex() > 0
 	return f, nil
 }
@@ -217,8 +249,9 @@ func (f *fsm) aheadOfSnapshot(r io.Reader) (bool, error) {
 	return err == nil && f.appliedIndex() >= snap, err
 }
 
-func openStateDB(path string) (*bolt.DB, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+// openStateDB opens a state file; noSync leaves its transactions unsynced (lazy).
+func openStateDB(path string, noSync bool) (*bolt.DB, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoSync: noSync})
 	if err != nil {
 		return nil, fmt.Errorf("cluster: open %s: %w", path, err)
 	}
@@ -237,16 +270,29 @@ func openStateDB(path string) (*bolt.DB, error) {
 	return db, nil
 }
 
+// close closes the state file; a lazily written one is synced first and its boot marker
+// removed, so that the next open trusts it whatever the boot.
 func (f *fsm) close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.db.Close()
+	if !f.lazy {
+		return f.db.Close()
+	}
+	serr := f.db.Sync()
+	if err := errors.Join(serr, f.db.Close()); err != nil {
+		return fmt.Errorf("cluster: close %s: %w", f.path, err)
+	}
+	if err := removeBootMarker(f.path); err != nil {
+		return fmt.Errorf("cluster: close %s: %w", f.path, err)
+	}
+	return nil
 }
 
 // Apply implements raft.FSM.
 func (f *fsm) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
 
-// ApplyBatch implements raft.BatchingFSM: the batch is one bbolt transaction (one fsync).
+// ApplyBatch implements raft.BatchingFSM: the batch is one bbolt transaction (unsynced when
+// lazy: fsm_boot.go).
 // Each entry's response is nil or the error that rejected it. An entry at or below the
 // applied index kept in the file is skipped (the file is ahead of Raft's replay after a
 // restart). A storage error panics: the state machine cannot go on without its state.
@@ -613,7 +659,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("cluster: restore: %w", err)
 	}
-	check, err := openStateDB(tmp) // validates the file and adds any missing bucket
+	check, err := openStateDB(tmp, false) // validates the file and adds any missing bucket
 	if err != nil {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("cluster: restore: %w", err)
@@ -635,7 +681,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if err := vfs.OS.SyncDir(filepath.Dir(f.path)); err != nil {
 		return fmt.Errorf("cluster: restore: %w", err)
 	}
-	db, err := openStateDB(f.path)
+	db, err := openStateDB(f.path, f.lazy)
 	if err != nil {
 		return fmt.Errorf("cluster: restore: %w", err)
 	}

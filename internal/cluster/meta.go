@@ -66,6 +66,7 @@ func (c *Cluster) Start() error {
 		return fmt.Errorf("cluster: start raft: %w", err)
 	}
 	c.raft.Store(r)
+	c.trackCatchUp(r)
 	if !hasState && len(c.cfg.Join) == 0 {
 		c.log.Info().Str("server_id", string(c.localID)).Msg("bootstrapping a new cluster")
 		err := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
@@ -472,6 +473,68 @@ func (w hcWriter) Write(p []byte) (int, error) {
 		w.log.Warn().Msg(s)
 	}
 	return len(p), nil
+}
+
+// trackCatchUp closes caughtUp once the state machine holds what it held before the start.
+// After a rebuild that was at most the last index in the log when Raft started (only
+// logged entries are applied), and at least every entry applied before the crash, all of
+// them committed. The log may end with entries that never commit (a new leader replaces
+// them), so the wait also ends at the commit index learned from a leader since the start:
+// a leader commits only past its whole log, and a follower learns a commit index only once
+// its log matches the leader's up to it, so that index, too, covers every entry applied
+// before the crash. Raft hands the state machine only commands and configurations (no
+// no-ops, no barriers), and its own applied index counts entries handed over, not applied:
+// so once Raft has handed over the goal, the wait is for the state file to hold the last
+// command or configuration at or below it.
+func (c *Cluster) trackCatchUp(r *raft.Raft) {
+	if !c.fsm.rebuilt {
+		close(c.caughtUp)
+		return
+	}
+	target := r.LastIndex()
+	c.log.Warn().Str("state", c.fsm.path).Str("marker_boot_id", c.fsm.untrustedBoot).Uint64("replay_to", target).
+		Msg("the metadata state file was written by a boot that ended without closing it (a machine crash): " +
+			"rebuilt from the newest snapshot and the log; replicas wait until the replay is done")
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			goal := target
+			if ci := r.CommitIndex(); ci > 0 {
+				goal = min(goal, ci)
+			}
+			if r.AppliedIndex() >= goal {
+				if applied := c.fsm.appliedIndex(); applied >= c.lastStateEntry(goal) {
+					c.log.Info().Uint64("applied", applied).Msg("the rebuilt metadata has caught up")
+					close(c.caughtUp)
+					return
+				}
+			}
+			select {
+			case <-c.done:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+}
+
+// lastStateEntry is the index of the last command or configuration at or below index in
+// the log (what the state machine records as applied), or 0 when the log no longer holds
+// it (compacted into a snapshot, which the state then holds).
+func (c *Cluster) lastStateEntry(index uint64) uint64 {
+	for i := index; i > 0; i-- {
+		var l raft.Log
+		if err := c.store.GetLog(i, &l); err != nil {
+			return 0
+		}
+		if l.Type == raft.LogCommand || l.Type == raft.LogConfiguration {
+			return i
+		}
+	}
+	return 0
 }
 
 // restoreAtStart reports whether Raft should restore the newest snapshot when it starts:
