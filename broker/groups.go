@@ -413,9 +413,9 @@ func newCommitReq(group string, items []commitItem, at time.Time) *commitReq {
 // transaction). In a cluster a batch (every group queued) is one metadata Raft entry, and up
 // to maxCommitBatchesInFlight are in flight: one goroutine at a time hands a batch to Raft,
 // which keeps entries in the order they were handed over, so each group's commits are
-// applied in the order they were admitted although the batches overlap. Without the overlap
-// a member whose commit arrives while its group's batch is in flight waits for that batch
-// and then for its own: two rounds of the metadata group instead of one.
+// applied in the order they were admitted even when batches overlap. Overlapping batches
+// spare a member whose commit arrives while a batch is in flight part of the wait for it,
+// at the price of more, smaller entries (see maxCommitBatchesInFlight).
 type commitBatcher struct {
 	write     func([]*commitReq)              // single node: write a batch, setting each request's err
 	propose   func([]*commitReq) func() error // cluster: hand a batch to Raft; the result waits for it
@@ -430,7 +430,13 @@ type commitBatcher struct {
 }
 
 // maxCommitBatchesInFlight bounds the metadata entries of offset commits not yet applied.
-const maxCommitBatchesInFlight = 2
+// It was 2 while every applied entry cost two fsyncs of the state file (a batch's round was
+// long, and overlapping rounds paid); with the state file written lazily
+// (internal/cluster/fsm_boot.go) one is faster: each batch in flight is its own Raft log
+// append, two fdatasyncs of raft-boltdb on every broker, and a second batch halves the
+// commits each of them carries. BenchmarkGroupCommitsCluster, builds alternated: 3 brokers
+// 17.5-19.1k commits/s with 2, 23.1-24.1k with 1 (docs/benchmarks.md).
+const maxCommitBatchesInFlight = 1
 
 func newCommitBatcher(write func([]*commitReq), propose func([]*commitReq) func() error, clustered func() bool) *commitBatcher {
 	return &commitBatcher{write: write, propose: propose, clustered: clustered, outstanding: map[*commitReq]struct{}{}}
