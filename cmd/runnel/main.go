@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/runnel-io/runnel/internal/config"
+	"github.com/runnel-io/runnel/internal/gctune"
 	runnelv1 "github.com/runnel-io/runnel/proto/runnel/v1"
 )
 
@@ -64,6 +65,7 @@ func usagef(format string, args ...any) error {
 }
 
 func main() {
+	gctune.Apply() // GOGC=400 unless the environment says otherwise (internal/gctune)
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/runnel-io/runnel/broker"
 	"github.com/runnel-io/runnel/internal/cluster"
 	"github.com/runnel-io/runnel/internal/config"
+	"github.com/runnel-io/runnel/internal/gctune"
 	"github.com/runnel-io/runnel/internal/node"
 )
 
@@ -47,6 +48,7 @@ type options struct {
 }
 
 func main() {
+	gctune.Apply() // GOGC=400 unless the environment says otherwise (internal/gctune)
 	os.Exit(run(os.Args[1:], os.Stderr))
 }
 
