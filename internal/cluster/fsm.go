@@ -57,6 +57,7 @@ var (
 //	groups/<group>/<topic>\x00<p BE>  offsetRecord, binary or JSON (decodeOffsetRecord; nested bucket per group)
 //
 // Beside it: state.db.boot (the boot id of the process writing it unsynced: fsm_boot.go),
+// state.db.rebuild (a rebuild after a machine crash not caught up yet: fsm_boot.go),
 // state.db.restore (a restore in progress) and state.db.snapshot-* (a snapshot's copy until
 // Raft has persisted it); openFSM removes leftovers of the last two.
 var (
@@ -172,8 +173,8 @@ type fsm struct {
 	// rebuilt: the file was removed at open, untrusted after a machine crash (fsm_boot.go);
 	// the metadata comes back from the newest snapshot and the log.
 	rebuilt bool
-	// untrustedBoot is the boot id the removed file's marker named (for the log).
-	untrustedBoot string
+	// rebuildWhy says why (for the log).
+	rebuildWhy string
 
 	mu sync.RWMutex
 	db *bolt.DB // under mu
@@ -198,11 +199,20 @@ func openFSM(path string, notify func([]Change)) (*fsm, error) {
 		return nil, err
 	}
 	f := &fsm{path: path, notify: notify, lazy: bootErr == nil}
-	if !trusted {
+	_, err = os.Stat(rebuildMarkerPath(path))
+	unfinished := err == nil // a rebuild that did not catch up before the process ended
+	if !trusted || unfinished {
+		if err := writeMarker(rebuildMarkerPath(path), marker); err != nil {
+			return nil, err
+		}
 		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("cluster: remove untrusted %s: %w", path, err)
 		}
-		f.rebuilt, f.untrustedBoot = true, marker
+		f.rebuilt = true
+		f.rebuildWhy = fmt.Sprintf("the state file was written by boot %q, which ended without closing it (a machine crash); this is boot %q", marker, current)
+		if trusted {
+			f.rebuildWhy = "a rebuild of the state file did not catch up before the process ended"
+		}
 	}
 	switch {
 	case f.lazy:
@@ -269,6 +279,10 @@ func openStateDB(path string, noSync bool) (*bolt.DB, error) {
 	}
 	return db, nil
 }
+
+// rebuildDone records that a rebuild has caught up: the file is trusted again from here
+// (on this boot, or after a clean close).
+func (f *fsm) rebuildDone() error { return removeMarker(rebuildMarkerPath(f.path)) }
 
 // close closes the state file; a lazily written one is synced first and its boot marker
 // removed, so that the next open trusts it whatever the boot.

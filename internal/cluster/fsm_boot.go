@@ -32,6 +32,11 @@ import (
 // writes: the file is removed, and the metadata is rebuilt from the newest snapshot and
 // the log after it (Cluster.CaughtUp tells the broker when it holds what it held before).
 // Containers share the host's boot id, so a container restart is a process restart here.
+//
+// A rebuild is itself marked (state.db.rebuild, synced before the file is removed, removed
+// once the replay has caught up): a process that dies during the replay leaves a file of its
+// own boot that is consistent but behind what the broker acted on before the crash, which a
+// restart must not trust either, so it rebuilds again.
 
 // bootIDPath is where Linux tells the boot id (a new random UUID at each boot).
 const bootIDPath = "/proc/sys/kernel/random/boot_id"
@@ -70,22 +75,32 @@ func checkBootMarker(path, current string) (trusted bool, marker string, err err
 // writeBootMarker records the current boot id beside the state file, durably: it must be
 // on disk before the first unsynced write to the file.
 func writeBootMarker(path, current string) error {
-	m := bootMarkerPath(path)
+	return writeMarker(bootMarkerPath(path), current)
+}
+
+// writeMarker writes a small file durably (synced, renamed into place, directory synced).
+func writeMarker(m, content string) error {
 	tmp := m + ".tmp"
-	if err := writeSynced(tmp, strings.NewReader(current+"\n")); err != nil {
+	if err := writeSynced(tmp, strings.NewReader(content+"\n")); err != nil {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("cluster: write %s: %w", m, err)
 	}
 	if err := os.Rename(tmp, m); err != nil {
 		return fmt.Errorf("cluster: write %s: %w", m, err)
 	}
-	return vfs.OS.SyncDir(filepath.Dir(path))
+	return vfs.OS.SyncDir(filepath.Dir(m))
 }
 
+// rebuildMarkerPath marks a rebuild not yet caught up.
+func rebuildMarkerPath(statePath string) string { return statePath + ".rebuild" }
+
 // removeBootMarker removes the marker once the file is synced (a clean close).
-func removeBootMarker(path string) error {
-	if err := os.Remove(bootMarkerPath(path)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+func removeBootMarker(path string) error { return removeMarker(bootMarkerPath(path)) }
+
+// removeMarker removes a marker durably; a missing one is not an error.
+func removeMarker(m string) error {
+	if err := os.Remove(m); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	return vfs.OS.SyncDir(filepath.Dir(path))
+	return vfs.OS.SyncDir(filepath.Dir(m))
 }

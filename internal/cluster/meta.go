@@ -492,9 +492,8 @@ func (c *Cluster) trackCatchUp(r *raft.Raft) {
 		return
 	}
 	target := r.LastIndex()
-	c.log.Warn().Str("state", c.fsm.path).Str("marker_boot_id", c.fsm.untrustedBoot).Uint64("replay_to", target).
-		Msg("the metadata state file was written by a boot that ended without closing it (a machine crash): " +
-			"rebuilt from the newest snapshot and the log; replicas wait until the replay is done")
+	c.log.Warn().Str("state", c.fsm.path).Str("why", c.fsm.rebuildWhy).Uint64("replay_to", target).
+		Msg("metadata rebuilt from the newest snapshot and the log; replicas wait until the replay is done")
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -507,6 +506,10 @@ func (c *Cluster) trackCatchUp(r *raft.Raft) {
 			}
 			if r.AppliedIndex() >= goal {
 				if applied := c.fsm.appliedIndex(); applied >= c.lastStateEntry(goal) {
+					if err := c.fsm.rebuildDone(); err != nil {
+						// The next start rebuilds again: slower, not wrong.
+						c.log.Warn().Err(err).Msg("recording that the rebuilt metadata has caught up")
+					}
 					c.log.Info().Uint64("applied", applied).Msg("the rebuilt metadata has caught up")
 					close(c.caughtUp)
 					return

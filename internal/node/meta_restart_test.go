@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -57,6 +58,10 @@ func restartAfterSnapshot(t *testing.T, machineCrash bool) {
 		t.Fatalf("topic after the restart: %v", err)
 	}
 	c.waitAllReplicasAgree("after", acked)
+	// Caught up: the next start trusts the rebuilt file.
+	if _, err := os.Stat(filepath.Join(c.dirs[1], "meta", "state.db.rebuild")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("rebuild marker after catching up: %v", err)
+	}
 }
 
 // TestClusterRestartBehindMetadataSnapshot: the state file is older than the newest
