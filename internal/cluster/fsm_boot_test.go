@@ -151,7 +151,7 @@ func TestFSMUnfinishedRebuild(t *testing.T) {
 	}
 	h := &fsmHarness{t: t, f: f}
 	h.mustApply(cmdUpsertBroker, upsertBrokerCmd{Broker: brokerRecord{ID: 1, State: BrokerAlive, Incarnation: "a"}}) // part of a replay
-	crash(t, f) // dies before catching up
+	crash(t, f)                                                                                                      // dies before catching up
 
 	f, err = openFSM(path, nil)
 	if err != nil {
