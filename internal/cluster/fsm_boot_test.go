@@ -150,8 +150,9 @@ func TestFSMUnfinishedRebuild(t *testing.T) {
 		t.Fatal("not rebuilt after a machine crash")
 	}
 	h := &fsmHarness{t: t, f: f}
-	h.mustApply(cmdUpsertBroker, upsertBrokerCmd{Broker: brokerRecord{ID: 1, State: BrokerAlive, Incarnation: "a"}}) // part of a replay
-	crash(t, f)                                                                                                      // dies before catching up
+	// Part of a replay:
+	h.mustApply(cmdUpsertBroker, upsertBrokerCmd{Broker: brokerRecord{ID: 1, State: BrokerAlive, Incarnation: "a"}})
+	crash(t, f) // dies before catching up
 
 	f, err = openFSM(path, nil)
 	if err != nil {
