@@ -82,7 +82,8 @@
 // so it carries a marker naming the boot that writes it (state.db.boot, removed on a clean
 // close after a final sync), and a file whose marker names another boot is removed at open
 // and rebuilt from the newest snapshot and the log, the broker holding its replicas still
-// until the replay reaches what the log held (Cluster.CaughtUp; fsm_boot.go;
+// until the replay reaches what the log held (Cluster.CaughtUp; state.db.rebuild marks a
+// rebuild until then, and one that a crash cut short starts over; fsm_boot.go;
 // TestClusterRestartAfterMachineCrash and its follower twin in internal/node). So the
 // file is normally at or ahead of the newest snapshot, and Raft is told not to restore that
 // snapshot at start when the file holds applied entries (Config.NoSnapshotRestoreOnStart):
