@@ -56,8 +56,7 @@ type offsetService struct {
 func (o *offsetService) open() {
 	o.store, o.openErr = openOffsetStore(o.s.reg.dataDir)
 	if o.openErr != nil {
-		log := o.s.reg.log.With().Str("component", "offsets").Logger()
-		log.Error().Err(o.openErr).Msg("offset store unavailable")
+		o.s.reg.log.Error().Err(o.openErr).Str("store", "offsets").Msg("offset store unavailable") // reg.log has its component
 	}
 }
 

@@ -453,12 +453,14 @@ func (c *Cluster) reconcileReplicas(ctx context.Context, recs map[int32]brokerRe
 	return nil
 }
 
-// newHCLogger adapts zerolog for hashicorp/raft (warnings and errors only).
+// newHCLogger adapts zerolog for hashicorp/raft (warnings and errors only). The library's
+// logger is named in its own field: l already has a component, and a second one would
+// repeat the key in the JSON line.
 func newHCLogger(l zerolog.Logger, name string) hclog.Logger {
 	return hclog.New(&hclog.LoggerOptions{
 		Name:   name,
 		Level:  hclog.Warn,
-		Output: hcWriter{l.With().Str("component", name).Logger()},
+		Output: hcWriter{l.With().Str("hclog", name).Logger()},
 	})
 }
 

@@ -193,7 +193,7 @@ func (n *Node) startCluster() error {
 	if cc.FailedTimeout > 0 {
 		ccfg.FailedTimeout = cc.FailedTimeout
 	}
-	ccfg.Logger = n.log.With().Str("component", "cluster").Logger()
+	ccfg.Logger = n.log // the cluster names its own components (cluster, serf)
 	ccfg.TuneRaft, ccfg.TuneSerf = cc.TuneMetaRaft, cc.TuneSerf
 	cl, err := cluster.New(ccfg)
 	if err != nil {
