@@ -106,8 +106,11 @@ func BenchmarkAppendPaced(b *testing.B) {
 	for _, rate := range []int{5000} {
 		b.Run(fmt.Sprintf("rate=%d/sync=group", rate), func(b *testing.B) {
 			l := benchLog(b, SyncGroup)
-			var syncs []time.Duration // group commit runs one fsync at a time: no lock needed
-			l.onGroupSync = func(d time.Duration) { syncs = append(syncs, d) }
+			var (
+				syncsMu sync.Mutex
+				syncs   []time.Duration // group commit may run two fsyncs at once
+			)
+			l.onGroupSync = func(d time.Duration) { syncsMu.Lock(); syncs = append(syncs, d); syncsMu.Unlock() }
 			proto := makeBatch(b, 1, 100, "p", time.Now().UnixMilli())
 			b.SetBytes(int64(len(proto)))
 			lat := make([]time.Duration, b.N)

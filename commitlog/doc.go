@@ -88,7 +88,8 @@
 // deletion take exclusively.
 //
 // Sync policies: SyncGroup (the default; Append returns once durable, concurrent appends share
-// one fdatasync), SyncAlways (one fdatasync per Append, under the lock), SyncInterval (a
+// one fdatasync, and one that runs slow gets a second started beside it: waitDurable),
+// SyncAlways (one fdatasync per Append, under the lock), SyncInterval (a
 // background flusher every SyncEvery or SyncEveryBytes: not durable on return) and SyncNone
 // (only Sync, Close and sealing). A sealed segment is synced (log and both indexes) when it is
 // sealed: inline under SyncGroup and SyncAlways, by the background flusher otherwise; then the

@@ -52,7 +52,7 @@ type Log struct {
 	lastArrival atomic.Int64
 	arrivalGap  atomic.Int64
 	// onGroupSync, if set (benchmarks in this package), is told each group-commit fsync's
-	// duration.
+	// duration (from two goroutines at once when fsyncs overlap).
 	onGroupSync func(time.Duration)
 	// landed counts the appends (Append and AppendEntries calls) that have written their
 	// entries: group commit counts appends, not entries (one append may carry many).
@@ -71,7 +71,17 @@ type groupCommit struct {
 	mu      sync.Mutex
 	cond    *sync.Cond
 	durable uint64 // every entry with an index at or below is on stable storage
-	syncing bool
+	syncing bool   // the token: Close, Restore or a truncation holds it, and no fsync starts
+	// running counts the group-commit fsyncs in flight (up to maxGroupSyncs), and covering
+	// is the highest index one of them will make durable (math.MaxUint64 while the first
+	// gathers appends: it will cover whatever lands meanwhile).
+	running  int
+	covering uint64
+	// started is when the oldest running fsync started, and typical a moving average of
+	// how long fsyncs take: a second one starts only once the first runs slow (waitDurable).
+	started      time.Time
+	hedgeStarted time.Time // when the second running fsync started
+	typical      time.Duration
 	// lastCovered is how many appends the last fsync made durable (landed since the one
 	// before), landedMark the landed count when it started, and lastSyncTook how long it
 	// took; see gatherAppends.
@@ -81,12 +91,12 @@ type groupCommit struct {
 	err          error
 }
 
-// takeToken waits for the running group-commit fsync, if any, and keeps others from starting
+// takeToken waits for the running group-commit fsyncs, if any, and keeps others from starting
 // until the caller sets syncing back to false (under mu, with a Broadcast): Close, Restore
 // and truncation change the files an fsync would touch.
 func (g *groupCommit) takeToken() {
 	g.mu.Lock()
-	for g.syncing {
+	for g.syncing || g.running > 0 {
 		g.cond.Wait()
 	}
 	g.syncing = true

@@ -47,10 +47,14 @@ func TestGroupCommitSharesFsyncs(t *testing.T) {
 	}
 }
 
+// slowSyncFS gives every Sync a delay, and blocks the first Sync after hold is set until that
+// gate closes (held counts those).
 type slowSyncFS struct {
 	vfs.FS
 	delay time.Duration
 	syncs atomic.Int64
+	hold  atomic.Pointer[chan struct{}]
+	held  atomic.Int32
 }
 
 type slowSyncFile struct {
@@ -60,6 +64,10 @@ type slowSyncFile struct {
 
 func (f slowSyncFile) Sync() error {
 	f.fs.syncs.Add(1)
+	if g := f.fs.hold.Swap(nil); g != nil {
+		f.fs.held.Add(1)
+		<-*g
+	}
 	time.Sleep(f.fs.delay)
 	return f.File.Sync()
 }
@@ -133,4 +141,65 @@ func TestOversizedFrameLengthOnDisk(t *testing.T) {
 	l = openLog(t, dir, o)
 	defer l.Close()
 	equalBatches(t, readAll(t, l), want)
+}
+
+// A slow fsync does not hold up an append that lands after it started: once the running
+// fsync has taken twice as long as fsyncs usually do, the next waiting append starts a second
+// one, which makes durable both its own entry and the earlier one the stuck fsync covers (an
+// fsync covers everything written before it started). The appender running the stuck fsync
+// itself still waits for it.
+func TestGroupCommitHedgesASlowFsync(t *testing.T) {
+	dir := t.TempDir()
+	o := testOptions(dir)
+	o.Sync = SyncGroup
+	o.SegmentBytes = 1 << 20
+	fs := &slowSyncFS{FS: vfs.NoSync(vfs.OS)}
+	o.FS = fs
+	l := openLog(t, dir, o)
+	defer l.Close()
+	for range 20 { // fsyncs of a usual length
+		if _, err := l.Append(makeBatch(t, 1, 20, "u", 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gate := make(chan struct{})
+	var opened sync.Once
+	open := func() { opened.Do(func() { close(gate) }) }
+	// A failing test still lets the stuck fsync end, so that Close returns.
+	defer open()
+	fs.hold.Store(&gate) // the next fsync blocks until the gate opens
+	first := make(chan error, 1)
+	go func() {
+		_, err := l.Append(makeBatch(t, 1, 20, "a", 0))
+		first <- err
+	}()
+	for deadline := time.Now().Add(5 * time.Second); fs.held.Load() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first append's fsync never started")
+		}
+	}
+	time.Sleep(20 * time.Millisecond) // far past twice a usual fsync
+	done := make(chan error, 1)
+	go func() {
+		_, err := l.Append(makeBatch(t, 1, 20, "b", 0))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("append behind a stuck fsync: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("an append behind a stuck fsync waited for it")
+	}
+	if got := l.DurableIndex(); got != 22 {
+		t.Errorf("durable index %d with the first fsync stuck, want 22 (both appends)", got)
+	}
+	open()
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if got := l.DurableIndex(); got != 22 {
+		t.Errorf("durable index %d after the stuck fsync ended, want 22", got)
+	}
 }
