@@ -35,7 +35,10 @@ type benchResult struct {
 	RecordsPerSec float64      `json:"records_per_sec"`
 	MBPerSec      float64      `json:"mb_per_sec"`
 	Latency       latencyStats `json:"latency_ms"`
-	Errors        int64        `json:"errors"`
+	// SendLag (under --rate) is how late each record was sent after its scheduled time: the
+	// load generator's own share of an open loop's latency.
+	SendLag *latencyStats `json:"send_lag_ms,omitempty"`
+	Errors  int64         `json:"errors"`
 }
 
 type latencyStats struct {
@@ -78,7 +81,8 @@ func (a *app) benchCmd() *cobra.Command {
 		Long: `bench produce writes records as fast as it can (or at --rate) through the Go SDK and
 reports records/s, MB/s and per-record latency (from the Produce call, or from the record's
 scheduled send time under --rate, to its acknowledgement; with --sync, one record at a time,
-from its send). bench consume reads a topic from
+from its send). Under --rate it also reports how late records were sent after their scheduled
+time (send_lag_ms): the load generator's own share of the latency. bench consume reads a topic from
 its start. With --format json the last line printed is one JSON object:
 {"op":…, "topic":…, "records":…, "bytes":…, "seconds":…, "records_per_sec":…, "mb_per_sec":…,
  "latency_ms":{"p50":…, "p99":…, "p999":…, "max":…}, "errors":…}`,
@@ -246,6 +250,7 @@ func (a *app) benchProduce(ctx context.Context, o *benchProduceOpts) error {
 
 	var (
 		lat     latencies
+		lag     latencies // under --rate: send time minus scheduled time
 		done    atomic.Int64
 		failed  atomic.Int64
 		firstMu sync.Mutex
@@ -253,6 +258,9 @@ func (a *app) benchProduce(ctx context.Context, o *benchProduceOpts) error {
 		wg      sync.WaitGroup
 	)
 	lat.ns = make([]int64, 0, o.records)
+	if o.rate > 0 {
+		lag.ns = make([]int64, 0, o.records)
+	}
 	paces := make([]*pacer, len(clients)) // one per producer under --rate
 	for i := range paces {
 		if o.rate <= 0 {
@@ -306,6 +314,7 @@ func (a *app) benchProduce(ctx context.Context, o *benchProduceOpts) error {
 					// a stall delays the records after it, which are not charged for it (what
 					// a synchronous publisher's latency shows).
 					sent = due
+					lag.add(time.Since(due))
 					if o.sync {
 						sent = time.Now()
 					}
@@ -331,6 +340,10 @@ func (a *app) benchProduce(ctx context.Context, o *benchProduceOpts) error {
 	}
 	res := a.benchSummary("produce", o.topic, done.Load()-failed.Load(), int64(o.recordSize), elapsed, lat.stats())
 	res.Errors = failed.Load()
+	if o.rate > 0 {
+		l := lag.stats()
+		res.SendLag = &l
+	}
 	if err := a.printBench(res); err != nil {
 		return err
 	}
@@ -379,8 +392,12 @@ func (a *app) printBench(r benchResult) error {
 		_, err = fmt.Fprintln(a.stdout, string(b))
 		return err
 	}
-	_, err := fmt.Fprintf(a.stdout, "%d records %s in %.3f s: %.0f records/s, %.2f MB/s; latency ms p50 %.3f, p99 %.3f, p99.9 %.3f, max %.3f\n",
-		r.Records, r.Op+"d", r.Seconds, r.RecordsPerSec, r.MBPerSec, r.Latency.P50, r.Latency.P99, r.Latency.P999, r.Latency.Max)
+	lag := ""
+	if r.SendLag != nil {
+		lag = fmt.Sprintf("; sent after the scheduled time by ms p50 %.3f, p99 %.3f, max %.3f", r.SendLag.P50, r.SendLag.P99, r.SendLag.Max)
+	}
+	_, err := fmt.Fprintf(a.stdout, "%d records %s in %.3f s: %.0f records/s, %.2f MB/s; latency ms p50 %.3f, p99 %.3f, p99.9 %.3f, max %.3f%s\n",
+		r.Records, r.Op+"d", r.Seconds, r.RecordsPerSec, r.MBPerSec, r.Latency.P50, r.Latency.P99, r.Latency.P999, r.Latency.Max, lag)
 	return err
 }
 

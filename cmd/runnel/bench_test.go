@@ -21,6 +21,9 @@ func TestBench(t *testing.T) {
 		Latency       struct {
 			P50, P99, P999, Max float64
 		} `json:"latency_ms"`
+		SendLag *struct {
+			P50, P99, P999, Max float64
+		} `json:"send_lag_ms"`
 		Errors int64 `json:"errors"`
 	}
 	last := func(out string) string {
@@ -31,13 +34,15 @@ func TestBench(t *testing.T) {
 		"--partitions", "3", "--producers", "2", "--linger", "1ms", "--batch-bytes", "4096", "--format", "json")
 	p := decode[summary](t, last(out))
 	if p.Op != "produce" || p.Records != 5000 || p.Bytes != 5000*64 || p.Errors != 0 || p.Seconds <= 0 || p.RecordsPerSec <= 0 ||
-		p.Latency.P50 <= 0 || p.Latency.P50 > p.Latency.P99 || p.Latency.P99 > p.Latency.P999 || p.Latency.P999 > p.Latency.Max {
-		t.Fatalf("bench produce summary %+v", p)
+		p.Latency.P50 <= 0 || p.Latency.P50 > p.Latency.P99 || p.Latency.P99 > p.Latency.P999 || p.Latency.P999 > p.Latency.Max ||
+		p.SendLag != nil {
+		t.Fatalf("bench produce summary %+v (no send lag without --rate)", p)
 	}
 	// At a fixed rate, with acks=leader and compression.
 	out = ok(t, addr, "", "bench", "produce", "--topic", "b", "--records", "500", "--rate", "5000", "--acks", "leader", "--compression", "zstd", "--format", "json")
-	if r := decode[summary](t, last(out)); r.Records != 500 || r.Seconds < 0.09 {
-		t.Fatalf("bench produce --rate 5000 of 500 records: %+v (at least 0.1 s expected)", r)
+	if r := decode[summary](t, last(out)); r.Records != 500 || r.Seconds < 0.09 ||
+		r.SendLag == nil || r.SendLag.P50 < 0 || r.SendLag.P50 > r.SendLag.Max || r.SendLag.Max <= 0 {
+		t.Fatalf("bench produce --rate 5000 of 500 records: %+v (at least 0.1 s and a send lag expected)", r)
 	}
 	// One record at a time (--sync), paced and not: every record acknowledged and there.
 	out = ok(t, addr, "", "bench", "produce", "--topic", "s", "--records", "300", "--rate", "5000", "--sync", "--format", "json")

@@ -80,15 +80,10 @@ func writeBootMarker(path, current string) error {
 
 // writeMarker writes a small file durably (synced, renamed into place, directory synced).
 func writeMarker(m, content string) error {
-	tmp := m + ".tmp"
-	if err := writeSynced(tmp, strings.NewReader(content+"\n")); err != nil {
-		_ = os.Remove(tmp)
+	if err := vfs.WriteFileAtomic(vfs.OS, m, []byte(content+"\n")); err != nil {
 		return fmt.Errorf("cluster: write %s: %w", m, err)
 	}
-	if err := os.Rename(tmp, m); err != nil {
-		return fmt.Errorf("cluster: write %s: %w", m, err)
-	}
-	return vfs.OS.SyncDir(filepath.Dir(m))
+	return nil
 }
 
 // rebuildMarkerPath marks a rebuild not yet caught up.
