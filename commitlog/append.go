@@ -50,30 +50,12 @@ func (l *Log) appendBatches(batches [][]byte) ([]int64, uint64, error) {
 			return nil, 0, fmt.Errorf("%w: batch %d of %d: %w", ErrInvalidBatch, i, len(batches), err)
 		}
 	}
-	batches = unalias(batches)
-	offsets := make([]int64, len(batches))
-	l.mu.Lock()
-	entries := l.entries[:0]
-	next := l.lastIdx.Load() + 1
-	at := l.now()
-	off := l.end.Load()
-	for i, b := range batches {
-		entries = append(entries, Entry{Index: next + uint64(i), Term: l.lastTermW, Type: EntryBatch, Data: b, AppendedAt: at})
-		// Offsets are assigned contiguously from the end.
-		offsets[i] = off
-		off += int64(batchRecordSpan(b))
+	req := appendReq{batches: unalias(batches), offsets: make([]int64, len(batches))}
+	l.combineAppend(&req)
+	if req.err != nil {
+		return nil, 0, req.err
 	}
-	l.entries = entries[:0]
-	last, err := l.appendLocked(entries)
-	for i := range entries {
-		entries[i] = Entry{} // drop references to the caller's buffers
-	}
-	l.mu.Unlock()
-	l.kickGatherer()
-	if err != nil {
-		return nil, 0, err
-	}
-	return offsets, last, nil
+	return req.offsets, req.last, nil
 }
 
 // AppendEntries appends Raft entries. The first must have index LastIndex()+1 and the rest must
@@ -456,7 +438,7 @@ func (l *Log) markDurable(index uint64) {
 	if index > l.gc.durable {
 		l.gc.durable = index
 	}
-	l.gc.cond.Broadcast()
+	l.gc.broadcast()
 	l.gc.mu.Unlock()
 }
 
@@ -472,14 +454,21 @@ func (l *Log) markDurable(index uint64) {
 func (l *Log) waitDurable(index uint64) error {
 	g := &l.gc
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	for g.durable < index {
 		if g.err != nil {
-			return g.err
+			err := g.err
+			g.mu.Unlock()
+			return err
 		}
 		if g.syncing || (g.running > 0 && (g.covering >= index || g.running >= maxGroupSyncs ||
 			time.Since(g.started) < 2*g.typical)) {
-			g.cond.Wait()
+			changed := g.changed
+			g.mu.Unlock()
+			<-changed
+			if g.durableSeen.Load() >= index {
+				return nil
+			}
+			g.mu.Lock()
 			continue
 		}
 		first := g.running == 0
@@ -528,8 +517,9 @@ func (l *Log) waitDurable(index uint64) error {
 			}
 			g.durable = target
 		}
-		g.cond.Broadcast()
+		g.broadcast()
 	}
+	g.mu.Unlock()
 	return nil
 }
 

@@ -42,6 +42,7 @@ type Log struct {
 	closed   atomic.Bool
 	failErr  atomic.Pointer[error] // sticky write/sync failure (mirrored in gc.err)
 
+	comb       combiner // write combining of concurrent Append calls (combine.go)
 	gc         groupCommit
 	gathering  atomic.Bool   // an fsync leader is waiting for appends (gatherAppends)
 	groupSyncs atomic.Int64  // fsyncs performed by group commit (for benchmarks and metrics)
@@ -89,6 +90,20 @@ type groupCommit struct {
 	landedMark   uint64
 	lastSyncTook time.Duration
 	err          error
+	// changed is closed and replaced on every broadcast, and durableSeen mirrors durable
+	// there: a waiter woken by an fsync that covered it returns without taking mu again.
+	// (With sync.Cond alone, the sixteen appenders an fsync woke queued on mu one after
+	// another before they could append again.)
+	changed     chan struct{}
+	durableSeen atomic.Uint64
+}
+
+// broadcast wakes every waiter (Cond and channel); mu must be held.
+func (g *groupCommit) broadcast() {
+	g.durableSeen.Store(g.durable)
+	g.cond.Broadcast()
+	close(g.changed)
+	g.changed = make(chan struct{})
 }
 
 // takeToken waits for the running group-commit fsyncs, if any, and keeps others from starting
@@ -118,6 +133,7 @@ func Open(dir string, opts Options) (*Log, error) {
 		gatherKick: make(chan struct{}, 1),
 	}
 	l.gc.cond = sync.NewCond(&l.gc.mu)
+	l.gc.changed = make(chan struct{})
 	if err := opts.FS.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("commitlog: create %s: %w", dir, err)
 	}
@@ -248,7 +264,7 @@ func (l *Log) fail(err error) error {
 	l.logger.Error().Err(err).Msg("commitlog failed; reopen to recover")
 	l.gc.mu.Lock()
 	l.gc.err = wrapped
-	l.gc.cond.Broadcast()
+	l.gc.broadcast()
 	l.gc.mu.Unlock()
 	return wrapped
 }
@@ -299,7 +315,7 @@ func (l *Log) Close() error {
 			l.gc.err = ErrClosed
 		}
 		l.gc.syncing = false
-		l.gc.cond.Broadcast()
+		l.gc.broadcast()
 		l.gc.mu.Unlock()
 		l.closeErr = errors.Join(errs...)
 	})

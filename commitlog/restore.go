@@ -163,7 +163,7 @@ func (l *Log) Restore(o RestoreOptions) error {
 		g.mu.Lock()
 		g.syncing = false
 		g.durable = l.lastIdx.Load()
-		g.cond.Broadcast()
+		g.broadcast()
 		g.mu.Unlock()
 	}()
 

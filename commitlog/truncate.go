@@ -113,7 +113,7 @@ func (l *Log) truncateLocked(seg *segment, pos int64, cut func(h *frameHeader, f
 		if last := l.lastIdx.Load(); g.durable > last {
 			g.durable = last
 		}
-		g.cond.Broadcast()
+		g.broadcast()
 		g.mu.Unlock()
 	}()
 

@@ -1,0 +1,289 @@
+package commitlog
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/runnel-io/runnel/internal/recordbatch"
+	"github.com/runnel-io/runnel/internal/vfs"
+)
+
+// gateWriteFS counts the writes to segment files, blocks the first one after hold is set until
+// that gate closes, and fails the first write after failNext is set (a held write excepted)
+// with EIO. Its files are not VectorWriterAts, so a vectored write is one WriteAt.
+type gateWriteFS struct {
+	vfs.FS
+	writes   atomic.Int64
+	hold     atomic.Pointer[chan struct{}]
+	held     atomic.Int32
+	failNext atomic.Bool
+}
+
+type gateWriteFile struct {
+	vfs.File
+	fs   *gateWriteFS
+	name string
+}
+
+func (f gateWriteFile) WriteAt(p []byte, off int64) (int, error) {
+	if !strings.HasSuffix(f.name, ".log") {
+		return f.File.WriteAt(p, off)
+	}
+	f.fs.writes.Add(1)
+	if g := f.fs.hold.Swap(nil); g != nil {
+		f.fs.held.Add(1)
+		<-*g
+	} else if f.fs.failNext.Swap(false) {
+		return 0, fmt.Errorf("write %s: %w", f.name, syscall.EIO)
+	}
+	return f.File.WriteAt(p, off)
+}
+
+func (s *gateWriteFS) OpenFile(name string, flag int, perm os.FileMode) (vfs.File, error) {
+	f, err := s.FS.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return gateWriteFile{f, s, name}, nil
+}
+
+// holdFirstAppend starts an append whose write blocks, and returns once it is blocked, with a
+// function that lets it go and returns its result.
+func holdFirstAppend(t *testing.T, l *Log, fs *gateWriteFS, batch []byte) (release func() ([]int64, error)) {
+	t.Helper()
+	gate := make(chan struct{})
+	var once sync.Once
+	open := func() { once.Do(func() { close(gate) }) }
+	t.Cleanup(open) // a failing test still lets the write end, so that Close returns
+	fs.hold.Store(&gate)
+	type result struct {
+		offs []int64
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		offs, err := l.Append(batch)
+		done <- result{offs, err}
+	}()
+	for deadline := time.Now().Add(5 * time.Second); fs.held.Load() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first append's write never started")
+		}
+	}
+	return func() ([]int64, error) {
+		open()
+		r := <-done
+		return r.offs, r.err
+	}
+}
+
+// waitQueued waits until n calls wait in the combining queue.
+func waitQueued(t *testing.T, l *Log, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		l.comb.mu.Lock()
+		q := len(l.comb.queue)
+		l.comb.mu.Unlock()
+		if q == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d calls queued, want %d", q, n)
+		}
+	}
+}
+
+// Calls that arrive while another call writes are written together, with one write, each
+// getting its own offsets, and each readable once its call returned.
+func TestAppendCombinesConcurrentCalls(t *testing.T) {
+	for _, policy := range []SyncPolicy{SyncNone, SyncGroup} {
+		t.Run(policy.String(), func(t *testing.T) {
+			dir := t.TempDir()
+			o := testOptions(dir)
+			o.Sync = policy
+			o.SegmentBytes = 1 << 20
+			fs := &gateWriteFS{FS: vfs.NoSync(vfs.OS)}
+			o.FS = fs
+			l := openLog(t, dir, o)
+			defer l.Close()
+
+			release := holdFirstAppend(t, l, fs, makeBatch(t, 1, 20, "first", 0))
+			const queued = 8
+			type result struct {
+				tag  string
+				offs []int64
+				err  error
+			}
+			results := make(chan result, queued)
+			for i := range queued {
+				tag := fmt.Sprintf("q%d", i)
+				go func() {
+					// Two records per batch: offsets must step by the records, not the calls.
+					offs, err := l.Append(makeBatch(t, 2, 20, tag, 0))
+					results <- result{tag, offs, err}
+				}()
+			}
+			waitQueued(t, l, queued)
+			before := fs.writes.Load()
+			offs, err := release()
+			if err != nil || len(offs) != 1 || offs[0] != 0 {
+				t.Fatalf("first append: offsets %v, %v", offs, err)
+			}
+			seen := map[int64]string{}
+			for range queued {
+				r := <-results
+				if r.err != nil {
+					t.Fatalf("%s: %v", r.tag, r.err)
+				}
+				if len(r.offs) != 1 {
+					t.Fatalf("%s: offsets %v", r.tag, r.offs)
+				}
+				o := r.offs[0]
+				if o < 1 || o > 2*queued-1 || (o-1)%2 != 0 || seen[o] != "" {
+					t.Fatalf("%s got offset %d (others: %v)", r.tag, o, seen)
+				}
+				seen[o] = r.tag
+				res, err := l.Read(o, ReadOptions{MaxBytes: 1})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := splitBatches(t, res.Batches); len(got) != 1 || !bytes.Contains(got[0], []byte(r.tag+"-1-")) {
+					t.Fatalf("offset %d does not hold %s's batch", o, r.tag)
+				}
+			}
+			if n := fs.writes.Load() - before; n != 1 {
+				t.Errorf("%d writes for %d queued calls, want 1", n, queued)
+			}
+			if got := l.EndOffset(); got != 1+2*queued {
+				t.Errorf("end offset %d, want %d", got, 1+2*queued)
+			}
+			if got := l.LastIndex(); got != 1+queued {
+				t.Errorf("last index %d, want %d", got, 1+queued)
+			}
+			if policy == SyncGroup && l.DurableIndex() != 1+queued {
+				t.Errorf("durable index %d after every append returned, want %d", l.DurableIndex(), 1+queued)
+			}
+		})
+	}
+}
+
+// A combined write that fails fails every call in it, publishes none of them, and leaves the
+// log usable.
+func TestAppendCombinedWriteFailure(t *testing.T) {
+	dir := t.TempDir()
+	o := testOptions(dir)
+	fs := &gateWriteFS{FS: vfs.NoSync(vfs.OS)}
+	o.FS = fs
+	l := openLog(t, dir, o)
+	defer l.Close()
+
+	first := makeBatch(t, 1, 20, "first", 0)
+	release := holdFirstAppend(t, l, fs, first)
+	const queued = 3
+	errs := make(chan error, queued)
+	for i := range queued {
+		go func() {
+			_, err := l.Append(makeBatch(t, 1, 20, fmt.Sprintf("lost%d", i), 0))
+			errs <- err
+		}()
+	}
+	waitQueued(t, l, queued)
+	fs.failNext.Store(true)
+	if _, err := release(); err != nil {
+		t.Fatalf("first append: %v", err)
+	}
+	for range queued {
+		if err := <-errs; !errors.Is(err, syscall.EIO) {
+			t.Fatalf("a call of the failed write returned %v, want EIO", err)
+		}
+	}
+	after := makeBatch(t, 1, 20, "after", 0)
+	offs, err := l.Append(after)
+	if err != nil || offs[0] != 1 {
+		t.Fatalf("append after the failed write: offsets %v, %v (want 1: the log stays usable)", offs, err)
+	}
+	got := readAll(t, l)
+	if len(got) != 2 || baseOf(t, got[0]) != 0 || baseOf(t, got[1]) != 1 ||
+		!bytes.Contains(got[1], []byte("after-0-")) {
+		t.Fatalf("log holds %d batches after the failure, want first and after", len(got))
+	}
+}
+
+// Many appenders at once, with handoffs of the combiner role: every call gets distinct,
+// contiguous offsets and its own batch is at them.
+func TestAppendCombiningUnderLoad(t *testing.T) {
+	dir := t.TempDir()
+	o := testOptions(dir)
+	o.SegmentBytes = 64 << 10 // rolls inside combined writes
+	l := openLog(t, dir, o)
+	defer l.Close()
+	const appenders, each = 32, 50
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	owner := map[int64]string{}
+	for a := range appenders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				tag := fmt.Sprintf("a%d.%d", a, i)
+				offs, err := appendMaybeAsync(l, i%2 == 0, makeBatch(t, 1+i%3, 30, tag, 0))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				owner[offs[0]] = tag
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	batches := readAll(t, l)
+	if len(batches) != appenders*each {
+		t.Fatalf("%d batches, want %d", len(batches), appenders*each)
+	}
+	next := int64(0)
+	for _, b := range batches {
+		h, err := recordbatch.ParseHeader(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		base := h.BaseOffset
+		if base != next {
+			t.Fatalf("batch at %d, want %d", base, next)
+		}
+		if !bytes.Contains(b, []byte(owner[base]+"-0-")) {
+			t.Fatalf("offset %d does not hold %s's batch", base, owner[base])
+		}
+		next = h.NextOffset()
+	}
+}
+
+func appendMaybeAsync(l *Log, async bool, batch []byte) ([]int64, error) {
+	if !async {
+		return l.Append(batch)
+	}
+	offs, wait, err := l.AppendAsync(batch)
+	if err != nil {
+		return nil, err
+	}
+	return offs, wait()
+}
+
+func baseOf(t *testing.T, b []byte) int64 {
+	t.Helper()
+	h, err := recordbatch.ParseHeader(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h.BaseOffset
+}
