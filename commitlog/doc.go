@@ -87,6 +87,10 @@
 // the writer lock; they hold only the segment's lifecycle lock (shared), which truncation and
 // deletion take exclusively.
 //
+// Append calls that overlap are written together (combine.go): one caller writes the queued
+// calls' batches with one vectored write and wakes the others; each still returns only once its
+// own batches are written and published.
+//
 // Sync policies: SyncGroup (the default; Append returns once durable, concurrent appends share
 // one fdatasync, and one that runs slow gets a second started beside it: waitDurable),
 // SyncAlways (one fdatasync per Append, under the lock), SyncInterval (a
@@ -98,7 +102,8 @@
 //
 // A failed fsync fails the log (ErrFailed): after a failed fsync the kernel may have dropped
 // the dirty pages, so retrying and reporting success would be a lie. A failed write (a full
-// disk) is cut back off the segment and reported; the log stays usable. Reopening recovers.
+// disk) is cut back off the segment and reported to every call written with it; the log stays
+// usable. Reopening recovers.
 //
 // # Recovery
 //
