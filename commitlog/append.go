@@ -50,12 +50,21 @@ func (l *Log) appendBatches(batches [][]byte) ([]int64, uint64, error) {
 			return nil, 0, fmt.Errorf("%w: batch %d of %d: %w", ErrInvalidBatch, i, len(batches), err)
 		}
 	}
-	req := appendReq{batches: unalias(batches), offsets: make([]int64, len(batches))}
-	l.combineAppend(&req)
-	if req.err != nil {
-		return nil, 0, req.err
+	offsets := make([]int64, len(batches))
+	req := reqPool.Get().(*appendReq)
+	// Copied: the request is queued where other goroutines read it, so the caller's
+	// (variadic) slice would otherwise escape to the heap on every call.
+	req.batches = append(req.batches[:0], unalias(batches)...)
+	req.offsets = offsets
+	l.combineAppend(req)
+	last, err := req.last, req.err
+	clear(req.batches) // drop references to the caller's buffers
+	*req = appendReq{batches: req.batches[:0]}
+	reqPool.Put(req)
+	if err != nil {
+		return nil, 0, err
 	}
-	return req.offsets, req.last, nil
+	return offsets, last, nil
 }
 
 // AppendEntries appends Raft entries. The first must have index LastIndex()+1 and the rest must

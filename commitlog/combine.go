@@ -39,7 +39,10 @@ type appendReq struct {
 	wake chan bool
 }
 
-var wakePool = sync.Pool{New: func() any { return make(chan bool, 1) }}
+var (
+	wakePool = sync.Pool{New: func() any { return make(chan bool, 1) }}
+	reqPool  = sync.Pool{New: func() any { return new(appendReq) }}
+)
 
 // combineAppend writes req's batches, by itself or by joining a running combiner, and returns
 // once they are written (or failed: req.err).
