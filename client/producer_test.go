@@ -421,6 +421,57 @@ func TestAcksNoneAndLeader(t *testing.T) {
 	}
 }
 
+// TestSlowRecordsAreNotHeldBehindSlowRequests: records produced slowly (here 1 ms apart) are
+// each sent at once even while earlier requests are slow to come back (responses held by the
+// proxy, as a broker's stalled fsync would hold them), instead of waiting behind the two small
+// requests a partition may otherwise have in flight.
+func TestSlowRecordsAreNotHeldBehindSlowRequests(t *testing.T) {
+	b := brokertestStart(t)
+	px := newProxy(t, b.Addr())
+	cl := clientOf(t, px, client.WithLinger(0), client.WithLogger(tLogger{t}), viaProxy(px))
+	direct := clientOf(t, b)
+	createTopic(t, direct, "slow", 1, nil)
+	if err := cl.ProduceSync(ctxT(t), &client.Record{Topic: "slow", Value: []byte("first")}); err != nil {
+		t.Fatal(err)
+	}
+	release := px.HoldResponses()
+	defer release()
+	const n = 8
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		cl.Produce(ctxT(t), &client.Record{Topic: "slow", Value: fmt.Appendf(nil, "r%d", i)}, func(_ *client.Record, err error) {
+			errs <- err
+			wg.Done()
+		})
+		time.Sleep(time.Millisecond)
+	}
+	// Every record reaches the broker although no response came back.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		end, err := direct.ListOffsets(ctxT(t), "slow", client.Latest(), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if end[0] == 1+n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("log end %d with responses held, want %d: records waited in the client", end[0], 1+n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	release()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestStreamBreakResends: connections cut while records are in flight; the producer opens a
 // new stream, sends the unacknowledged requests again, and every acknowledged record is in
 // the log in the end.

@@ -20,6 +20,10 @@ type proxy struct {
 	conns  map[net.Conn]struct{}
 	closed bool
 	wg     sync.WaitGroup
+
+	// held, while set, keeps what the broker sends from reaching the client (HoldResponses).
+	holdMu sync.Mutex
+	held   chan struct{} // closed on release; nil when not held
 }
 
 func newProxy(t testing.TB, backend string) *proxy {
@@ -62,7 +66,7 @@ func (p *proxy) accept() {
 			return
 		}
 		p.wg.Add(2)
-		go p.pipe(c, b)
+		go p.pipeDown(c, b)
 		go p.pipe(b, c)
 	}
 }
@@ -87,6 +91,49 @@ func (p *proxy) pipe(dst, src net.Conn) {
 	_, _ = io.Copy(dst, src)
 	dst.Close()
 	src.Close()
+}
+
+// pipeDown copies the broker's bytes to the client, waiting while responses are held.
+func (p *proxy) pipeDown(dst, src net.Conn) {
+	defer p.wg.Done()
+	defer dst.Close()
+	defer src.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.holdMu.Lock()
+			held := p.held
+			p.holdMu.Unlock()
+			if held != nil {
+				<-held
+			}
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// HoldResponses keeps what brokers send from reaching the clients (requests still reach the
+// brokers) until the returned function is called.
+func (p *proxy) HoldResponses() (release func()) {
+	ch := make(chan struct{})
+	p.holdMu.Lock()
+	p.held = ch
+	p.holdMu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			p.holdMu.Lock()
+			p.held = nil
+			p.holdMu.Unlock()
+			close(ch)
+		})
+	}
 }
 
 // Break cuts every open connection; new ones are still accepted.
