@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"strings"
 	"sync"
@@ -286,4 +287,114 @@ func baseOf(t *testing.T, b []byte) int64 {
 		t.Fatal(err)
 	}
 	return h.BaseOffset
+}
+
+// Concurrent appenders under group commit, their calls combined, and the filesystem crashed at
+// points spread over the run (dropping unsynced bytes, or keeping a torn prefix of them): after
+// recovery every acknowledged batch is at the offset its call returned, every batch in the log
+// is one that was appended, and offsets continue.
+func TestCrashWithConcurrentAppenders(t *testing.T) {
+	const appenders, each = 8, 25
+	run := func(t *testing.T, dir string, cfs *vfs.CrashFS) (acked map[int64]string) {
+		l, err := Open(dir, crashOptions(dir, cfs, SyncGroup))
+		if err != nil {
+			return nil // the crash hit Open itself
+		}
+		defer l.Close()
+		var mu sync.Mutex
+		acked = map[int64]string{}
+		var wg sync.WaitGroup
+		for a := range appenders {
+			wg.Go(func() {
+				for i := range each {
+					tag := fmt.Sprintf("c%d.%d", a, i)
+					offs, err := l.Append(makeBatch(t, 1, 40, tag, 0))
+					if err != nil {
+						return
+					}
+					mu.Lock()
+					acked[offs[0]] = tag
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		return acked
+	}
+	// Count a run's operations without a crash.
+	cfs := vfs.NewCrashFS(vfs.NoSync(vfs.OS))
+	if got := len(run(t, t.TempDir(), cfs)); got != appenders*each {
+		t.Fatalf("%d appends acknowledged without a crash, want %d", got, appenders*each)
+	}
+	total := int(cfs.Ops())
+	points := 40
+	if testing.Short() {
+		points = 10
+	}
+	rng := rand.New(rand.NewPCG(17, 3))
+	crashes := 0
+	for p := range points {
+		k := 1 + p*total/points + rng.IntN(max(1, total/points))
+		dir := t.TempDir()
+		cfs := vfs.NewCrashFS(vfs.NoSync(vfs.OS))
+		opts := vfs.CrashOptions{Fill: []vfs.Fill{vfs.FillData, vfs.FillZeros, vfs.FillGarbage}[p%3], Seed: uint64(p)}
+		if p%2 == 0 {
+			keep := rand.New(rand.NewPCG(uint64(p), 5))
+			opts.KeepUnsynced = func(path string, durable, current int64) int64 { return keep.Int64N(current - durable + 1) }
+		}
+		var crashed atomic.Bool
+		cfs.SetOnOp(func(op vfs.Op) error {
+			if int(op.Seq) == k && crashed.CompareAndSwap(false, true) {
+				if err := cfs.Crash(opts); err != nil {
+					t.Errorf("crash: %v", err)
+				}
+			}
+			return nil
+		})
+		acked := run(t, dir, cfs)
+		if !crashed.Load() {
+			continue // this run had fewer operations (how the calls were combined)
+		}
+		crashes++
+		cfs.SetOnOp(nil)
+		if err := cfs.Revive(); err != nil {
+			t.Fatal(err)
+		}
+		l, err := Open(dir, crashOptions(dir, cfs, SyncGroup))
+		if err != nil {
+			t.Fatalf("crash at op %d: reopen: %v", k, err)
+		}
+		held := map[int64]string{}
+		next := int64(0)
+		for _, b := range readAll(t, l) {
+			h, err := recordbatch.ParseHeader(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h.BaseOffset != next {
+				t.Fatalf("crash at op %d: batch at %d, want %d", k, h.BaseOffset, next)
+			}
+			recs, err := recordbatch.Records(b)
+			if err != nil || len(recs) != 1 {
+				t.Fatalf("crash at op %d: batch at %d: %d records, %v", k, h.BaseOffset, len(recs), err)
+			}
+			held[h.BaseOffset] = string(recs[0].Key)
+			next = h.NextOffset()
+		}
+		if testing.Verbose() {
+			t.Logf("crash at op %d of %d: %d acknowledged, %d in the log", k, total, len(acked), len(held))
+		}
+		for off, tag := range acked {
+			if held[off] != tag {
+				t.Fatalf("crash at op %d: acknowledged %s at %d, the log holds %q there", k, tag, off, held[off])
+			}
+		}
+		if offs, err := l.Append(makeBatch(t, 1, 1, "after", 0)); err != nil || offs[0] != next {
+			t.Fatalf("crash at op %d: append after recovery: %v %v (want offset %d)", k, offs, err, next)
+		}
+		l.Close()
+	}
+	if crashes < points/2 {
+		t.Fatalf("only %d of %d runs reached their crash point", crashes, points)
+	}
 }
