@@ -258,8 +258,9 @@ func (p *producer) produce(ctx context.Context, r *Record, cb func(*Record, erro
 		cb(r, ErrClosed)
 		return
 	}
+	now := time.Now()
 	if r.Timestamp.IsZero() {
-		r.Timestamp = time.Now()
+		r.Timestamp = now
 	}
 	r.Partition = part
 	k := tp{r.Topic, part}
@@ -278,7 +279,6 @@ func (p *producer) produce(ctx context.Context, r *Record, cb func(*Record, erro
 	}
 	var hdrs [4]recordbatch.RecordHeader
 	ps.b.Add(r.toBatch(hdrs[:0]))
-	now := time.Now()
 	gap := min(now.Sub(ps.lastRecord), 10*time.Millisecond)
 	if waited {
 		gap = 0

@@ -67,6 +67,22 @@ func BenchmarkAppendConcurrent(b *testing.B) {
 	for _, n := range []int{1, 16} {
 		b.Run(fmt.Sprintf("appenders=%d/sync=group", n), func(b *testing.B) {
 			l := benchLog(b, SyncGroup)
+			// Each fsync's duration and the time from its end to the next one's start (the
+			// appends it woke landing again): the two parts of a group-commit cycle.
+			var (
+				cycMu     sync.Mutex
+				took, gap []time.Duration
+				lastEnd   time.Time
+			)
+			l.onGroupSync = func(d time.Duration) {
+				end := time.Now()
+				cycMu.Lock()
+				if !lastEnd.IsZero() {
+					gap = append(gap, end.Sub(lastEnd)-d)
+				}
+				took, lastEnd = append(took, d), end
+				cycMu.Unlock()
+			}
 			proto := makeBatch(b, 1, 1024, "c", time.Now().UnixMilli())
 			b.SetBytes(int64(len(proto)))
 			b.ResetTimer()
@@ -91,6 +107,15 @@ func BenchmarkAppendConcurrent(b *testing.B) {
 			// How many appends each fsync made durable: group commit's effect, independent of
 			// how fast the disk's fsyncs happen to be during the run.
 			b.ReportMetric(float64(per*n)/float64(l.groupSyncs.Load()), "appends/fsync")
+			median := func(v []time.Duration) float64 {
+				if len(v) == 0 {
+					return 0
+				}
+				slices.Sort(v)
+				return float64(v[len(v)/2]) / 1e3
+			}
+			b.ReportMetric(median(took), "fsync-us")
+			b.ReportMetric(median(gap), "gap-us")
 		})
 	}
 }
@@ -273,9 +298,10 @@ func sizeName(n int) string {
 //   - coalesced-1MiB: the frames copied into a 1 MiB buffer written once full (what coalescing
 //     appends in user space would do).
 //
-// On a kernel whose page cache uses large folios for ext4 (Linux 6.16 and later) a write gets
+// The lead they test (not established on this machine: docs/benchmarks.md, session 8): on a
+// kernel whose page cache uses large folios for ext4 (Linux 6.16 and later) a write gets
 // folios as large as its length and its file offset's alignment allow, so the unaligned ends
-// of 100 KiB frames cost more folios, each with its own overhead, than aligned writes.
+// of 100 KiB frames would cost more folios, each with its own overhead, than aligned writes.
 func BenchmarkRawWrite(b *testing.B) {
 	frame := make([]byte, 102436) // one 100 x 1 KiB batch in its frame
 	for i := range frame {

@@ -17,14 +17,13 @@ import (
 	"github.com/runnel-io/runnel/internal/vfs"
 )
 
-// gateWriteFS counts the writes to segment files, blocks the first one after hold is set until
-// that gate closes, and fails the first write after failNext is set (a held write excepted)
-// with EIO. Its files are not VectorWriterAts, so a vectored write is one WriteAt.
+// gateWriteFS counts the writes to segment files, holds one in place through gate, and fails
+// the first write after failNext is set (a held write excepted) with EIO. Its files are not
+// VectorWriterAts, so a vectored write is one WriteAt.
 type gateWriteFS struct {
 	vfs.FS
+	gate     opGate
 	writes   atomic.Int64
-	hold     atomic.Pointer[chan struct{}]
-	held     atomic.Int32
 	failNext atomic.Bool
 }
 
@@ -39,10 +38,7 @@ func (f gateWriteFile) WriteAt(p []byte, off int64) (int, error) {
 		return f.File.WriteAt(p, off)
 	}
 	f.fs.writes.Add(1)
-	if g := f.fs.hold.Swap(nil); g != nil {
-		f.fs.held.Add(1)
-		<-*g
-	} else if f.fs.failNext.Swap(false) {
+	if !f.fs.gate.pass() && f.fs.failNext.Swap(false) {
 		return 0, fmt.Errorf("write %s: %w", f.name, syscall.EIO)
 	}
 	return f.File.WriteAt(p, off)
@@ -54,36 +50,6 @@ func (s *gateWriteFS) OpenFile(name string, flag int, perm os.FileMode) (vfs.Fil
 		return nil, err
 	}
 	return gateWriteFile{f, s, name}, nil
-}
-
-// holdFirstAppend starts an append whose write blocks, and returns once it is blocked, with a
-// function that lets it go and returns its result.
-func holdFirstAppend(t *testing.T, l *Log, fs *gateWriteFS, batch []byte) (release func() ([]int64, error)) {
-	t.Helper()
-	gate := make(chan struct{})
-	var once sync.Once
-	open := func() { once.Do(func() { close(gate) }) }
-	t.Cleanup(open) // a failing test still lets the write end, so that Close returns
-	fs.hold.Store(&gate)
-	type result struct {
-		offs []int64
-		err  error
-	}
-	done := make(chan result, 1)
-	go func() {
-		offs, err := l.Append(batch)
-		done <- result{offs, err}
-	}()
-	for deadline := time.Now().Add(5 * time.Second); fs.held.Load() == 0; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the first append's write never started")
-		}
-	}
-	return func() ([]int64, error) {
-		open()
-		r := <-done
-		return r.offs, r.err
-	}
 }
 
 // waitQueued waits until n calls wait in the combining queue.
@@ -116,7 +82,8 @@ func TestAppendCombinesConcurrentCalls(t *testing.T) {
 			l := openLog(t, dir, o)
 			defer l.Close()
 
-			release := holdFirstAppend(t, l, fs, makeBatch(t, 1, 20, "first", 0))
+			release := holdAppend(t, l, &fs.gate, makeBatch(t, 1, 20, "first", 0))
+			defer release()
 			const queued = 8
 			type result struct {
 				tag  string
@@ -187,7 +154,8 @@ func TestAppendCombinedWriteFailure(t *testing.T) {
 	defer l.Close()
 
 	first := makeBatch(t, 1, 20, "first", 0)
-	release := holdFirstAppend(t, l, fs, first)
+	release := holdAppend(t, l, &fs.gate, first)
+	defer release()
 	const queued = 3
 	errs := make(chan error, queued)
 	for i := range queued {

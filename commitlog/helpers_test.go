@@ -3,6 +3,8 @@ package commitlog
 import (
 	"bytes"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -97,3 +99,59 @@ type fakeClock struct{ t time.Time }
 
 func (c *fakeClock) now() time.Time          { return c.t }
 func (c *fakeClock) advance(d time.Duration) { c.t = c.t.Add(d) }
+
+// opGate holds one filesystem operation in place: armed (by holdAppend), it blocks the first
+// operation that passes it until released. held counts the operations it blocked.
+type opGate struct {
+	hold atomic.Pointer[chan struct{}]
+	held atomic.Int32
+}
+
+// pass blocks while the gate is armed, once; it reports whether it did.
+func (g *opGate) pass() bool {
+	c := g.hold.Swap(nil)
+	if c == nil {
+		return false
+	}
+	g.held.Add(1)
+	<-*c
+	return true
+}
+
+// holdAppend arms g, starts an append of batch whose operation g blocks, and returns once it
+// is blocked, with a function that lets it go and returns the append's result (any number of
+// times: defer it too, so that a failing test does not leave Close waiting for the held
+// operation).
+func holdAppend(t *testing.T, l *Log, g *opGate, batch []byte) (release func() ([]int64, error)) {
+	t.Helper()
+	gate := make(chan struct{})
+	before := g.held.Load()
+	g.hold.Store(&gate)
+	type result struct {
+		offs []int64
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		offs, err := l.Append(batch)
+		done <- result{offs, err}
+	}()
+	var (
+		once sync.Once
+		r    result
+	)
+	release = func() ([]int64, error) {
+		once.Do(func() {
+			close(gate)
+			r = <-done
+		})
+		return r.offs, r.err
+	}
+	for deadline := time.Now().Add(5 * time.Second); g.held.Load() == before; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			release()
+			t.Fatal("the held append never reached the gate")
+		}
+	}
+	return release
+}

@@ -70,7 +70,6 @@ type Log struct {
 // flight performs one covering everything written so far; the others wait for it.
 type groupCommit struct {
 	mu      sync.Mutex
-	cond    *sync.Cond
 	durable uint64 // every entry with an index at or below is on stable storage
 	syncing bool   // the token: Close, Restore or a truncation holds it, and no fsync starts
 	// running counts the group-commit fsyncs in flight (up to maxGroupSyncs), and covering
@@ -92,27 +91,34 @@ type groupCommit struct {
 	err          error
 	// changed is closed and replaced on every broadcast, and durableSeen mirrors durable
 	// there: a waiter woken by an fsync that covered it returns without taking mu again.
-	// (With sync.Cond alone, the sixteen appenders an fsync woke queued on mu one after
-	// another before they could append again.)
+	// (With a sync.Cond, the sixteen appenders an fsync woke queued on mu one after another
+	// before they could append again.)
 	changed     chan struct{}
 	durableSeen atomic.Uint64
 }
 
-// broadcast wakes every waiter (Cond and channel); mu must be held.
+// broadcast wakes every waiter; mu must be held.
 func (g *groupCommit) broadcast() {
 	g.durableSeen.Store(g.durable)
-	g.cond.Broadcast()
 	close(g.changed)
 	g.changed = make(chan struct{})
 }
 
+// wait releases mu until the next broadcast, and takes it again (sync.Cond's Wait).
+func (g *groupCommit) wait() {
+	changed := g.changed
+	g.mu.Unlock()
+	<-changed
+	g.mu.Lock()
+}
+
 // takeToken waits for the running group-commit fsyncs, if any, and keeps others from starting
-// until the caller sets syncing back to false (under mu, with a Broadcast): Close, Restore
+// until the caller sets syncing back to false (under mu, then broadcast): Close, Restore
 // and truncation change the files an fsync would touch.
 func (g *groupCommit) takeToken() {
 	g.mu.Lock()
 	for g.syncing || g.running > 0 {
-		g.cond.Wait()
+		g.wait()
 	}
 	g.syncing = true
 	g.mu.Unlock()
@@ -132,7 +138,6 @@ func Open(dir string, opts Options) (*Log, error) {
 		flushKick:  make(chan struct{}, 1),
 		gatherKick: make(chan struct{}, 1),
 	}
-	l.gc.cond = sync.NewCond(&l.gc.mu)
 	l.gc.changed = make(chan struct{})
 	if err := opts.FS.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("commitlog: create %s: %w", dir, err)

@@ -47,14 +47,12 @@ func TestGroupCommitSharesFsyncs(t *testing.T) {
 	}
 }
 
-// slowSyncFS gives every Sync a delay, and blocks the first Sync after hold is set until that
-// gate closes (held counts those).
+// slowSyncFS gives every Sync a delay, and can hold one in place through gate.
 type slowSyncFS struct {
 	vfs.FS
 	delay time.Duration
 	syncs atomic.Int64
-	hold  atomic.Pointer[chan struct{}]
-	held  atomic.Int32
+	gate  opGate
 }
 
 type slowSyncFile struct {
@@ -64,10 +62,7 @@ type slowSyncFile struct {
 
 func (f slowSyncFile) Sync() error {
 	f.fs.syncs.Add(1)
-	if g := f.fs.hold.Swap(nil); g != nil {
-		f.fs.held.Add(1)
-		<-*g
-	}
+	f.fs.gate.pass()
 	time.Sleep(f.fs.delay)
 	return f.File.Sync()
 }
@@ -162,22 +157,9 @@ func TestGroupCommitHedgesASlowFsync(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	gate := make(chan struct{})
-	var opened sync.Once
-	open := func() { opened.Do(func() { close(gate) }) }
-	// A failing test still lets the stuck fsync end, so that Close returns.
-	defer open()
-	fs.hold.Store(&gate) // the next fsync blocks until the gate opens
-	first := make(chan error, 1)
-	go func() {
-		_, err := l.Append(makeBatch(t, 1, 20, "a", 0))
-		first <- err
-	}()
-	for deadline := time.Now().Add(5 * time.Second); fs.held.Load() == 0; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the first append's fsync never started")
-		}
-	}
+	// The next fsync blocks until released: the append waiting for it is held.
+	release := holdAppend(t, l, &fs.gate, makeBatch(t, 1, 20, "a", 0))
+	defer release()
 	time.Sleep(20 * time.Millisecond) // far past twice a usual fsync
 	done := make(chan error, 1)
 	go func() {
@@ -195,8 +177,7 @@ func TestGroupCommitHedgesASlowFsync(t *testing.T) {
 	if got := l.DurableIndex(); got != 22 {
 		t.Errorf("durable index %d with the first fsync stuck, want 22 (both appends)", got)
 	}
-	open()
-	if err := <-first; err != nil {
+	if _, err := release(); err != nil {
 		t.Fatal(err)
 	}
 	if got := l.DurableIndex(); got != 22 {
