@@ -162,6 +162,7 @@ func (l *Log) appendLocked(entries []Entry) (uint64, error) {
 		published = true
 		i += n
 	}
+	l.preallocateLocked()
 	return l.lastIdx.Load(), nil
 }
 
@@ -285,6 +286,7 @@ func (l *Log) undoChunk(seg *segment, start int64, cause error) error {
 	if err := seg.log.Truncate(start); err != nil {
 		return l.fail(fmt.Errorf("%w; and cutting it back failed: %w", cause, err))
 	}
+	seg.zeroed.Store(0) // the cut took the preallocated zeros too
 	if err := seg.idx.f.Truncate(int64(seg.idx.len() * offsetEntrySize)); err != nil {
 		return l.fail(fmt.Errorf("%w; and cutting the index back failed: %w", cause, err))
 	}
@@ -367,6 +369,9 @@ func (l *Log) rollLocked() (*segment, error) {
 	}
 	durablePolicy := l.opts.Sync == SyncGroup || l.opts.Sync == SyncAlways
 	if durablePolicy {
+		if err := old.trimZeros(); err != nil {
+			return nil, err
+		}
 		if err := old.syncAll(); err != nil {
 			return nil, fmt.Errorf("sync sealed segment %s: %w", old.path, err)
 		}

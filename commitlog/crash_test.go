@@ -197,12 +197,13 @@ func TestFsyncEIOFailsTheLog(t *testing.T) {
 }
 
 // A full disk refuses the append with ENOSPC, leaves nothing of it behind, and the log goes on
-// once space is back.
+// once space is back. (Without preallocation: TestDiskFullPreallocated has it.)
 func TestDiskFull(t *testing.T) {
 	dir := t.TempDir()
 	cfs := vfs.NewCrashFS(vfs.NoSync(vfs.OS))
 	o := crashOptions(dir, cfs, SyncGroup)
 	o.SegmentBytes = 1 << 20
+	o.PreallocateBytes = -1
 	l := openLog(t, dir, o)
 	defer l.Close()
 	first := makeBatch(t, 3, 100, "a", 0)

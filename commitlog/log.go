@@ -41,6 +41,8 @@ type Log struct {
 	lastTerm atomic.Uint64
 	closed   atomic.Bool
 	failErr  atomic.Pointer[error] // sticky write/sync failure (mirrored in gc.err)
+	// noPrealloc is the segment on which preallocation failed (a full disk): none until the next.
+	noPrealloc atomic.Pointer[segment]
 
 	comb       combiner // write combining of concurrent Append calls (combine.go)
 	gc         groupCommit
@@ -336,6 +338,9 @@ func (l *Log) shutdownSyncLocked() error {
 	}
 	l.sealed = nil
 	act := l.active()
+	if err := act.trimZeros(); err != nil {
+		return err
+	}
 	if err := act.syncAll(); err != nil {
 		return err
 	}

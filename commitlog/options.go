@@ -61,6 +61,7 @@ const (
 	DefaultSyncEvery              = 100 * time.Millisecond
 	DefaultSyncEveryBytes         = 64 << 20
 	DefaultRetentionCheckInterval = 5 * time.Minute // Kafka log.retention.check.interval.ms
+	DefaultPreallocateBytes       = 1 << 20
 
 	// MaxSegmentBytes keeps every position in a segment within the index's 32-bit field.
 	MaxSegmentBytes = 1<<31 - 1
@@ -89,6 +90,12 @@ type Options struct {
 	// SyncEvery and SyncEveryBytes drive SyncInterval (defaults 100 ms and 64 MiB).
 	SyncEvery      time.Duration
 	SyncEveryBytes int64
+
+	// PreallocateBytes: under SyncGroup and SyncAlways the active segment is written with
+	// zeros this far ahead of its end (default 1 MiB; negative: off), made durable by the
+	// fsync that follows, so that later fsyncs overwrite allocated blocks of a file whose
+	// size does not change and need no journal commit (see preallocate.go).
+	PreallocateBytes int64
 
 	// RetentionBytes deletes the oldest segments while the log, without them, still holds at
 	// least this many bytes (default: no limit, -1).
@@ -129,6 +136,7 @@ func DefaultOptions() Options {
 		RetentionBytes:         -1,
 		RetentionAge:           -1,
 		RetentionCheckInterval: DefaultRetentionCheckInterval,
+		PreallocateBytes:       DefaultPreallocateBytes,
 		FS:                     vfs.OS,
 		Logger:                 &nop,
 		Now:                    time.Now,
@@ -164,6 +172,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.RetentionCheckInterval == 0 {
 		o.RetentionCheckInterval = d.RetentionCheckInterval
+	}
+	if o.PreallocateBytes == 0 {
+		o.PreallocateBytes = d.PreallocateBytes
 	}
 	if o.FS == nil {
 		o.FS = d.FS

@@ -291,8 +291,13 @@ func (l *Log) loadSegment(s *segment, size int64, trusted bool) (truncated bool,
 			w.abortAppend()
 			return false, corruptf(s.path, sc.pos, "%s", sc.bad)
 		}
-		l.logger.Warn().Str("segment", s.path).Int64("at", sc.pos).Int64("dropped_bytes", size-sc.pos).
-			Str("reason", sc.bad).Msg("truncating torn tail")
+		if isZeros(s.log, sc.pos, size) {
+			l.logger.Info().Str("segment", s.path).Int64("at", sc.pos).Int64("dropped_bytes", size-sc.pos).
+				Msg("cutting the zeros preallocated past the log's end")
+		} else {
+			l.logger.Warn().Str("segment", s.path).Int64("at", sc.pos).Int64("dropped_bytes", size-sc.pos).
+				Str("reason", sc.bad).Msg("truncating torn tail")
+		}
 		end = sc.pos
 		truncated = true
 	}

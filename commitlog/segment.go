@@ -37,6 +37,9 @@ type segment struct {
 	nextOff atomic.Int64 // offset after the last batch
 	lastIdx atomic.Uint64
 	maxTs   atomic.Int64 // largest batch max-timestamp, math.MinInt64 when none
+	// zeroed is the end of the zeros written ahead of size (preallocate.go); at or below size:
+	// none. Written under the Log's writer lock.
+	zeroed atomic.Int64
 
 	w segmentWriter // owned by the Log's writer lock
 }

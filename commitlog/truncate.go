@@ -175,6 +175,7 @@ func (l *Log) cutSegment(seg *segment, pos int64) error {
 		return err
 	}
 	seg.size.Store(pos)
+	seg.zeroed.Store(0) // cut with the rest
 	// Recompute the writer state (term, timestamps, time index) by walking the kept frames.
 	prevTerm := uint64(0)
 	segs := l.segments()
