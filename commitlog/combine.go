@@ -21,10 +21,10 @@ import (
 // one or two processors, but each ran and wrote alone while the others waited behind its
 // pwrite. On a VM whose system calls are slow (session 9: 4-5 us for a 1 KiB append) sixteen
 // of them landed 5-10 us apart, 145 us after the fsync for the last (gap-us 128-149). So a
-// call that finds the queue empty, when the previous combined write carried more than one
-// call, yields its processor once (runtime.Gosched) before writing: the runnable appenders
-// queue behind it, and one write carries them all (gap-us 42-57, 15.8-16.0 appends per
-// fsync of 16). A lone appender never yields (a yield cost it 1-4 us per append).
+// call that finds the queue empty, while combined writes have carried more than 1.5 calls on
+// average lately, yields its processor once (runtime.Gosched) before writing: the runnable
+// appenders queue behind it, and one write carries them all (gap-us ~40, 15.7-16.0 appends
+// per fsync of 16). A lone appender never yields (a yield cost it 1-4 us per append).
 //
 // A lone appender finds the queue empty and becomes the combiner of just its own call: one
 // uncontended mutex more than before. A combiner writes its own call first and then at most
@@ -35,9 +35,13 @@ type combiner struct {
 	busy  bool         // a combiner is running
 	queue []*appendReq // calls waiting to be written, in arrival order
 	spare []*appendReq // the previous queue's array, reused
-	// lastWrite is how many calls the last combined write carried.
-	lastWrite int
+	// callsPerWrite is a moving average of how many calls a combined write carried, in
+	// units of callsPerWriteOne.
+	callsPerWrite int
 }
+
+// callsPerWriteOne is one call per write in combiner.callsPerWrite's fixed point.
+const callsPerWriteOne = 16
 
 // maxCombineRounds bounds how many rounds of others' calls one combiner writes.
 const maxCombineRounds = 4
@@ -77,7 +81,7 @@ func (l *Log) combineAppend(req *appendReq) {
 		c.mu.Lock()
 	}
 	c.busy = true
-	if len(c.queue) == 1 && c.lastWrite > 1 {
+	if len(c.queue) == 1 && c.callsPerWrite > 3*callsPerWriteOne/2 {
 		// Calls have been overlapping: let the goroutines runnable on this processor (appenders
 		// an fsync just woke) queue first (see the type's doc).
 		c.mu.Unlock()
@@ -93,7 +97,9 @@ func (l *Log) combineAppend(req *appendReq) {
 		}
 		batch := c.queue
 		c.queue, c.spare = c.spare[:0], nil
-		c.lastWrite = len(batch)
+		// A moving average (weight 1/8), so that the stragglers of a burst, written alone,
+		// do not turn yielding off for the next burst.
+		c.callsPerWrite += (len(batch)*callsPerWriteOne - c.callsPerWrite) / 8
 		c.mu.Unlock()
 		l.writeRequests(batch)
 		for _, r := range batch {
