@@ -91,6 +91,14 @@
 // calls' batches with one vectored write and wakes the others; each still returns only once its
 // own batches are written and published.
 //
+// Under SyncGroup and SyncAlways the active segment file runs ahead of the log: the append that
+// finds less than half of PreallocateBytes (1 MiB) written past the segment's end writes that
+// much more as zeros, after its own frames, and the fsync it waits for makes them durable. Later
+// appends overwrite allocated, written blocks of a file whose size does not change, so their
+// fdatasyncs skip the journal commit (preallocate.go). The zeros are cut off before a segment is
+// sealed and at Close, so only the active segment of a log that crashed ends in zeros; a zero
+// frame header is invalid, so recovery's scan ends there as at a torn tail and cuts the file.
+//
 // Sync policies: SyncGroup (the default; Append returns once durable, concurrent appends share
 // one fdatasync, and one that runs slow gets a second started beside it: waitDurable),
 // SyncAlways (one fdatasync per Append, under the lock), SyncInterval (a
@@ -115,7 +123,7 @@
 // From the recovery point on (normally just the active segment: the tail) it scans every frame,
 // verifying the frame CRC, the batch CRC and structure, index and offset continuity and term
 // order, and rebuilds the indexes. At the first invalid frame it truncates the segment there
-// (a torn tail), deletes every later segment, and syncs. A segment file shorter than its header
+// (a torn tail, or the zeros written ahead of it), deletes every later segment, and syncs. A segment file shorter than its header
 // at the very end (a crash right after creating it) is dropped. The marker is removed, durably,
 // before Open returns, so a crash after a clean restart is not mistaken for a clean shutdown.
 //

@@ -6,10 +6,11 @@ import "fmt"
 // an fdatasync that follows an append past the end of the file also commits the journal: the
 // file's new size and the blocks allocated for it. Overwriting blocks that are already
 // allocated and written, in a file whose size does not change, needs only the data write and
-// the disk's cache flush. On the session-9 disk (docs/benchmarks.md) a write+fdatasync loop took
-// p50 332-446 us appending 1 KiB and 231-258 us overwriting a file written and synced
-// beforehand; 16 KiB 348-598 against 240-269 us (fallocate, whose unwritten extents are
-// converted by a journal commit, helped only 1 KiB writes).
+// the disk's cache flush. On the session-9 disk (BenchmarkRawFsyncOverwrite, two runs, in
+// docs/benchmarks.md) a write+fdatasync loop had a p50 of 0.27 and 0.46 ms appending 1 KiB and
+// 0.17 and 0.28 ms overwriting a file written and synced beforehand; 16 KiB 0.30 and 0.50
+// against 0.26 and 0.28; 100 KiB 0.59 and 0.59 against 0.38 and 0.36 (fallocate, whose
+// unwritten extents are converted by a journal commit, helped only the 1 KiB writes).
 //
 // So the active segment is extended with zeros PreallocateBytes at a time, ahead of its end,
 // once less than half of that is left: written by the append that finds too little left,
