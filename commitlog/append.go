@@ -282,7 +282,7 @@ func (l *Log) writeFrames(seg *segment, buf []byte, cuts []writeCut, off int64) 
 
 // undoChunk cuts a failed chunk's bytes back off the segment. If that fails too, the log fails.
 func (l *Log) undoChunk(seg *segment, start int64, cause error) error {
-	seg.w.abortAppend()
+	seg.w.abortAppend(seg)
 	if err := seg.log.Truncate(start); err != nil {
 		return l.fail(fmt.Errorf("%w; and cutting it back failed: %w", cause, err))
 	}
@@ -303,7 +303,9 @@ func (w *segmentWriter) beginAppend() {
 	w.saved = w.writerState
 }
 
-func (w *segmentWriter) abortAppend() {
+func (w *segmentWriter) abortAppend(seg *segment) {
+	seg.idx.unstage()
+	seg.tidx.unstage()
 	w.idxBuf, w.tidxBuf = w.idxBuf[:0], w.tidxBuf[:0]
 	w.pendingIdx, w.pendingTidx = 0, 0
 	w.writerState = w.saved
@@ -320,7 +322,7 @@ func (w *segmentWriter) track(seg *segment, interval int, pos int64, index uint6
 	if pos-w.lastIdxPos < int64(interval) {
 		return
 	}
-	if seg.idx.len()+w.pendingIdx >= seg.idx.capacity-1 {
+	if seg.idx.count()+w.pendingIdx >= seg.idx.capacity-1 {
 		// Only a segment of nothing but non-batch entries (which never rolls) can get here: a
 		// sparser index is still a correct one.
 		return
@@ -352,8 +354,8 @@ func (w *segmentWriter) writeIndexes(seg *segment) error {
 
 // publish makes the chunk's index entries and timestamp visible (after the segment size).
 func (w *segmentWriter) publish(seg *segment) {
-	seg.idx.publish(w.pendingIdx)
-	seg.tidx.publish(w.pendingTidx)
+	seg.idx.publish()
+	seg.tidx.publish()
 	seg.maxTs.Store(w.maxTs)
 	w.idxBuf, w.tidxBuf = w.idxBuf[:0], w.tidxBuf[:0]
 	w.pendingIdx, w.pendingTidx = 0, 0
@@ -400,19 +402,21 @@ func (l *Log) rollLocked() (*segment, error) {
 }
 
 // sealLocked adds the final time index entry, so a sealed segment's largest timestamp is in its
-// time index.
+// time index, and writes both indexes' in-memory tails to their files.
 func (l *Log) sealLocked(seg *segment) error {
 	w := &seg.w
-	if w.maxTs <= w.lastTimeTs {
-		return nil
+	if w.maxTs > w.lastTimeTs {
+		w.beginAppend()
+		w.addTimeEntry()
+		if err := seg.tidx.write(w.tidxBuf); err != nil {
+			w.abortAppend(seg)
+			return fmt.Errorf("seal %s: %w", seg.path, err)
+		}
+		w.publish(seg)
 	}
-	w.beginAppend()
-	w.addTimeEntry()
-	if err := seg.tidx.write(w.tidxBuf); err != nil {
-		w.abortAppend()
+	if err := seg.flushIndexes(); err != nil {
 		return fmt.Errorf("seal %s: %w", seg.path, err)
 	}
-	w.publish(seg)
 	return nil
 }
 

@@ -67,7 +67,10 @@
 // entry is the segment's largest timestamp. Both files grow by exactly the entries written
 // (WriteAt), never pre-grown: a crash cannot leave zero padding that reads as entries. Readers
 // see them through one read-only shared mapping per file, reserved at the size a segment can
-// need (pages past the end of file are never touched).
+// need (pages past the end of file are never touched). The active segment's newest entries
+// (up to 64 per index) are kept in memory, visible to readers, and written to the file 64 at a
+// time and when the segment is sealed, truncated or closed (index.go): a crash loses them, and
+// recovery rebuilds the active segment's indexes from its scan anyway.
 //
 // A read by offset binary-searches the offset index for the last entry at or below the offset
 // and walks frames from there (at most an interval plus one frame). A read by Raft index does

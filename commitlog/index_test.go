@@ -8,7 +8,9 @@ import (
 	"github.com/runnel-io/runnel/internal/vfs"
 )
 
-// The index search against a linear scan, over random monotone entries with ties.
+// The index search against a linear scan, over random monotone entries with ties, written in
+// random chunks (so some are in the file and some in the in-memory tail), through a reader's
+// view, and again from the file alone once the tail is flushed.
 func TestIndexSearchMatchesLinearScan(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for round := 0; round < 50; round++ {
@@ -19,22 +21,47 @@ func TestIndexSearchMatchesLinearScan(t *testing.T) {
 			t.Fatal(err)
 		}
 		var entries []offsetEntry
-		var buf []byte
 		var e offsetEntry
-		for i := 0; i < n; i++ {
-			e.relIndex += 1 + uint32(rng.IntN(3))
-			e.relOffset += uint32(rng.IntN(3)) // ties allowed (entries without offsets)
-			e.pos += 1 + uint32(rng.IntN(100))
-			entries = append(entries, e)
-			buf = appendOffsetEntry(buf, e)
+		for i := 0; i < n; {
+			var chunk []byte
+			for k := 1 + rng.IntN(20); k > 0 && i < n; k-- {
+				e.relIndex += 1 + uint32(rng.IntN(3))
+				e.relOffset += uint32(rng.IntN(3)) // ties allowed (entries without offsets)
+				e.pos += 1 + uint32(rng.IntN(100))
+				entries = append(entries, e)
+				chunk = appendOffsetEntry(chunk, e)
+				i++
+			}
+			if err := x.write(chunk); err != nil {
+				t.Fatal(err)
+			}
+			x.publish()
 		}
-		if err := x.write(buf); err != nil {
-			t.Fatal(err)
+		if x.len()+len(x.view().tail)/offsetEntrySize != n || x.count() != n {
+			t.Fatalf("round %d: %d entries in the file and %d in the tail, want %d", round, x.len(), len(x.view().tail)/offsetEntrySize, n)
 		}
-		x.publish(n)
+		if n >= tailFlushEntries && x.len() == 0 {
+			t.Fatalf("round %d: %d entries and none written to the file", round, n)
+		}
+		flushed := false
+		searchLast := func(target uint64, key func([]byte) uint64) (int, error) {
+			if flushed {
+				return x.searchLast(x.len(), target, key)
+			}
+			return x.view().searchLast(target, key)
+		}
 		for q := 0; q < 200; q++ {
+			if q == 100 {
+				if err := x.flush(); err != nil {
+					t.Fatal(err)
+				}
+				if x.len() != n || len(x.view().tail) != 0 {
+					t.Fatalf("round %d: after flush %d entries in the file, %d bytes in the tail", round, x.len(), len(x.view().tail))
+				}
+				flushed = true
+			}
 			target := uint64(rng.IntN(int(e.relOffset) + 10))
-			got, err := x.searchLast(x.len(), target, keyRelOffset)
+			got, err := searchLast(target, keyRelOffset)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -48,7 +75,7 @@ func TestIndexSearchMatchesLinearScan(t *testing.T) {
 				t.Fatalf("round %d: search(%d) = %d, linear scan %d", round, target, got, want)
 			}
 			ti := uint64(rng.IntN(int(e.relIndex) + 10))
-			got, _ = x.searchLast(x.len(), ti, keyRelIndex)
+			got, _ = searchLast(ti, keyRelIndex)
 			want = -1
 			for i, en := range entries {
 				if uint64(en.relIndex) <= ti {

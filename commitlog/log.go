@@ -338,6 +338,9 @@ func (l *Log) shutdownSyncLocked() error {
 	}
 	l.sealed = nil
 	act := l.active()
+	if err := act.flushIndexes(); err != nil {
+		return err
+	}
 	if err := act.trimZeros(); err != nil {
 		return err
 	}

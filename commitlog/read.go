@@ -229,13 +229,14 @@ func (l *Log) offsetForTimeIn(seg *segment, ts int64) (int64, bool, bool, error)
 	startOff := seg.baseOffset()
 	if ts > noTimestamp {
 		target := uint64(ts-1) ^ (1 << 63)
-		i, err := seg.tidx.searchLast(seg.tidx.len(), target, keyTime)
+		v := seg.tidx.view()
+		i, err := v.searchLast(target, keyTime)
 		if err != nil {
 			return 0, false, false, err
 		}
 		if i >= 0 {
 			var buf [timeEntrySize]byte
-			b, err := seg.tidx.entry(i, buf[:])
+			b, err := v.entry(i, buf[:])
 			if err != nil {
 				return 0, false, false, err
 			}

@@ -280,7 +280,7 @@ func (l *Log) loadSegment(s *segment, size int64, trusted bool) (truncated bool,
 		next, want = after, want+1
 	}
 	if sc.err != nil {
-		w.abortAppend()
+		w.abortAppend(s)
 		return false, fmt.Errorf("commitlog: read %s: %w", s.path, sc.err)
 	}
 	end := size
@@ -288,7 +288,7 @@ func (l *Log) loadSegment(s *segment, size int64, trusted bool) (truncated bool,
 		if trusted {
 			// A trusted segment was fully synced (even if its index needed a rebuild): a bad
 			// frame in it is corruption, never a torn tail.
-			w.abortAppend()
+			w.abortAppend(s)
 			return false, corruptf(s.path, sc.pos, "%s", sc.bad)
 		}
 		if isZeros(s.log, sc.pos, size) {
@@ -302,11 +302,14 @@ func (l *Log) loadSegment(s *segment, size int64, trusted bool) (truncated bool,
 		truncated = true
 	}
 	if err := w.writeIndexes(s); err != nil {
-		w.abortAppend()
+		w.abortAppend(s)
 		return false, err
 	}
 	s.size.Store(end)
 	w.publish(s)
+	if err := s.flushIndexes(); err != nil {
+		return false, err
+	}
 	s.nextOff.Store(next)
 	s.lastIdx.Store(want - 1)
 	if truncated || rebuild {

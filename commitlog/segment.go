@@ -213,6 +213,18 @@ func (s *segment) remove() error {
 // so they are synced only when a segment is sealed.
 func (s *segment) sync() error { return s.log.Sync() }
 
+// flushIndexes writes both indexes' in-memory tails to their files. The caller holds the
+// writer lock.
+func (s *segment) flushIndexes() error {
+	if err := s.idx.flush(); err != nil {
+		return fmt.Errorf("write index of %s: %w", s.path, err)
+	}
+	if err := s.tidx.flush(); err != nil {
+		return fmt.Errorf("write time index of %s: %w", s.path, err)
+	}
+	return nil
+}
+
 // syncAll syncs the log file and both indexes (sealing).
 func (s *segment) syncAll() error {
 	return errors.Join(s.sync(), s.idx.f.Sync(), s.tidx.f.Sync())
@@ -346,12 +358,13 @@ func (s *segment) indexStart(target uint64, byIndex bool) (pos int64, index uint
 	if rel > math.MaxUint32 {
 		rel = math.MaxUint32
 	}
-	i, err := s.idx.searchLast(s.idx.len(), rel, key)
+	v := s.idx.view()
+	i, err := v.searchLast(rel, key)
 	if err != nil || i < 0 {
 		return pos, index, offset, err
 	}
 	var buf [offsetEntrySize]byte
-	b, err := s.idx.entry(i, buf[:])
+	b, err := v.entry(i, buf[:])
 	if err != nil {
 		return pos, index, offset, err
 	}

@@ -75,6 +75,10 @@ func (l *Log) writable() error {
 // truncateLocked cuts seg at the first frame at or after pos for which cut returns true, drops
 // every later segment, and makes the cut durable.
 func (l *Log) truncateLocked(seg *segment, pos int64, cut func(h *frameHeader, first, after int64) (bool, error)) error {
+	// Below, indexes are cut and read as files: the active segment's in-memory tails go first.
+	if err := l.active().flushIndexes(); err != nil {
+		return err
+	}
 	// Find the cut. Frames are read without the segment lock: mu (held) excludes every writer.
 	cutPos := int64(-1)
 	sc := newFrameScanner(seg, pos, seg.size.Load(), false, 64<<10)
