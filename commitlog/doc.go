@@ -126,9 +126,10 @@
 // From the recovery point on (normally just the active segment: the tail) it scans every frame,
 // verifying the frame CRC, the batch CRC and structure, index and offset continuity and term
 // order, and rebuilds the indexes. At the first invalid frame it truncates the segment there
-// (a torn tail, or the zeros written ahead of it), deletes every later segment, and syncs. A segment file shorter than its header
-// at the very end (a crash right after creating it) is dropped. The marker is removed, durably,
-// before Open returns, so a crash after a clean restart is not mistaken for a clean shutdown.
+// (a torn tail, or the zeros written ahead of it), deletes every later segment, and syncs. A
+// segment file shorter than its header at the very end (a crash right after creating it) is
+// dropped. The marker is removed, durably, before Open returns, so a crash after a clean
+// restart is not mistaken for a clean shutdown.
 //
 // Reads verify each returned batch's CRC32C (unless SkipReadVerification), so a bit flip in a
 // sealed segment surfaces as ErrCorrupt on the read that meets it.

@@ -2,7 +2,9 @@ package commitlog
 
 import (
 	"math/rand/v2"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/runnel-io/runnel/internal/vfs"
@@ -149,4 +151,80 @@ func TestReadMatchesModel(t *testing.T) {
 		check()
 		l.Close()
 	}
+}
+
+// The active segment's newest index entries live in memory, where reads find them, and reach
+// the file 64 at a time, when the segment is sealed, and at Close.
+func TestIndexTailWrittenAtSealAndClose(t *testing.T) {
+	dir := t.TempDir()
+	o := testOptions(dir)
+	o.IndexIntervalBytes = 1 // an entry per batch
+	o.SegmentBytes = 64 << 10
+	l := openLog(t, dir, o)
+	indexSize := func(s *segment) int64 {
+		t.Helper()
+		fi, err := os.Stat(strings.TrimSuffix(s.path, ".log") + ".index")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	var want [][]byte
+	for i := range 10 {
+		b := makeBatch(t, 1, 100, "x", int64(i))
+		if _, err := l.Append(b); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, b)
+	}
+	act := l.active()
+	if got := indexSize(act); got != 0 {
+		t.Fatalf("index file of %d bytes after 10 appends, want 0 (in memory)", got)
+	}
+	if v := act.idx.view(); v.len() != 9 { // the first batch, at the segment's start, needs none
+		t.Fatalf("readers see %d index entries, want 9", v.len())
+	}
+	for off := range int64(10) {
+		res, err := l.Read(off, ReadOptions{MaxBytes: 1})
+		if err != nil || len(splitBatches(t, res.Batches)) != 1 {
+			t.Fatalf("read %d: %v", off, err)
+		}
+	}
+	for i := 10; len(l.Segments()) < 3; i++ {
+		b := makeBatch(t, 1, 100, "x", int64(i))
+		if _, err := l.Append(b); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, b)
+		if n := act.idx.len(); act == l.active() && (n%tailFlushEntries != 0 || n > act.idx.count()) {
+			t.Fatalf("%d entries in the file, %d in all: the file takes them %d at a time", n, act.idx.count(), tailFlushEntries)
+		}
+	}
+	segs := l.segments()
+	for _, s := range segs[:len(segs)-1] {
+		if got, n := indexSize(s), s.idx.len(); got != int64(n*offsetEntrySize) || n == 0 || len(s.idx.view().tail) != 0 {
+			t.Fatalf("sealed segment: index file of %d bytes, %d entries, %d bytes in memory", got, n, len(s.idx.view().tail))
+		}
+	}
+	for i := range 5 { // entries for the active segment's in-memory tail
+		b := makeBatch(t, 1, 100, "y", int64(i))
+		if _, err := l.Append(b); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, b)
+	}
+	last := segs[len(segs)-1]
+	n := last.idx.count()
+	if n == 0 || n == last.idx.len() {
+		t.Fatalf("active segment: %d index entries, %d of them in the file: the test wants some in memory", n, last.idx.len())
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := indexSize(last); got != int64(n*offsetEntrySize) {
+		t.Fatalf("after Close the active segment's index file has %d bytes, want %d", got, n*offsetEntrySize)
+	}
+	l = openLog(t, dir, o)
+	defer l.Close()
+	equalBatches(t, readAll(t, l), want)
 }

@@ -1,6 +1,9 @@
 package commitlog
 
-import "fmt"
+import (
+	"fmt"
+	"io"
+)
 
 // Preallocation. Under SyncGroup and SyncAlways every append waits for an fdatasync, and on ext4
 // an fdatasync that follows an append past the end of the file also commits the journal: the
@@ -95,9 +98,7 @@ func (seg *segment) trimZeros() error {
 
 // isZeros reports whether the file holds only zero bytes in [from, to) (a preallocated tail
 // left by a crash). It reads at most maxZeroCheck bytes; a longer range is not called zeros.
-func isZeros(f interface {
-	ReadAt([]byte, int64) (int, error)
-}, from, to int64) bool {
+func isZeros(f io.ReaderAt, from, to int64) bool {
 	if to-from > maxZeroCheck || to <= from {
 		return false
 	}
