@@ -377,26 +377,17 @@ func BenchmarkRawFsyncClosedLoop(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer f.Close()
-			rec := make([]byte, 100)
-			lat := make([]time.Duration, b.N)
-			b.SetBytes(int64(len(rec)))
-			b.ResetTimer()
-			start := time.Now()
-			for i := range b.N {
-				if paced {
+			var pace func(i int)
+			if paced {
+				var start time.Time
+				pace = func(i int) {
+					if i == 0 {
+						start = time.Now()
+					}
 					sleepUntil(start.Add(time.Duration(i) * time.Second / 5000))
 				}
-				t := time.Now()
-				if _, err := f.WriteAt(rec, int64(i*len(rec))); err != nil {
-					b.Fatal(err)
-				}
-				if err := f.Sync(); err != nil {
-					b.Fatal(err)
-				}
-				lat[i] = time.Since(t)
 			}
-			b.StopTimer()
-			reportLatencies(b, lat)
+			timeWriteSyncs(b, f, make([]byte, 100), pace)
 		})
 	}
 }
@@ -431,25 +422,33 @@ func BenchmarkRawFsyncOverwrite(b *testing.B) {
 				if err := f.Sync(); err != nil {
 					b.Fatal(err)
 				}
-				rec := make([]byte, size)
-				lat := make([]time.Duration, b.N)
-				b.SetBytes(int64(size))
-				b.ResetTimer()
-				for i := range b.N {
-					t := time.Now()
-					if _, err := f.WriteAt(rec, int64(i)*int64(size)); err != nil {
-						b.Fatal(err)
-					}
-					if err := f.Sync(); err != nil {
-						b.Fatal(err)
-					}
-					lat[i] = time.Since(t)
-				}
-				b.StopTimer()
-				reportLatencies(b, lat)
+				timeWriteSyncs(b, f, make([]byte, size), nil)
 			})
 		}
 	}
+}
+
+// timeWriteSyncs writes rec at consecutive offsets b.N times, each write followed by its
+// fdatasync, and reports the latencies of those pairs. pace, if set, runs before write i.
+func timeWriteSyncs(b *testing.B, f vfs.File, rec []byte, pace func(i int)) {
+	lat := make([]time.Duration, b.N)
+	b.SetBytes(int64(len(rec)))
+	b.ResetTimer()
+	for i := range b.N {
+		if pace != nil {
+			pace(i)
+		}
+		t := time.Now()
+		if _, err := f.WriteAt(rec, int64(i)*int64(len(rec))); err != nil {
+			b.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			b.Fatal(err)
+		}
+		lat[i] = time.Since(t)
+	}
+	b.StopTimer()
+	reportLatencies(b, lat)
 }
 
 func writeZerosTo(f vfs.File, n int64) error {
