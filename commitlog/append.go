@@ -435,6 +435,7 @@ func (l *Log) waitPolicy(last uint64) error {
 			return nil
 		}
 		target := l.lastIdx.Load()
+		l.noteSyncSize(l.active())
 		if err := l.active().sync(); err != nil {
 			return l.fail(err)
 		}
@@ -510,6 +511,7 @@ func (l *Log) waitDurable(index uint64) error {
 		g.mu.Unlock()
 		landed := l.landed.Load()
 		seg := l.active()
+		l.noteSyncSize(seg)
 		began := time.Now()
 		err := seg.sync()
 		took := time.Since(began)

@@ -43,6 +43,11 @@ type Log struct {
 	failErr  atomic.Pointer[error] // sticky write/sync failure (mirrored in gc.err)
 	// noPrealloc is the segment on which preallocation failed (a full disk): none until the next.
 	noPrealloc atomic.Pointer[segment]
+	// syncSeg and syncAt: the segment and its size when the last fsync started; syncBytes: a
+	// moving average of the bytes each fsync covered (preallocate.go).
+	syncSeg   atomic.Pointer[segment]
+	syncAt    atomic.Int64
+	syncBytes atomic.Int64
 
 	comb       combiner // write combining of concurrent Append calls (combine.go)
 	gc         groupCommit

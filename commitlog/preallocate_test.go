@@ -185,3 +185,37 @@ func TestDiskFullPreallocated(t *testing.T) {
 		}
 	})
 }
+
+// Preallocation follows what the fsyncs carry: it stops while they carry
+// preallocMaxSyncBytes or more on average (the zeros would cost more disk bandwidth than the
+// journal commit they save) and resumes when they carry little again.
+func TestPreallocationFollowsSyncSize(t *testing.T) {
+	dir := t.TempDir()
+	o := testOptions(dir)
+	o.Sync, o.SegmentBytes, o.PreallocateBytes = SyncGroup, 32<<20, 64<<10
+	l := openLog(t, dir, o)
+	defer l.Close()
+	ahead := func() int64 {
+		act := l.active()
+		return fileSize(t, act) - act.size.Load()
+	}
+	big := makeBatch(t, 100, 1024, "big", 0) // ~100 KiB per append, so per fsync
+	for range 40 {
+		if _, err := l.Append(big); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := ahead(); got != 0 {
+		t.Fatalf("after 40 appends of 100 KiB: %d bytes of zeros ahead, want none (fsyncs average %d bytes)", got, l.syncBytes.Load())
+	}
+	small := makeBatch(t, 1, 100, "small", 0)
+	for range 40 {
+		if _, err := l.Append(small); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := ahead(); got < o.PreallocateBytes/2 {
+		t.Fatalf("after 40 small appends: %d bytes of zeros ahead, want at least %d (fsyncs average %d bytes)", got, o.PreallocateBytes/2, l.syncBytes.Load())
+	}
+	checkZeroTail(t, l, false)
+}
