@@ -24,7 +24,7 @@ import (
 // The zeros are written to the disk too, once, before the data overwrites them: up to twice the
 // bytes written. That pays where an fsync carries little data, and the journal commit is most
 // of its cost, and costs disk bandwidth where fsyncs carry a lot (an RF=3 produce flood of 1 KiB
-// records wrote 1.45-1.8 bytes per byte with preallocation, 1.01 without; session 9). So the log
+// records wrote 1.47-1.83 bytes per byte with preallocation, 1.02 without; session 9). So the log
 // preallocates only while the group-commit fsyncs carry under preallocMaxSyncBytes on average
 // (a moving average of the bytes each one covered, weight 1/8).
 //
