@@ -22,10 +22,11 @@ import (
 //
 // The newest entries are kept in memory (the tail) and written to the file a batch at a time:
 // one index entry is added per IndexIntervalBytes of log, so with 100 KiB batches every append
-// added one, and its pwrite cost an append 2.4-4.7 us of ~32 (session 9: BenchmarkAppend
-// 1 KiB x 100 unsynced, with and without an index). Readers see the file's entries and the
-// tail; the tail is written out when it holds tailFlushEntries, and before the segment is
-// sealed, truncated or closed cleanly. A crash loses the tail with the rest of what was not
+// added one, and its pwrite cost an append 2.4-4.7 us of ~32 on session 9's machine (1 KiB x
+// 100 unsynced, with IndexIntervalBytes at 4 KiB and at 1 GiB; with this tail,
+// BenchmarkAppend went from 31.3-33.1 to 28.9-31.4 us: docs/benchmarks.md). Readers see the
+// file's entries and the tail; the tail is written out when it holds tailFlushEntries, and
+// before the segment is sealed, truncated or closed cleanly. A crash loses the tail with the rest of what was not
 // synced: the active segment's index is rebuilt by recovery's scan anyway, and a sealed
 // segment's index is complete (written and synced at sealing).
 type index struct {
