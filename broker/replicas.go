@@ -850,24 +850,38 @@ func (r *Registry) PeerDown(addr raft.ServerAddress) {
 		if !ok {
 			continue
 		}
-		start := func() {
+		start := func(retry bool) {
 			_, leader := p.Leader()
 			if (leader != "" && raft.ServerAddress(leader) != addr) || p.IsLeader() {
 				return // a leader was elected meanwhile
 			}
-			if tr, ok := p.Transport().(*raftnet.Transport); ok && majorityReachable(p, tr, addr) {
+			tr, ok := p.Transport().(*raftnet.Transport)
+			if !ok {
+				return
+			}
+			if retry {
+				// The broker reported down may be back, still leading (a cut that healed
+				// between the attempts: this replica hears its next heartbeat seconds later).
+				// Its replica says whether it led, or heard a leader, in the last seconds; an
+				// election would only depose that leader. (Not asked on the first attempt: a
+				// broker just found down would make it wait out the probe timeout.)
+				if active, err := cm.net.GroupActive(addr, tr.Group()); err == nil && active {
+					return
+				}
+			}
+			if majorityReachable(p, tr, addr) {
 				tr.StartElection()
 			}
 		}
 		if rank == 0 {
-			start()
+			start(false)
 		} else {
-			time.AfterFunc(time.Duration(rank)*electionStagger, start)
+			time.AfterFunc(time.Duration(rank)*electionStagger, func() { start(false) })
 		}
 		// If that election fails (a candidate whose log is behind is refused, and waits out
 		// Raft's long election timeout), the next attempts come from the others, in turn.
 		for i := 1; i <= electionRetries; i++ {
-			time.AfterFunc(time.Duration(i)*electionRetryEvery+time.Duration(rank)*electionStagger, start)
+			time.AfterFunc(time.Duration(i)*electionRetryEvery+time.Duration(rank)*electionStagger, func() { start(true) })
 		}
 	}
 }

@@ -920,6 +920,67 @@ func TestClusterFullRestart(t *testing.T) {
 	c.waitAllReplicasAgree("restart", acked)
 }
 
+// TestClusterHealedCutStartsNoElection: a follower cut off from the others reports the
+// leader's broker down, and retries its forced election every electionRetryEvery while the
+// group has no leader it can see. When the cut heals between two retries, the leader is back
+// before this replica hears its next heartbeat (seconds later with partition timeouts): the
+// next retry must not depose it. (A CI run on a slow machine hit this in
+// TestClusterIsolatedFollowerKeepsTerm, whose heal came just after the last retry was due.)
+func TestClusterHealedCutStartsNoElection(t *testing.T) {
+	c := newTestCluster(t)
+	c.split = newNetsplit()
+	c.startThree()
+	c.createTopic("healed", 1, 3)
+	acked := map[int32]map[int64][]byte{}
+	c.produceAcked("healed", 1, 5, acked)
+	asg, err := c.any().Cluster().Assignment("healed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the preferred replica to lead", func() error {
+		if l := c.leaderOf("healed", 0); l == nil || l.ID() != asg[0].Replicas[0] {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	leader := c.waitLeader("healed", 0)
+	var victim int32
+	var others []int32
+	for id := range c.nodes {
+		if id == leader.ID() {
+			continue
+		}
+		if victim == 0 {
+			victim = id
+		} else {
+			others = append(others, id)
+		}
+	}
+	others = append(others, leader.ID())
+	term := func(id int32) string {
+		pt, err := c.nodes[id].Registry().Partition("healed", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pt.Raft().Stats()["term"]
+	}
+	before := term(leader.ID())
+	c.split.isolate(victim, others...)
+	// The probe finds the leader down within about 1.25 s; the retries follow 2, 4 and 6 s
+	// later. Heal between the first retry and the second.
+	time.Sleep(4 * time.Second)
+	c.split.heal()
+	time.Sleep(6 * time.Second) // past the last retry
+	if got := term(leader.ID()); got != before {
+		t.Fatalf("the group's term went from %s to %s after the cut healed", before, got)
+	}
+	if l := c.waitLeader("healed", 0); l.ID() != leader.ID() {
+		t.Fatalf("leader moved from broker %d to %d", leader.ID(), l.ID())
+	}
+	c.produceAcked("healed", 1, 5, acked)
+	c.waitAllReplicasAgree("healed", acked)
+}
+
 // TestClusterIsolatedFollowerKeepsTerm: a broker cut off from the others reports their
 // brokers down (its probes fail) but starts no forced election where it cannot reach a
 // majority: its term stays, and once the network heals the leader elected before the cut is
