@@ -859,19 +859,23 @@ func (r *Registry) PeerDown(addr raft.ServerAddress) {
 			if !ok {
 				return
 			}
+			if !majorityReachable(p, tr, addr) {
+				return
+			}
 			if retry {
 				// The broker reported down may be back, still leading (a cut that healed
 				// between the attempts: this replica hears its next heartbeat seconds later).
 				// Its replica says whether it led, or heard a leader, in the last seconds; an
-				// election would only depose that leader. (Not asked on the first attempt: a
-				// broker just found down would make it wait out the probe timeout.)
+				// election would only depose that leader. Asked after the majority check: while
+				// the cut lasts, that check stops the retry, and once it has healed this answer
+				// is fresh (asked first, a question sent into the cut could fail after the heal
+				// and let the election through). Not asked on the first attempt: a broker just
+				// found down would make it wait out the probe timeout.
 				if active, err := cm.net.GroupActive(addr, tr.Group()); err == nil && active {
 					return
 				}
 			}
-			if majorityReachable(p, tr, addr) {
-				tr.StartElection()
-			}
+			tr.StartElection()
 		}
 		if rank == 0 {
 			start(false)
