@@ -862,15 +862,14 @@ func (r *Registry) PeerDown(addr raft.ServerAddress) {
 			if !majorityReachable(p, tr, addr) {
 				return
 			}
-			if retry {
-				// The broker reported down may be back, still leading (a cut that healed
-				// between the attempts: this replica hears its next heartbeat seconds later).
-				// Its replica says whether it led, or heard a leader, in the last seconds; an
-				// election would only depose that leader. Asked after the majority check: while
-				// the cut lasts, that check stops the retry, and once it has healed this answer
-				// is fresh (asked first, a question sent into the cut could fail after the heal
-				// and let the election through). Not asked on the first attempt: a broker just
-				// found down would make it wait out the probe timeout.
+			if retry && !cm.net.IsDown(addr) {
+				// The broker reported down answers probes again and may still lead (a cut that
+				// healed between the attempts: this replica hears its next heartbeat seconds
+				// later). Its replica says whether it led, or heard a leader, in the last
+				// seconds; an election would only depose that leader. Asked only once its
+				// probes answer (a broker still down would make the retry wait out the probe
+				// timeout), and after the majority check (while the cut lasts, that check
+				// stops the retry; once it has healed, this answer is fresh).
 				if active, err := cm.net.GroupActive(addr, tr.Group()); err == nil && active {
 					return
 				}

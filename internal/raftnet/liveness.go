@@ -62,6 +62,17 @@ func (n *Network) peerAlive(addr raft.ServerAddress) {
 	n.live.mu.Unlock()
 }
 
+// IsDown reports whether the broker at addr was reported down and has not answered a probe, or
+// sent anything, since.
+func (n *Network) IsDown(addr raft.ServerAddress) bool {
+	if n.live.downs.Load() == 0 {
+		return false
+	}
+	n.live.mu.Lock()
+	defer n.live.mu.Unlock()
+	return n.live.down[addr]
+}
+
 // noteLeader records the leader of a group as seen in an AppendEntries it sent here.
 func (t *Transport) noteLeader(req *raft.AppendEntriesRequest) {
 	addr := req.RPCHeader.Addr
