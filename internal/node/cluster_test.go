@@ -920,6 +920,61 @@ func TestClusterFullRestart(t *testing.T) {
 	c.waitAllReplicasAgree("restart", acked)
 }
 
+// followerCut is a three-broker cluster with one RF=3 partition, led by its preferred replica,
+// and one of its followers (victim) to cut off from the other two (others: the other
+// follower, then the leader).
+type followerCut struct {
+	c              *testCluster
+	topic          string
+	leader, victim int32
+	others         []int32
+	acked          map[int32]map[int64][]byte
+}
+
+func newFollowerCut(t *testing.T, topic string) *followerCut {
+	c := newTestCluster(t)
+	c.split = newNetsplit()
+	c.startThree()
+	c.createTopic(topic, 1, 3)
+	f := &followerCut{c: c, topic: topic, acked: map[int32]map[int64][]byte{}}
+	c.produceAcked(topic, 1, 5, f.acked)
+	// Leadership settles on the preferred replica first (a later hand-over would change the
+	// term for a reason of its own).
+	asg, err := c.any().Cluster().Assignment(topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the preferred replica to lead", func() error {
+		if l := c.leaderOf(topic, 0); l == nil || l.ID() != asg[0].Replicas[0] {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	f.leader = c.waitLeader(topic, 0).ID()
+	for id := range c.nodes {
+		if id == f.leader {
+			continue
+		}
+		if f.victim == 0 {
+			f.victim = id
+		} else {
+			f.others = append(f.others, id)
+		}
+	}
+	f.others = append(f.others, f.leader)
+	return f
+}
+
+// term returns the partition's Raft term as broker id's replica knows it.
+func (f *followerCut) term(t *testing.T, id int32) string {
+	t.Helper()
+	pt, err := f.c.nodes[id].Registry().Partition(f.topic, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pt.Raft().Stats()["term"]
+}
+
 // TestClusterHealedCutStartsNoElection: a follower cut off from the others reports the
 // leader's broker down, and retries its forced election every electionRetryEvery while the
 // group has no leader it can see. When the cut heals between two retries, the leader is back
@@ -927,58 +982,22 @@ func TestClusterFullRestart(t *testing.T) {
 // next retry must not depose it. (A CI run on a slow machine hit this in
 // TestClusterIsolatedFollowerKeepsTerm, whose heal came just after the last retry was due.)
 func TestClusterHealedCutStartsNoElection(t *testing.T) {
-	c := newTestCluster(t)
-	c.split = newNetsplit()
-	c.startThree()
-	c.createTopic("healed", 1, 3)
-	acked := map[int32]map[int64][]byte{}
-	c.produceAcked("healed", 1, 5, acked)
-	asg, err := c.any().Cluster().Assignment("healed")
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 30*time.Second, "the preferred replica to lead", func() error {
-		if l := c.leaderOf("healed", 0); l == nil || l.ID() != asg[0].Replicas[0] {
-			return errors.New("not yet")
-		}
-		return nil
-	})
-	leader := c.waitLeader("healed", 0)
-	var victim int32
-	var others []int32
-	for id := range c.nodes {
-		if id == leader.ID() {
-			continue
-		}
-		if victim == 0 {
-			victim = id
-		} else {
-			others = append(others, id)
-		}
-	}
-	others = append(others, leader.ID())
-	term := func(id int32) string {
-		pt, err := c.nodes[id].Registry().Partition("healed", 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return pt.Raft().Stats()["term"]
-	}
-	before := term(leader.ID())
-	c.split.isolate(victim, others...)
+	f := newFollowerCut(t, "healed")
+	before := f.term(t, f.leader)
+	f.c.split.isolate(f.victim, f.others...)
 	// The probe finds the leader down within about 1.25 s; the retries follow 2, 4 and 6 s
 	// later. Heal between the first retry and the second.
 	time.Sleep(4 * time.Second)
-	c.split.heal()
+	f.c.split.heal()
 	time.Sleep(6 * time.Second) // past the last retry
-	if got := term(leader.ID()); got != before {
+	if got := f.term(t, f.leader); got != before {
 		t.Fatalf("the group's term went from %s to %s after the cut healed", before, got)
 	}
-	if l := c.waitLeader("healed", 0); l.ID() != leader.ID() {
-		t.Fatalf("leader moved from broker %d to %d", leader.ID(), l.ID())
+	if l := f.c.waitLeader(f.topic, 0); l.ID() != f.leader {
+		t.Fatalf("leader moved from broker %d to %d", f.leader, l.ID())
 	}
-	c.produceAcked("healed", 1, 5, acked)
-	c.waitAllReplicasAgree("healed", acked)
+	f.c.produceAcked(f.topic, 1, 5, f.acked)
+	f.c.waitAllReplicasAgree(f.topic, f.acked)
 }
 
 // TestClusterIsolatedFollowerKeepsTerm: a broker cut off from the others reports their
@@ -986,60 +1005,22 @@ func TestClusterHealedCutStartsNoElection(t *testing.T) {
 // majority: its term stays, and once the network heals the leader elected before the cut is
 // still the leader, without an election.
 func TestClusterIsolatedFollowerKeepsTerm(t *testing.T) {
-	c := newTestCluster(t)
-	c.split = newNetsplit()
-	c.startThree()
-	c.createTopic("calm", 1, 3)
-	acked := map[int32]map[int64][]byte{}
-	c.produceAcked("calm", 1, 5, acked)
-	// Leadership settles on the preferred replica first (a later hand-over would change the
-	// term for a reason of its own).
-	asg, err := c.any().Cluster().Assignment("calm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 30*time.Second, "the preferred replica to lead", func() error {
-		if l := c.leaderOf("calm", 0); l == nil || l.ID() != asg[0].Replicas[0] {
-			return errors.New("not yet")
-		}
-		return nil
-	})
-	leader := c.waitLeader("calm", 0)
-	var victim int32
-	var others []int32
-	for id := range c.nodes {
-		if id == leader.ID() {
-			continue
-		}
-		if victim == 0 {
-			victim = id
-		} else {
-			others = append(others, id)
-		}
-	}
-	others = append(others, leader.ID())
-	term := func(id int32) string {
-		pt, err := c.nodes[id].Registry().Partition("calm", 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return pt.Raft().Stats()["term"]
-	}
-	before := term(victim)
-	c.split.isolate(victim, others...)
+	f := newFollowerCut(t, "calm")
+	before := f.term(t, f.victim)
+	f.c.split.isolate(f.victim, f.others...)
 	// Probes every 250 ms see the others down at once; forced elections would follow within
 	// the retries (every 2 s, three times).
 	time.Sleep(8 * time.Second)
-	if got := term(victim); got != before {
+	if got := f.term(t, f.victim); got != before {
 		t.Fatalf("the cut-off follower's term went from %s to %s", before, got)
 	}
-	c.split.heal()
-	c.produceAcked("calm", 1, 5, acked)
-	if l := c.waitLeader("calm", 0); l.ID() != leader.ID() {
-		t.Fatalf("leader moved from broker %d to %d", leader.ID(), l.ID())
+	f.c.split.heal()
+	f.c.produceAcked(f.topic, 1, 5, f.acked)
+	if l := f.c.waitLeader(f.topic, 0); l.ID() != f.leader {
+		t.Fatalf("leader moved from broker %d to %d", f.leader, l.ID())
 	}
-	if got := term(leader.ID()); got != before {
+	if got := f.term(t, f.leader); got != before {
 		t.Fatalf("the group's term went from %s to %s", before, got)
 	}
-	c.waitAllReplicasAgree("calm", acked)
+	f.c.waitAllReplicasAgree(f.topic, f.acked)
 }
