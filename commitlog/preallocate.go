@@ -32,8 +32,8 @@ import (
 // to its size when the segment is sealed (before its final sync) and at Close (before the
 // clean-shutdown marker), so a trusted segment never ends in zeros. After a crash the active
 // segment is scanned (it is never trusted) and its zero tail ends the scan like a torn tail:
-// a frame header of zeros is invalid (its CRC does not match), and the file is cut there.
-// Suffix truncation and a failed append cut the file, and with it the zeros.
+// a frame header of zeros is invalid (a length of 0 is shorter than a header), and the file is
+// cut there. Suffix truncation and a failed append cut the file, and with it the zeros.
 
 // preallocateLocked extends the active segment with zeros when less than half of
 // PreallocateBytes is left ahead of its end. The caller holds l.mu. A failure (a full disk) is
