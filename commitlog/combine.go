@@ -20,7 +20,8 @@ import (
 // thread through a short system call: the appenders an fsync wakes are runnable together on
 // one or two processors, but each ran and wrote alone while the others waited behind its
 // pwrite. On a VM whose system calls are slow (session 9: 4-5 us for a 1 KiB append) sixteen
-// of them landed 5-10 us apart, 145 us after the fsync for the last (gap-us 128-149). So a
+// of them landed 5-10 us apart, 145 us after the fsync for the last (gap-us 128-149; the
+// landing times from a probe whose source is in docs/bench-probes-2026-11-26-s9.txt). So a
 // call that finds the queue empty, while combined writes have carried more than 1.5 calls on
 // average lately, yields its processor once (runtime.Gosched) before writing: the runnable
 // appenders queue behind it, and one write carries them all (gap-us ~40, 15.7-16.0 appends
