@@ -411,7 +411,7 @@ func BenchmarkRawFsyncOverwrite(b *testing.B) {
 				total := int64(b.N) * int64(size)
 				switch file {
 				case "prewritten":
-					if err := writeZerosTo(f, total); err != nil {
+					if err := writeZeros(f, 0, total); err != nil {
 						b.Fatal(err)
 					}
 				case "fallocated":
@@ -449,16 +449,6 @@ func timeWriteSyncs(b *testing.B, f vfs.File, rec []byte, pace func(i int)) {
 	}
 	b.StopTimer()
 	reportLatencies(b, lat)
-}
-
-func writeZerosTo(f vfs.File, n int64) error {
-	chunk := make([]byte, 1<<20)
-	for off := int64(0); off < n; off += int64(len(chunk)) {
-		if _, err := f.WriteAt(chunk[:min(int64(len(chunk)), n-off)], off); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // warmPageCache writes n bytes to a file in dir and removes it, so that the page cache memory

@@ -3,6 +3,8 @@ package commitlog
 import (
 	"fmt"
 	"io"
+
+	"github.com/runnel-io/runnel/internal/vfs"
 )
 
 // Preallocation. Under SyncGroup and SyncAlways every append waits for an fdatasync, and on ext4
@@ -50,7 +52,7 @@ func (l *Log) preallocateLocked() {
 	if to <= from {
 		return
 	}
-	if err := writeZeros(seg, from, to); err != nil {
+	if err := writeZeros(seg.log, from, to); err != nil {
 		l.noPrealloc.Store(seg)
 		if terr := seg.log.Truncate(from); terr != nil {
 			l.fail(fmt.Errorf("preallocate %s: %w; and cutting it back failed: %w", seg.path, err, terr))
@@ -95,11 +97,12 @@ func (l *Log) noteSyncSize(seg *segment) {
 // zeroChunk is written repeatedly to fill a preallocated range.
 var zeroChunk = make([]byte, 256<<10)
 
-func writeZeros(seg *segment, from, to int64) error {
+// writeZeros fills [from, to) of f with zeros.
+func writeZeros(f vfs.File, from, to int64) error {
 	for off := from; off < to; {
 		n := min(int64(len(zeroChunk)), to-off)
-		if _, err := seg.log.WriteAt(zeroChunk[:n], off); err != nil {
-			return fmt.Errorf("write zeros to %s at %d: %w", seg.path, off, err)
+		if _, err := f.WriteAt(zeroChunk[:n], off); err != nil {
+			return fmt.Errorf("write zeros to %s at %d: %w", f.Name(), off, err)
 		}
 		off += n
 	}
