@@ -3,15 +3,13 @@ package commitlog
 import (
 	"encoding/binary"
 	"fmt"
-	"hash/crc32"
 	"time"
 
+	"github.com/runnel-io/runnel/internal/crc32c"
 	"github.com/runnel-io/runnel/internal/recordbatch"
 )
 
 // The on-disk layout is drawn in doc.go; this file encodes and decodes it. Big-endian throughout.
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Segment file header.
 const (
@@ -91,11 +89,11 @@ func appendFrameHeader(dst []byte, e *Entry) []byte {
 	binary.BigEndian.PutUint64(hdr[28:], uint64(at))
 	dst = append(dst, hdr[:]...)
 	dst = append(dst, e.Extensions...)
-	crc := crc32.Update(0, castagnoli, dst[start+8:])
+	crc := crc32c.Update(0, dst[start+8:])
 	if e.Type == EntryBatch {
-		crc = crc32.Update(crc, castagnoli, e.Data[:batchCRCPrefix])
+		crc = crc32c.Update(crc, e.Data[:batchCRCPrefix])
 	} else {
-		crc = crc32.Update(crc, castagnoli, e.Data)
+		crc = crc32c.Update(crc, e.Data)
 	}
 	binary.BigEndian.PutUint32(dst[start+4:], crc)
 	return dst
@@ -116,7 +114,7 @@ func frameCRC(frame []byte) uint32 {
 	if covered > len(frame) {
 		covered = len(frame)
 	}
-	return crc32.Checksum(frame[8:covered], castagnoli)
+	return crc32c.Checksum(frame[8:covered])
 }
 
 // parseFrameHeader decodes a frame header and checks its lengths against maxData. It does not
@@ -197,7 +195,7 @@ func (h segmentHeader) encode() []byte {
 	binary.BigEndian.PutUint64(b[16:], h.baseIndex)
 	binary.BigEndian.PutUint64(b[24:], uint64(h.baseOffset))
 	binary.BigEndian.PutUint64(b[32:], uint64(h.createdAt))
-	binary.BigEndian.PutUint32(b[12:], crc32.Checksum(b[16:], castagnoli))
+	binary.BigEndian.PutUint32(b[12:], crc32c.Checksum(b[16:]))
 	return b
 }
 
@@ -212,7 +210,7 @@ func decodeSegmentHeader(b []byte) (segmentHeader, string) {
 	if v := binary.BigEndian.Uint16(b[8:]); v != segmentVersion {
 		return h, "unknown segment version"
 	}
-	if binary.BigEndian.Uint32(b[12:]) != crc32.Checksum(b[16:segmentHeaderSize], castagnoli) {
+	if binary.BigEndian.Uint32(b[12:]) != crc32c.Checksum(b[16:segmentHeaderSize]) {
 		return h, "segment header checksum mismatch"
 	}
 	h.baseIndex = binary.BigEndian.Uint64(b[16:])
@@ -224,7 +222,7 @@ func decodeSegmentHeader(b []byte) (segmentHeader, string) {
 // checkBatchCRC verifies a batch's own CRC32C (over the bytes after its CRC field).
 func checkBatchCRC(data []byte) error {
 	want := binary.BigEndian.Uint32(data[recordbatch.OffCRC:])
-	if got := crc32.Checksum(data[recordbatch.OffAttributes:], castagnoli); got != want {
+	if got := recordbatch.ComputeCRC(data); got != want {
 		return fmt.Errorf("batch crc 0x%08x, computed 0x%08x", want, got)
 	}
 	return nil

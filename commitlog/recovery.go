@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -12,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/runnel-io/runnel/internal/crc32c"
 	"github.com/runnel-io/runnel/internal/vfs"
 )
 
@@ -377,7 +377,7 @@ func (l *Log) writeRecoveryPoint(base int64) error {
 	}
 	var b [12]byte
 	binary.BigEndian.PutUint64(b[0:], uint64(base))
-	binary.BigEndian.PutUint32(b[8:], crc32.Checksum(b[:8], castagnoli))
+	binary.BigEndian.PutUint32(b[8:], crc32c.Checksum(b[:8]))
 	if err := vfs.WriteFileAtomic(l.opts.FS, filepath.Join(l.dir, recoveryPointName), b[:]); err != nil {
 		return fmt.Errorf("commitlog: write recovery point: %w", err)
 	}
@@ -395,7 +395,7 @@ func (l *Log) readRecoveryPoint() (int64, error) {
 	}
 	defer f.Close()
 	var b [12]byte
-	if n, _ := f.ReadAt(b[:], 0); n != len(b) || binary.BigEndian.Uint32(b[8:]) != crc32.Checksum(b[:8], castagnoli) {
+	if n, _ := f.ReadAt(b[:], 0); n != len(b) || binary.BigEndian.Uint32(b[8:]) != crc32c.Checksum(b[:8]) {
 		l.logger.Warn().Msg("recovery point unreadable; scanning every segment")
 		return 0, nil
 	}

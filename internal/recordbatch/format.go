@@ -2,7 +2,8 @@ package recordbatch
 
 import (
 	"encoding/binary"
-	"hash/crc32"
+
+	"github.com/runnel-io/runnel/internal/crc32c"
 )
 
 // Sizes and the version this package speaks.
@@ -153,10 +154,6 @@ func (h Header) NextOffset() int64 { return h.BaseOffset + int64(h.LastOffsetDel
 
 var be = binary.BigEndian
 
-// castagnoli is the CRC32C table; crc32 uses the SSE4.2/ARMv8 instructions
-// where present.
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 // ParseHeader decodes the fixed header at the start of b. It needs at least
 // HeaderSize bytes (else ErrTruncated) and checks nothing else: not the
 // magic, the length, nor the CRC. Use Validate for that.
@@ -249,4 +246,4 @@ func SetMaxTimestamp(b []byte, typ TimestampType, ts int64) {
 // ComputeCRC returns the CRC32C (Castagnoli) of b[OffAttributes:], the
 // value the crc field of the batch b should hold. len(b) must be at least
 // OffAttributes.
-func ComputeCRC(b []byte) uint32 { return crc32.Checksum(b[OffAttributes:], castagnoli) }
+func ComputeCRC(b []byte) uint32 { return crc32c.Checksum(b[OffAttributes:]) }

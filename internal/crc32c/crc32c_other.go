@@ -1,0 +1,10 @@
+//go:build !amd64
+
+package crc32c
+
+const (
+	canFold = false
+	minFold = 1 << 62
+)
+
+func fold(crc uint32, p []byte) uint32 { panic("crc32c: fold without AVX-512") }
