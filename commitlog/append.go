@@ -163,6 +163,7 @@ func (l *Log) appendLocked(entries []Entry) (uint64, error) {
 		i += n
 	}
 	l.preallocateLocked()
+	l.reserveLocked()
 	return l.lastIdx.Load(), nil
 }
 
@@ -286,7 +287,8 @@ func (l *Log) undoChunk(seg *segment, start int64, cause error) error {
 	if err := seg.log.Truncate(start); err != nil {
 		return l.fail(fmt.Errorf("%w; and cutting it back failed: %w", cause, err))
 	}
-	seg.zeroed.Store(0) // the cut took the preallocated zeros too
+	seg.zeroed.Store(0)   // the cut took the preallocated zeros too
+	seg.reserved.Store(0) // and, on ext4, the reserved blocks
 	if err := seg.idx.f.Truncate(int64(seg.idx.len() * offsetEntrySize)); err != nil {
 		return l.fail(fmt.Errorf("%w; and cutting the index back failed: %w", cause, err))
 	}
@@ -367,6 +369,9 @@ func (w *segmentWriter) publish(seg *segment) {
 func (l *Log) rollLocked() (*segment, error) {
 	old := l.active()
 	if err := l.sealLocked(old); err != nil {
+		return nil, err
+	}
+	if err := old.releaseReserved(); err != nil {
 		return nil, err
 	}
 	durablePolicy := l.opts.Sync == SyncGroup || l.opts.Sync == SyncAlways

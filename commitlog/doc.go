@@ -83,7 +83,8 @@
 //
 // One writer lock (Log.mu) serialises appends, rolls, truncation and deletion. An append
 // validates its batches before taking the lock (magic, length, CRC32C, record count, offset
-// deltas: see internal/recordbatch), so a malformed batch is refused with ErrInvalidBatch and
+// deltas: see internal/recordbatch; the CRC32C is internal/crc32c's, folded with AVX-512 where
+// the CPU has it), so a malformed batch is refused with ErrInvalidBatch and
 // nothing of the call reaches the disk. Under the lock it writes the frames with one WriteAt
 // past the segment end, then the index entries, then publishes with atomics: the segment size,
 // the index counts, then the log end. Readers load those in the opposite order and never take
@@ -101,6 +102,12 @@
 // fdatasyncs skip the journal commit (preallocate.go). The zeros are cut off before a segment is
 // sealed and at Close, so only the active segment of a log that crashed ends in zeros; a zero
 // frame header is invalid, so recovery's scan ends there as at a torn tail and cuts the file.
+//
+// Under SyncNone and SyncInterval the active segment's disk blocks are reserved instead,
+// ReserveBytes (4 MiB) at a time with fallocate(FALLOC_FL_KEEP_SIZE), so that an append's
+// pwrite lands in allocated blocks and skips ext4's per-block delayed-allocation work
+// (reserve.go). The file's size does not change; the blocks past its end are given back when the
+// segment is sealed and at Close.
 //
 // Sync policies: SyncGroup (the default; Append returns once durable, concurrent appends share
 // one fdatasync, and one that runs slow gets a second started beside it: waitDurable),

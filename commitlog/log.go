@@ -43,6 +43,10 @@ type Log struct {
 	failErr  atomic.Pointer[error] // sticky write/sync failure (mirrored in gc.err)
 	// noPrealloc is the segment on which preallocation failed (a full disk): none until the next.
 	noPrealloc atomic.Pointer[segment]
+	// noReserveSeg is the segment on which reserving blocks failed: none until the next;
+	// noReserve turns reservations off for the log (a filesystem without fallocate).
+	noReserveSeg atomic.Pointer[segment]
+	noReserve    atomic.Bool
 	// syncSeg and syncAt: the segment and its size when the last fsync started; syncBytes: a
 	// moving average of the bytes each fsync covered (preallocate.go).
 	syncSeg   atomic.Pointer[segment]
@@ -347,6 +351,9 @@ func (l *Log) shutdownSyncLocked() error {
 		return err
 	}
 	if err := act.trimZeros(); err != nil {
+		return err
+	}
+	if err := act.releaseReserved(); err != nil {
 		return err
 	}
 	if err := act.syncAll(); err != nil {

@@ -62,6 +62,7 @@ const (
 	DefaultSyncEveryBytes         = 64 << 20
 	DefaultRetentionCheckInterval = 5 * time.Minute // Kafka log.retention.check.interval.ms
 	DefaultPreallocateBytes       = 1 << 20
+	DefaultReserveBytes           = 4 << 20
 
 	// MaxSegmentBytes keeps every position in a segment within the index's 32-bit field.
 	MaxSegmentBytes = 1<<31 - 1
@@ -96,6 +97,10 @@ type Options struct {
 	// fsync that follows, so that later fsyncs overwrite allocated blocks of a file whose
 	// size does not change and need no journal commit (see preallocate.go).
 	PreallocateBytes int64
+	// ReserveBytes: under SyncNone and SyncInterval the active segment's disk blocks are
+	// reserved (fallocate, keeping the size) this far ahead of its end (default 4 MiB;
+	// negative: off), so that appends write into allocated blocks (see reserve.go).
+	ReserveBytes int64
 
 	// RetentionBytes deletes the oldest segments while the log, without them, still holds at
 	// least this many bytes (default: no limit, -1).
@@ -137,6 +142,7 @@ func DefaultOptions() Options {
 		RetentionAge:           -1,
 		RetentionCheckInterval: DefaultRetentionCheckInterval,
 		PreallocateBytes:       DefaultPreallocateBytes,
+		ReserveBytes:           DefaultReserveBytes,
 		FS:                     vfs.OS,
 		Logger:                 &nop,
 		Now:                    time.Now,
@@ -175,6 +181,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.PreallocateBytes == 0 {
 		o.PreallocateBytes = d.PreallocateBytes
+	}
+	if o.ReserveBytes == 0 {
+		o.ReserveBytes = d.ReserveBytes
 	}
 	if o.FS == nil {
 		o.FS = d.FS

@@ -40,6 +40,9 @@ type segment struct {
 	// zeroed is the end of the zeros written ahead of size (preallocate.go); at or below size:
 	// none. Written under the Log's writer lock.
 	zeroed atomic.Int64
+	// reserved is the end of the blocks reserved ahead of size (reserve.go); at or below size:
+	// none. Written under the Log's writer lock.
+	reserved atomic.Int64
 
 	w segmentWriter // owned by the Log's writer lock
 }

@@ -179,7 +179,8 @@ func (l *Log) cutSegment(seg *segment, pos int64) error {
 		return err
 	}
 	seg.size.Store(pos)
-	seg.zeroed.Store(0) // cut with the rest
+	seg.zeroed.Store(0)   // cut with the rest
+	seg.reserved.Store(0) // given back by the cut, on ext4
 	// Recompute the writer state (term, timestamps, time index) by walking the kept frames.
 	prevTerm := uint64(0)
 	segs := l.segments()

@@ -157,9 +157,11 @@ const (
 	OpMkdirAll
 	// OpSyncDir is an FS.SyncDir.
 	OpSyncDir
+	// OpAllocate is a File.Allocate (Off, Len).
+	OpAllocate
 )
 
-var opNames = [...]string{"any", "create", "write", "sync", "truncate", "remove", "removeall", "rename", "mkdirall", "syncdir"}
+var opNames = [...]string{"any", "create", "write", "sync", "truncate", "remove", "removeall", "rename", "mkdirall", "syncdir", "allocate"}
 
 func (k OpKind) String() string {
 	if int(k) < len(opNames) {
@@ -179,16 +181,16 @@ type Op struct {
 	Path string
 	// NewPath is the target of a rename.
 	NewPath string
-	// Off is the offset of a write, or the new size of a truncate.
+	// Off is the offset of a write or an allocation, or the new size of a truncate.
 	Off int64
-	// Len is the length of a write.
+	// Len is the length of a write or an allocation.
 	Len int64
 }
 
 func (o Op) String() string {
 	s := fmt.Sprintf("#%d %s %s", o.Seq, o.Kind, o.Path)
 	switch o.Kind {
-	case OpWrite:
+	case OpWrite, OpAllocate:
 		s += fmt.Sprintf(" [%d,+%d)", o.Off, o.Len)
 	case OpTruncate:
 		s += fmt.Sprintf(" to %d", o.Off)
@@ -676,6 +678,25 @@ func (f *crashFile) Sync() error {
 		return err
 	}
 	n.synced()
+	return nil
+}
+
+// Allocate checks the hooks and the space left; it changes neither the content nor the size, so
+// it reserves nothing on the real file. With a space limit, a range larger than the space left
+// fails with ENOSPC (and takes none of it).
+func (f *crashFile) Allocate(off, n int64) error {
+	c := f.c
+	if _, err := c.before(f.gen, Op{Kind: OpAllocate, Path: f.path(), Off: off, Len: n}); err != nil {
+		return f.err("allocate", err)
+	}
+	if !c.live(f.gen) {
+		return f.err("allocate", ErrCrashed)
+	}
+	c.spaceMu.Lock()
+	defer c.spaceMu.Unlock()
+	if c.space >= 0 && c.space < n {
+		return f.err("allocate", syscall.ENOSPC)
+	}
 	return nil
 }
 

@@ -1,6 +1,9 @@
 package vfs
 
-import "os"
+import (
+	"errors"
+	"os"
+)
 
 // NoSync wraps an FS so that File.Sync and SyncDir do nothing (SyncDir still checks that the
 // directory exists). It is for tests: under a CrashFS, whose model of durability does not depend
@@ -16,6 +19,13 @@ func (noSyncFile) Sync() error { return nil }
 
 func (f noSyncFile) WriteAtv(bufs [][]byte, off int64) (int, error) {
 	return WriteAtv(f.File, bufs, off)
+}
+
+func (f noSyncFile) Allocate(off, n int64) error {
+	if a, ok := f.File.(Allocator); ok {
+		return a.Allocate(off, n)
+	}
+	return errors.ErrUnsupported
 }
 
 func (n noSyncFS) OpenFile(name string, flag int, perm os.FileMode) (File, error) {

@@ -79,6 +79,14 @@ func (f *osFile) Truncate(size int64) error                      { return f.f.Tr
 func (f *osFile) Fd() uintptr                                    { return f.f.Fd() }
 func (f *osFile) Name() string                                   { return f.f.Name() }
 
+// Allocate reserves [off, off+n) without changing the size (Allocator).
+func (f *osFile) Allocate(off, n int64) error {
+	if err := allocate(f.f, off, n); err != nil {
+		return &os.PathError{Op: "fallocate", Path: f.f.Name(), Err: err}
+	}
+	return nil
+}
+
 // Sync makes the file's data durable: fdatasync on Linux (the size is part of what fdatasync
 // flushes; timestamps are not), fsync elsewhere.
 func (f *osFile) Sync() error {

@@ -1,6 +1,8 @@
 package vfs
 
 import (
+	"errors"
+	"fmt"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -24,6 +26,30 @@ func datasync(f *os.File) error {
 		return err
 	}
 	return serr
+}
+
+// allocate reserves [off, off+n) of f with fallocate(2), FALLOC_FL_KEEP_SIZE, retrying on EINTR.
+// A filesystem without fallocate gives EOPNOTSUPP, returned wrapped in errors.ErrUnsupported.
+func allocate(f *os.File, off, n int64) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var aerr error
+	if err := rc.Control(func(fd uintptr) {
+		for {
+			aerr = unix.Fallocate(int(fd), unix.FALLOC_FL_KEEP_SIZE, off, n)
+			if aerr != unix.EINTR {
+				return
+			}
+		}
+	}); err != nil {
+		return err
+	}
+	if aerr == unix.EOPNOTSUPP {
+		return fmt.Errorf("%w: %w", errors.ErrUnsupported, aerr)
+	}
+	return aerr
 }
 
 // pwritev writes bufs at off with pwritev(2), IOV_MAX buffers per call, resuming after short

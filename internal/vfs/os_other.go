@@ -18,6 +18,9 @@ func datasync(f *os.File) error {
 	return err
 }
 
+// allocate: no fallocate outside Linux here.
+func allocate(*os.File, int64, int64) error { return errors.ErrUnsupported }
+
 // pwritev writes bufs one after another (no pwritev outside Linux here).
 func pwritev(f *os.File, bufs [][]byte, off int64) (int, error) {
 	total := 0

@@ -60,6 +60,15 @@ type VectorWriterAt interface {
 	WriteAtv(bufs [][]byte, off int64) (int, error)
 }
 
+// Allocator is implemented by Files that can reserve disk blocks past their end without changing
+// their size (fallocate with FALLOC_FL_KEEP_SIZE on Linux). A later truncation to the file's own
+// size gives the reserved blocks back on ext4 (see commitlog's reserve.go).
+type Allocator interface {
+	// Allocate reserves the blocks of [off, off+n). Where the filesystem or platform cannot, the
+	// error wraps errors.ErrUnsupported.
+	Allocate(off, n int64) error
+}
+
 // WriteAtv writes bufs back to back at off: in one call when f is a VectorWriterAt, else
 // through one contiguous copy and WriteAt. It may modify bufs.
 func WriteAtv(f File, bufs [][]byte, off int64) (int, error) {
