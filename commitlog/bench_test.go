@@ -291,6 +291,8 @@ func sizeName(n int) string {
 // like the append benchmark, so that none runs into the kernel's dirty-page throttling:
 //
 //   - direct-100KiB: a pwrite per frame, back to back (what an append of 100 x 1 KiB does);
+//   - reserved-100KiB: the same, into blocks reserved 4 MiB at a time ahead of the frames
+//     (fallocate, FALLOC_FL_KEEP_SIZE), as the log does under SyncNone (reserve.go);
 //   - frame-at-128KiB: the same pwrite, but each starting at a 128 KiB boundary of the file
 //     (a hole after each): aligned starts, unaligned ends;
 //   - aligned-64KiB, aligned-128KiB: the frames' bytes written in whole, aligned 64 or 128
@@ -311,9 +313,13 @@ func BenchmarkRawWrite(b *testing.B) {
 		name   string
 		stride int64 // distance between the starts of two frames' pwrites (0: back to back)
 		chunk  int   // >0: write the stream in whole chunks of this size instead of per frame
+		// reserve: >0: reserve this much ahead (fallocate, keeping the size) whenever less
+		// than half of it is left.
+		reserve int64
 	}
 	for _, p := range []pattern{
 		{name: "direct-100KiB"},
+		{name: "reserved-100KiB", reserve: 4 << 20},
 		{name: "frame-at-128KiB", stride: 128 << 10},
 		{name: "aligned-64KiB", chunk: 64 << 10},
 		{name: "aligned-128KiB", chunk: 128 << 10},
@@ -322,16 +328,22 @@ func BenchmarkRawWrite(b *testing.B) {
 		b.Run("pattern="+p.name, func(b *testing.B) {
 			dir := b.TempDir()
 			warmPageCache(b, dir, int64(b.N)*int64(len(frame))*5/4)
-			f, err := os.Create(filepath.Join(dir, "raw"))
+			f, err := vfs.OS.OpenFile(filepath.Join(dir, "raw"), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer f.Close()
 			buf := make([]byte, 0, p.chunk+len(frame))
-			var pos, flushed int64
+			var pos, flushed, reserved int64
 			b.SetBytes(int64(len(frame)))
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
+				if p.reserve > 0 && reserved-pos < p.reserve/2 {
+					if err := f.(vfs.Allocator).Allocate(max(reserved, pos), p.reserve); err != nil {
+						b.Skipf("cannot reserve blocks here: %v", err)
+					}
+					reserved = max(reserved, pos) + p.reserve
+				}
 				if p.chunk == 0 {
 					if _, err := f.WriteAt(frame, pos); err != nil {
 						b.Fatal(err)
