@@ -12,9 +12,10 @@ import (
 // 4 KiB block it dirties is reserved against the free space one by one (ext4_da_write_begin,
 // ext4_da_reserve_space), and the blocks are allocated at writeback. Writing into blocks
 // fallocate has already reserved (unwritten extents) skips that. On the session-10 machine a
-// pwrite of one 100 x 1 KiB frame took 23.5-24.0 us into a plain file and 20.7-20.9 us into one
-// reserved 4 MiB at a time ahead of its end (the probe's source and output are in
-// docs/bench-probes-2026-11-26-s10.txt): an eighth of an unsynced append. Redpanda reserves its
+// pwrite of one 100 x 1 KiB frame took 24.2-25.1 us into a plain file and 21.6-22.0 us into one
+// reserved 4 MiB at a time ahead of its end (three runs of a probe whose source and output are in
+// docs/bench-probes-2026-11-26-s10.txt; BenchmarkRawWrite's direct-100KiB and reserved-100KiB
+// patterns measure the same in the tree): about a tenth of an unsynced append. Redpanda reserves its
 // segments the same way (segment_fallocation_step, 32 MiB).
 //
 // So the active segment's blocks are reserved ReserveBytes at a time, with FALLOC_FL_KEEP_SIZE

@@ -33,6 +33,13 @@ DATA k128<>+0(SB)/8, $0xf20c0dfe
 DATA k128<>+8(SB)/8, $0x14cd00bd6
 GLOBL k128<>(SB), RODATA, $16
 
+// FOLD(k, acc, tmp, next): acc = acc.lo*k.lo xor acc.hi*k.hi xor next, per 128-bit lane: acc
+// carried forward across the distance k is for, onto the data next that lies there.
+#define FOLD(k, acc, tmp, next) \
+	VPCLMULQDQ $0x11, k, acc, tmp \
+	VPCLMULQDQ $0x00, k, acc, acc \
+	VPTERNLOGD $0x96, next, tmp, acc
+
 // func fold(crc uint32, p []byte) uint32
 TEXT ·fold(SB), NOSPLIT, $0-36
 	MOVL crc+0(FP), AX
@@ -52,51 +59,35 @@ TEXT ·fold(SB), NOSPLIT, $0-36
 	VMOVDQU64 k2048<>(SB), Z0
 
 loop256:
-	CMPQ CX, $256
-	JB   reduce4
-	VMOVDQU64  0(SI), Z11
-	VMOVDQU64  64(SI), Z12
-	VMOVDQU64  128(SI), Z13
-	VMOVDQU64  192(SI), Z14
-	VPCLMULQDQ $0x11, Z0, Z1, Z5
-	VPCLMULQDQ $0x00, Z0, Z1, Z1
-	VPCLMULQDQ $0x11, Z0, Z2, Z6
-	VPCLMULQDQ $0x00, Z0, Z2, Z2
-	VPCLMULQDQ $0x11, Z0, Z3, Z7
-	VPCLMULQDQ $0x00, Z0, Z3, Z3
-	VPCLMULQDQ $0x11, Z0, Z4, Z8
-	VPCLMULQDQ $0x00, Z0, Z4, Z4
-	VPTERNLOGD $0x96, Z11, Z5, Z1
-	VPTERNLOGD $0x96, Z12, Z6, Z2
-	VPTERNLOGD $0x96, Z13, Z7, Z3
-	VPTERNLOGD $0x96, Z14, Z8, Z4
-	ADDQ       $256, SI
-	SUBQ       $256, CX
-	JMP        loop256
+	CMPQ      CX, $256
+	JB        reduce4
+	VMOVDQU64 0(SI), Z11
+	VMOVDQU64 64(SI), Z12
+	VMOVDQU64 128(SI), Z13
+	VMOVDQU64 192(SI), Z14
+	FOLD(Z0, Z1, Z5, Z11)
+	FOLD(Z0, Z2, Z6, Z12)
+	FOLD(Z0, Z3, Z7, Z13)
+	FOLD(Z0, Z4, Z8, Z14)
+	ADDQ      $256, SI
+	SUBQ      $256, CX
+	JMP       loop256
 
 reduce4:
 	// Z1 into Z2, into Z3, into Z4: each 64 bytes before the next.
-	VMOVDQU64  k512<>(SB), Z0
-	VPCLMULQDQ $0x11, Z0, Z1, Z5
-	VPCLMULQDQ $0x00, Z0, Z1, Z1
-	VPTERNLOGD $0x96, Z2, Z5, Z1
-	VPCLMULQDQ $0x11, Z0, Z1, Z5
-	VPCLMULQDQ $0x00, Z0, Z1, Z1
-	VPTERNLOGD $0x96, Z3, Z5, Z1
-	VPCLMULQDQ $0x11, Z0, Z1, Z5
-	VPCLMULQDQ $0x00, Z0, Z1, Z1
-	VPTERNLOGD $0x96, Z4, Z5, Z1
+	VMOVDQU64 k512<>(SB), Z0
+	FOLD(Z0, Z1, Z5, Z2)
+	FOLD(Z0, Z1, Z5, Z3)
+	FOLD(Z0, Z1, Z5, Z4)
 
 loop64:
-	CMPQ CX, $64
-	JB   reduce1
-	VMOVDQU64  0(SI), Z11
-	VPCLMULQDQ $0x11, Z0, Z1, Z5
-	VPCLMULQDQ $0x00, Z0, Z1, Z1
-	VPTERNLOGD $0x96, Z11, Z5, Z1
-	ADDQ       $64, SI
-	SUBQ       $64, CX
-	JMP        loop64
+	CMPQ      CX, $64
+	JB        reduce1
+	VMOVDQU64 0(SI), Z11
+	FOLD(Z0, Z1, Z5, Z11)
+	ADDQ      $64, SI
+	SUBQ      $64, CX
+	JMP       loop64
 
 reduce1:
 	// Z1's four lanes into one, each 16 bytes before the next.
@@ -104,26 +95,18 @@ reduce1:
 	VEXTRACTI32X4 $1, Z1, X2
 	VEXTRACTI32X4 $2, Z1, X3
 	VEXTRACTI32X4 $3, Z1, X4
-	VPCLMULQDQ    $0x11, X0, X1, X5
-	VPCLMULQDQ    $0x00, X0, X1, X1
-	VPTERNLOGD    $0x96, X2, X5, X1
-	VPCLMULQDQ    $0x11, X0, X1, X5
-	VPCLMULQDQ    $0x00, X0, X1, X1
-	VPTERNLOGD    $0x96, X3, X5, X1
-	VPCLMULQDQ    $0x11, X0, X1, X5
-	VPCLMULQDQ    $0x00, X0, X1, X1
-	VPTERNLOGD    $0x96, X4, X5, X1
+	FOLD(X0, X1, X5, X2)
+	FOLD(X0, X1, X5, X3)
+	FOLD(X0, X1, X5, X4)
 
 loop16:
-	CMPQ CX, $16
-	JB   done
-	VMOVDQU64  0(SI), X11
-	VPCLMULQDQ $0x11, X0, X1, X5
-	VPCLMULQDQ $0x00, X0, X1, X1
-	VPTERNLOGD $0x96, X11, X5, X1
-	ADDQ       $16, SI
-	SUBQ       $16, CX
-	JMP        loop16
+	CMPQ      CX, $16
+	JB        done
+	VMOVDQU64 0(SI), X11
+	FOLD(X0, X1, X5, X11)
+	ADDQ      $16, SI
+	SUBQ      $16, CX
+	JMP       loop16
 
 done:
 	// The remainder's own CRC from state 0, with the CRC32 instruction.

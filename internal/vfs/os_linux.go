@@ -9,47 +9,35 @@ import (
 )
 
 // datasync fdatasyncs f, retrying on EINTR. The error is the bare errno.
-func datasync(f *os.File) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		for {
-			serr = unix.Fdatasync(int(fd))
-			if serr != unix.EINTR {
-				return
-			}
-		}
-	}); err != nil {
-		return err
-	}
-	return serr
-}
+func datasync(f *os.File) error { return onFd(f, unix.Fdatasync) }
 
 // allocate reserves [off, off+n) of f with fallocate(2), FALLOC_FL_KEEP_SIZE, retrying on EINTR.
 // A filesystem without fallocate gives EOPNOTSUPP, returned wrapped in errors.ErrUnsupported.
 func allocate(f *os.File, off, n int64) error {
+	err := onFd(f, func(fd int) error { return unix.Fallocate(fd, unix.FALLOC_FL_KEEP_SIZE, off, n) })
+	if err == unix.EOPNOTSUPP {
+		return fmt.Errorf("%w: %w", errors.ErrUnsupported, err)
+	}
+	return err
+}
+
+// onFd runs op on f's descriptor, again while it fails with EINTR, and returns its error.
+func onFd(f *os.File, op func(fd int) error) error {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return err
 	}
-	var aerr error
+	var oerr error
 	if err := rc.Control(func(fd uintptr) {
 		for {
-			aerr = unix.Fallocate(int(fd), unix.FALLOC_FL_KEEP_SIZE, off, n)
-			if aerr != unix.EINTR {
+			if oerr = op(int(fd)); oerr != unix.EINTR {
 				return
 			}
 		}
 	}); err != nil {
 		return err
 	}
-	if aerr == unix.EOPNOTSUPP {
-		return fmt.Errorf("%w: %w", errors.ErrUnsupported, aerr)
-	}
-	return aerr
+	return oerr
 }
 
 // pwritev writes bufs at off with pwritev(2), IOV_MAX buffers per call, resuming after short
