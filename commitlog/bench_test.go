@@ -303,10 +303,11 @@ func sizeName(n int) string {
 // The lead they were written for: on a kernel whose page cache uses large folios for ext4
 // (Linux 6.16 and later) a write gets folios as large as its length and its file offset's
 // alignment allow, so the unaligned ends of 100 KiB frames would cost more folios, each with its
-// own overhead, than aligned writes. What session 10 measured (docs/benchmarks.md): the size of
-// each write separates them, not its alignment (aligned 64 KiB writes cost as much per byte as
-// 100 KiB frames, frames started on 128 KiB boundaries more, 128 KiB and 1 MiB writes less), and
-// reserved blocks take about a tenth off a frame's pwrite.
+// own overhead, than aligned writes. What session 10 measured (docs/benchmarks.md and
+// docs/bench-rawwrite-2026-11-26-s10.txt): the size of each write separates them, not its
+// alignment (aligned 64 KiB writes cost as much per byte as 100 KiB frames, frames started on
+// 128 KiB boundaries more, 128 KiB and 1 MiB writes less), and into reserved blocks a pwrite per
+// frame costs what 128 KiB writes do.
 func BenchmarkRawWrite(b *testing.B) {
 	frame := make([]byte, 102436) // one 100 x 1 KiB batch in its frame
 	for i := range frame {
