@@ -689,9 +689,6 @@ func (f *crashFile) Allocate(off, n int64) error {
 	if _, err := c.before(f.gen, Op{Kind: OpAllocate, Path: f.path(), Off: off, Len: n}); err != nil {
 		return f.err("allocate", err)
 	}
-	if !c.live(f.gen) {
-		return f.err("allocate", ErrCrashed)
-	}
 	c.spaceMu.Lock()
 	defer c.spaceMu.Unlock()
 	if c.space >= 0 && c.space < n {
