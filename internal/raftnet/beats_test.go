@@ -157,3 +157,41 @@ func TestGroupActive(t *testing.T) {
 		t.Fatalf("the sender (a leader) after an append: active %v, err %v", active, err)
 	}
 }
+
+// TestGroupActiveNowDialsWithinBackoff: after a failed dial, GroupActive fails at once with the
+// remembered error until the backoff has passed, even once the broker is back; GroupActiveNow
+// dials and gets the answer (what a forced-election retry after a healed cut needs).
+func TestGroupActiveNowDialsWithinBackoff(t *testing.T) {
+	a := newNet(t, time.Second)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := raft.ServerAddress(ln.Addr().String())
+	_ = ln.Close() // nothing listens there yet: dials are refused
+	if _, err := a.GroupActive(addr, "g"); err == nil {
+		t.Fatal("asked a broker that is not there")
+	}
+	// Hold the backoff of that failure open, as a run of failed dials during a cut does.
+	a.mu.Lock()
+	p := a.peers[peerKey{addr, laneCtrl}]
+	a.mu.Unlock()
+	p.mu.Lock()
+	p.retryAt = time.Now().Add(time.Hour)
+	p.mu.Unlock()
+
+	ln, err = net.Listen("tcp", string(addr)) // the broker is back
+	if err != nil {
+		t.Skipf("cannot listen on %s again: %v", addr, err)
+	}
+	b := newNetOn(t, ln, time.Second)
+	if _, err := b.Transport("g"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.GroupActive(addr, "g"); err == nil {
+		t.Fatal("GroupActive dialed within the backoff")
+	}
+	if active, err := a.GroupActiveNow(addr, "g"); err != nil || active {
+		t.Fatalf("GroupActiveNow: active %v, err %v; want an answer (not active)", active, err)
+	}
+}

@@ -62,17 +62,6 @@ func (n *Network) peerAlive(addr raft.ServerAddress) {
 	n.live.mu.Unlock()
 }
 
-// IsDown reports whether the broker at addr was reported down and has not answered a probe, or
-// sent anything, since.
-func (n *Network) IsDown(addr raft.ServerAddress) bool {
-	if n.live.downs.Load() == 0 {
-		return false
-	}
-	n.live.mu.Lock()
-	defer n.live.mu.Unlock()
-	return n.live.down[addr]
-}
-
 // noteLeader records the leader of a group as seen in an AppendEntries it sent here.
 func (t *Transport) noteLeader(req *raft.AppendEntriesRequest) {
 	addr := req.RPCHeader.Addr
@@ -230,9 +219,25 @@ func (n *Network) activeByte(group string) byte {
 
 // GroupActive asks the broker at addr whether its replica of group heard from a leader, or
 // acted as one, within the last few seconds: whether forcing an election could depose a live
-// leader. A broker that cannot be asked is an error.
+// leader. A broker that cannot be asked is an error; one whose last dial failed moments ago is
+// not asked again until the dial backoff has passed (see GroupActiveNow).
 func (n *Network) GroupActive(addr raft.ServerAddress, group string) (bool, error) {
-	c, err := n.getConn(addr, laneCtrl, n.done)
+	return n.groupActive(addr, group, false)
+}
+
+// GroupActiveNow is GroupActive for a broker that may have come back moments ago (a cut that
+// healed): it dials even within the backoff of failed dials, taking at most ProbeTimeout to
+// dial and as long again for the answer.
+func (n *Network) GroupActiveNow(addr raft.ServerAddress, group string) (bool, error) {
+	return n.groupActive(addr, group, true)
+}
+
+func (n *Network) groupActive(addr raft.ServerAddress, group string, now bool) (bool, error) {
+	dial := n.getConn
+	if now {
+		dial = n.getConnNow
+	}
+	c, err := dial(addr, laneCtrl, n.done)
 	if err != nil {
 		return false, err
 	}

@@ -380,9 +380,9 @@ func (n *Network) serveConn(nc net.Conn) {
 	}
 }
 
-// dialRaw dials addr and writes the preamble of a connection of type typ.
-func (n *Network) dialRaw(addr raft.ServerAddress, typ byte) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), n.timeout)
+// dialRaw dials addr, within timeout, and writes the preamble of a connection of type typ.
+func (n *Network) dialRaw(addr raft.ServerAddress, typ byte, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	go func() {
 		select {
@@ -453,6 +453,16 @@ func (p *peer) drop(c *conn, err error) {
 // connection that failed within a second), calls fail at once with its error until a backoff
 // (10ms doubling to 1s) has passed.
 func (n *Network) getConn(addr raft.ServerAddress, lane int, cancel <-chan struct{}) (*conn, error) {
+	return n.conn(addr, lane, cancel, false)
+}
+
+// getConnNow is getConn for a question that needs today's answer: it dials even within a
+// backoff (whose remembered failure may predate a healed cut), and within ProbeTimeout.
+func (n *Network) getConnNow(addr raft.ServerAddress, lane int, cancel <-chan struct{}) (*conn, error) {
+	return n.conn(addr, lane, cancel, true)
+}
+
+func (n *Network) conn(addr raft.ServerAddress, lane int, cancel <-chan struct{}, now bool) (*conn, error) {
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()
@@ -488,7 +498,7 @@ func (n *Network) getConn(addr raft.ServerAddress, lane int, cancel <-chan struc
 				return nil, raft.ErrTransportShutdown
 			}
 		}
-		if time.Now().Before(p.retryAt) {
+		if !now && time.Now().Before(p.retryAt) {
 			err := p.lastErr
 			p.mu.Unlock()
 			return nil, err
@@ -498,7 +508,11 @@ func (n *Network) getConn(addr raft.ServerAddress, lane int, cancel <-chan struc
 		p.mu.Unlock()
 
 		var c *conn
-		nc, err := n.dialRaw(addr, connMux)
+		timeout := n.timeout
+		if now {
+			timeout = n.probeTimeout
+		}
+		nc, err := n.dialRaw(addr, connMux, timeout)
 		if err == nil {
 			c = newConn(n, nc, bufio.NewReaderSize(nc, 64<<10), p)
 			if !c.start() {

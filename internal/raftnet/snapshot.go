@@ -28,7 +28,7 @@ func (t *Transport) InstallSnapshot(_ raft.ServerID, target raft.ServerAddress, 
 	if err != nil {
 		return err
 	}
-	nc, err := t.n.dialRaw(target, connSnapshot)
+	nc, err := t.n.dialRaw(target, connSnapshot, t.n.timeout)
 	if err != nil {
 		return fmt.Errorf("raftnet: dial %s: %w", target, err)
 	}
