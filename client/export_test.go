@@ -21,3 +21,6 @@ func (g *GroupConsumer) Lost() bool {
 	defer g.mu.Unlock()
 	return g.lost
 }
+
+// StreamEndErr exposes streamEndErr to the external tests.
+var StreamEndErr = streamEndErr

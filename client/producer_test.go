@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/runnel-io/runnel/client"
 	"github.com/runnel-io/runnel/topic"
@@ -556,5 +557,23 @@ func TestCallbacksInOffsetOrder(t *testing.T) {
 		if o != int64(i) {
 			t.Fatalf("callback %d has offset %d (want %d): callbacks out of offset order", i, o, i)
 		}
+	}
+}
+
+// A produce stream ended by the producer's own cancellation (after a failed send) is a broken
+// connection to retry, not a cancellation: the error a delivery timeout wraps stays retriable.
+func TestStreamEndedByOwnCancelIsRetriable(t *testing.T) {
+	for _, err := range []error{
+		status.Error(codes.Canceled, context.Canceled.Error()),
+		context.Canceled,
+		status.Error(codes.Unavailable, "connection reset"),
+	} {
+		got := client.StreamEndErr("127.0.0.1:1", err)
+		if !client.IsRetriable(got) {
+			t.Fatalf("%v: %v, want a retriable error", err, got)
+		}
+	}
+	if got := client.StreamEndErr("127.0.0.1:1", status.Error(codes.InvalidArgument, "bad")); client.IsRetriable(got) {
+		t.Fatalf("an INVALID_ARGUMENT end became retriable: %v", got)
 	}
 }

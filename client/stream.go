@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -291,7 +292,7 @@ func (p *producer) recv(l *link, gen uint64, st runnelv1.ProduceService_ProduceS
 	for {
 		resp, err := st.Recv()
 		if err != nil {
-			p.broken(l, gen, fromRPC(err))
+			p.broken(l, gen, streamEndErr(l.addr, err))
 			return
 		}
 		var perr error
@@ -300,6 +301,21 @@ func (p *producer) recv(l *link, gen uint64, st runnelv1.ProduceService_ProduceS
 		}
 		p.handle(gen, resp.GetCorrelationId(), resp.GetResponse(), perr)
 	}
+}
+
+// streamEndErr is why a produce stream to addr ended, as its in-flight batches carry it into a
+// retry or, past their delivery timeout, into the error their records get. Only the producer
+// cancels a stream's context: as it stops (broken ignores those ends), or after a Send failed,
+// which means the connection broke. Recv then reports the cancellation, which is not retriable;
+// the broken connection is, and a delivery timeout that followed it must say so
+// (TestDeliveryTimeout failed once in CI with "delivery timeout ...: Canceled").
+func streamEndErr(addr string, err error) error {
+	err = fromRPC(err)
+	var e *Error
+	if errors.Is(err, context.Canceled) || errors.As(err, &e) && e.Code == codes.Canceled {
+		return &Error{Code: codes.Unavailable, Partition: -1, Message: "produce stream to " + addr + " ended after a failed send"}
+	}
+	return err
 }
 
 // handle applies the response (or whole-request error) to the in-flight batch corr.
